@@ -1,0 +1,392 @@
+//! Experiment configs: one RON file per paper table row.
+//!
+//! Every knob of a run lives here (nothing comes from environment variables). Unknown fields are
+//! rejected (`deny_unknown_fields`), omitted sections take the paper's defaults, and
+//! [`ExperimentConfig::validate`] rejects impossible values with the field's path and line.
+//! The *resolved* config (defaults filled in) is what a run folder records and what
+//! `repro verify` replays.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A whole experiment: target × sampler × network × training × evaluation, plus the paper row it
+/// replays.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Which paper, table and row this config replays, with the paper's numbers.
+    #[serde(default)]
+    pub paper: Option<PaperRef>,
+    /// Root seed of every random stream (`repro run --seed` overrides it).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    pub target: TargetConfig,
+    #[serde(default)]
+    pub sampler: SamplerConfig,
+    #[serde(default)]
+    pub network: NetworkConfig,
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+/// Where a config's expected numbers come from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PaperRef {
+    /// e.g. "Sendera et al. 2024".
+    pub paper: String,
+    /// e.g. "Table 1".
+    pub table: String,
+    /// e.g. "TB + Expl.".
+    pub row: String,
+    /// The paper's numbers for this row: metric name (a `metrics.json` key) → (mean, std).
+    #[serde(default)]
+    pub values: BTreeMap<String, (f64, f64)>,
+    /// Iterations the paper trained for, when this config runs a different number.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum TargetConfig {
+    /// 25 Gaussians on the grid {−10,−5,0,5,10}², variance 0.3 (d = 2, log Z = 0).
+    Gmm25,
+    /// 9 Gaussians on {−5,0,5}², variance 0.3 (d = 2, log Z = 0).
+    Gmm9,
+    /// Neal's funnel: `Hard` has x₀ ~ N(0, 9) (the paper's), `Easy` N(0, 1); d = 10 in the paper.
+    Funnel { variant: FunnelVariant, dim: usize },
+    /// Independent double wells, d even (32 in the paper).
+    ManyWell { dim: usize },
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FunnelVariant {
+    Hard,
+    Easy,
+}
+
+/// How the 25GMM ground-truth set for W2 is drawn.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GmmGroundTruth {
+    /// ⌊n/25⌋ samples per mode, as the paper-era reference code did.
+    #[default]
+    Stratified,
+    /// Modes drawn uniformly at random (the reference code after its Feb 2025 fix).
+    Multinomial,
+}
+
+/// The Euler–Maruyama sampler and its fixed Brownian-bridge backward policy (spec §2.1–2.3).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplerConfig {
+    /// T, the number of steps (dt = 1/T).
+    pub steps: usize,
+    /// σ², the base diffusion rate (`t_scale`): 5 for 25GMM and LGCP, 1 for Funnel and Manywell.
+    pub sigma2: f64,
+    /// Learn a per-dimension log-variance ℓ = log σ² + range·tanh(v) (spec §2.2 step 5).
+    pub learned_variance: bool,
+    /// `range` above (`--log_var_range`).
+    pub log_var_range: f64,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig { steps: 100, sigma2: 5.0, learned_variance: false, log_var_range: 4.0 }
+    }
+}
+
+/// The PIS drift network (spec §2.4).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// H: width of every hidden layer and both embeddings.
+    pub hidden: usize,
+    /// Number of fixed frequencies in the time features (sin and cos of each).
+    pub harmonics: usize,
+    /// Hidden Linear+GELU blocks of the joint policy after the first GELU.
+    pub joint_layers: usize,
+    /// Langevin parametrization: add s(t)·clip(∇log R) to the drift.
+    pub langevin: bool,
+    /// Layers of the LP scale net s(t) (`lgv_layers`).
+    pub langevin_layers: usize,
+    /// s(t) per dimension instead of a scalar.
+    pub langevin_per_dim: bool,
+    /// Clip of ∇log R in the LP term (`lgv_clip`).
+    pub lgv_clip: f64,
+    /// Clip of the raw network output (`gfn_clip`).
+    pub out_clip: f64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            hidden: 64,
+            harmonics: 64,
+            joint_layers: 2,
+            langevin: false,
+            langevin_layers: 3,
+            langevin_per_dim: false,
+            lgv_clip: 100.0,
+            out_clip: 1e4,
+        }
+    }
+}
+
+/// The training objective.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Trajectory balance with a learned scalar log Z.
+    Tb,
+    /// VarGrad: TB with log Z replaced by the batch mean of the log-ratio.
+    VarGrad,
+}
+
+/// Off-policy exploration: extra per-step noise std ε added in variance (spec §2.6).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExplorationConfig {
+    /// ε₀, a standard deviation (0.2 in "+ Expl." rows).
+    pub std: f64,
+    /// ε decays linearly to 0 over this many iterations (the reference hard-codes 5000);
+    /// `None` keeps it constant.
+    #[serde(default = "default_decay")]
+    pub decay_iters: Option<usize>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub method: Method,
+    /// Training iterations (one Adam step each).
+    pub iterations: usize,
+    /// B, trajectories per iteration.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Adam learning rate of the policy networks.
+    #[serde(default = "default_lr_policy")]
+    pub lr_policy: f64,
+    /// Adam learning rate of log Z.
+    #[serde(default = "default_lr_flow")]
+    pub lr_flow: f64,
+    #[serde(default)]
+    pub exploration: Option<ExplorationConfig>,
+    /// Clip the global gradient norm to this value (the paper uses none).
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    /// The batch is cut into this many fixed shards whose gradients are summed in shard order.
+    /// Results depend on it (summation order), never on the machine's core count.
+    #[serde(default = "default_shards")]
+    pub shards: usize,
+}
+
+/// What is measured, with how many samples, how often.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Trajectories (and ground-truth samples) per evaluation: 2000 in the paper.
+    pub samples: usize,
+    /// Evaluate log Ẑ / log Ẑ^RW every this many iterations (0: only at the end).
+    pub every: usize,
+    /// Compute W2 against exact samples at the end (exact assignment, O(n³)).
+    pub w2: bool,
+    /// Compute the EUBO from backward trajectories of exact samples at the end.
+    pub eubo: bool,
+    /// How the GMM ground-truth set is drawn.
+    pub gmm_ground_truth: GmmGroundTruth,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            samples: 2000,
+            every: 1000,
+            w2: true,
+            eubo: true,
+            gmm_ground_truth: GmmGroundTruth::Stratified,
+        }
+    }
+}
+
+fn default_seed() -> u64 {
+    12345
+}
+fn default_decay() -> Option<usize> {
+    Some(5000)
+}
+fn default_batch() -> usize {
+    300
+}
+fn default_lr_policy() -> f64 {
+    1e-3
+}
+fn default_lr_flow() -> f64 {
+    0.1
+}
+fn default_shards() -> usize {
+    2
+}
+
+/// A config that could not be read or makes no sense, with where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}:{line}:{col}: {message}")]
+    Parse { path: String, line: usize, col: usize, message: String },
+    #[error("{path}:{line}: invalid value for `{field}`: {message}")]
+    Invalid { path: String, line: usize, field: String, message: String },
+}
+
+impl ExperimentConfig {
+    /// Read, parse and validate a RON config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate RON text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: ExperimentConfig = ron::Options::default().from_str(text).map_err(|e| {
+            ConfigError::Parse {
+                path: origin.to_string(),
+                line: e.span.start.line,
+                col: e.span.start.col,
+                message: e.code.to_string(),
+            }
+        })?;
+        cfg.validate().map_err(|(field, message)| ConfigError::Invalid {
+            path: origin.to_string(),
+            line: locate_field(text, &field),
+            field,
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    /// The resolved config as RON (every default written out): what a run folder records.
+    pub fn to_ron(&self) -> String {
+        let pretty = ron::ser::PrettyConfig::new().depth_limit(4).struct_names(false);
+        ron::ser::to_string_pretty(self, pretty).expect("configs always serialise")
+    }
+
+    /// blake3 of the resolved RON: names a config in manifests and prior references.
+    pub fn digest(&self) -> String {
+        blake3::hash(self.to_ron().as_bytes()).to_hex().to_string()
+    }
+
+    /// The state dimension D of the target.
+    pub fn dim(&self) -> usize {
+        match &self.target {
+            TargetConfig::Gmm25 | TargetConfig::Gmm9 => 2,
+            TargetConfig::Funnel { dim, .. } | TargetConfig::ManyWell { dim } => *dim,
+        }
+    }
+
+    /// Check every value; on failure return (field path, why).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        fn bad<T>(field: &str, msg: impl Into<String>) -> Result<T, (String, String)> {
+            Err((field.to_string(), msg.into()))
+        }
+        fn positive(field: &str, v: f64) -> Result<(), (String, String)> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                bad(field, format!("must be a positive finite number, got {v}"))
+            }
+        }
+        match &self.target {
+            TargetConfig::ManyWell { dim } if *dim == 0 || dim % 2 == 1 => {
+                return bad("target.dim", format!("Manywell needs an even dimension ≥ 2, got {dim}"))
+            }
+            TargetConfig::Funnel { dim, .. } if *dim < 2 => {
+                return bad("target.dim", format!("the funnel needs dimension ≥ 2, got {dim}"))
+            }
+            _ => {}
+        }
+        let s = &self.sampler;
+        if s.steps == 0 {
+            return bad("sampler.steps", "T must be at least 1");
+        }
+        positive("sampler.sigma2", s.sigma2)?;
+        positive("sampler.log_var_range", s.log_var_range)?;
+        let n = &self.network;
+        if n.hidden == 0 {
+            return bad("network.hidden", "must be at least 1");
+        }
+        if n.harmonics == 0 {
+            return bad("network.harmonics", "must be at least 1");
+        }
+        if n.langevin_layers == 0 {
+            return bad("network.langevin_layers", "must be at least 1");
+        }
+        positive("network.lgv_clip", n.lgv_clip)?;
+        positive("network.out_clip", n.out_clip)?;
+        let t = &self.train;
+        if t.iterations == 0 {
+            return bad("train.iterations", "must be at least 1");
+        }
+        if t.batch == 0 {
+            return bad("train.batch", "B must be at least 1");
+        }
+        if t.method == Method::VarGrad && t.batch < 2 {
+            return bad("train.batch", "VarGrad needs B ≥ 2 (it centres over the batch)");
+        }
+        positive("train.lr_policy", t.lr_policy)?;
+        positive("train.lr_flow", t.lr_flow)?;
+        if let Some(e) = &t.exploration {
+            if !(e.std.is_finite() && e.std >= 0.0) {
+                return bad("train.exploration.std", format!("must be ≥ 0, got {}", e.std));
+            }
+            if e.decay_iters == Some(0) {
+                return bad("train.exploration.decay_iters", "must be ≥ 1 (or None)");
+            }
+        }
+        if let Some(c) = t.grad_clip {
+            positive("train.grad_clip", c)?;
+        }
+        if t.shards == 0 || t.shards > t.batch {
+            return bad("train.shards", format!("must be in 1..=batch ({}), got {}", t.batch, t.shards));
+        }
+        if self.eval.samples < 2 {
+            return bad("eval.samples", "must be at least 2");
+        }
+        Ok(())
+    }
+}
+
+/// The 1-based line where a dotted field path (`"train.batch"`) is written in `text`, found by
+/// walking the path's names in order; 1 when a name is absent (a default was used).
+pub fn locate_field(text: &str, path: &str) -> usize {
+    let mut from = 0usize;
+    let mut found = None;
+    for name in path.split('.') {
+        let mut search = from;
+        let mut hit = None;
+        while let Some(pos) = text[search..].find(name) {
+            let at = search + pos;
+            let before_ok = at == 0 || !is_ident(text.as_bytes()[at - 1]);
+            let after = &text[at + name.len()..];
+            let after_ok = after.trim_start().starts_with(':');
+            if before_ok && after_ok {
+                hit = Some(at);
+                break;
+            }
+            search = at + name.len();
+        }
+        match hit {
+            Some(at) => {
+                from = at + name.len();
+                found = Some(at);
+            }
+            None => break,
+        }
+    }
+    found.map(|at| text[..at].matches('\n').count() + 1).unwrap_or(1)
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}

@@ -1,0 +1,60 @@
+//! Target densities R(x) = exp(−E(x)) with analytic log-density and gradient.
+//!
+//! To add a target, implement [`Energy`]: `dim`, `log_reward_row`, and (optionally, for speed and
+//! exactness) `grad_log_reward_row`; the batch methods loop over rows by default.
+
+use rand_chacha::ChaCha8Rng;
+
+pub mod funnel;
+pub mod gmm;
+pub mod many_well;
+
+
+
+
+
+/// An unnormalised target density on ℝ^D. Rows are `[B, D]` row-major `f32`.
+pub trait Energy: Send + Sync {
+    /// A short name, e.g. `"25gmm"`.
+    fn name(&self) -> String;
+    /// D, the state dimension.
+    fn dim(&self) -> usize;
+    /// log R(x) for one state x ∈ ℝ^D, computed in f64.
+    fn log_reward_row(&self, x: &[f32]) -> f64;
+    /// ∇ₓ log R(x) for one state. The default takes central differences in f64 (step 1e-3);
+    /// targets should override it with the analytic gradient.
+    fn grad_log_reward_row(&self, x: &[f32], grad: &mut [f32]) {
+        let mut xp: Vec<f32> = x.to_vec();
+        for j in 0..x.len() {
+            let h = 1e-3f32 * (1.0 + x[j].abs());
+            xp[j] = x[j] + h;
+            let up = self.log_reward_row(&xp);
+            xp[j] = x[j] - h;
+            let down = self.log_reward_row(&xp);
+            xp[j] = x[j];
+            grad[j] = ((up - down) / (2.0 * h as f64)) as f32;
+        }
+    }
+    /// log R for each row of `x` ([B, D]) into `out` ([B]).
+    fn log_reward(&self, x: &[f32], out: &mut [f64]) {
+        let d = self.dim();
+        for (row, o) in x.chunks_exact(d).zip(out.iter_mut()) {
+            *o = self.log_reward_row(row);
+        }
+    }
+    /// ∇ log R for each row of `x` ([B, D]) into `grad` ([B, D]).
+    fn grad_log_reward(&self, x: &[f32], grad: &mut [f32]) {
+        let d = self.dim();
+        for (row, g) in x.chunks_exact(d).zip(grad.chunks_exact_mut(d)) {
+            self.grad_log_reward_row(row, g);
+        }
+    }
+    /// The true log Z = log ∫R, when known.
+    fn log_z(&self) -> Option<f64> {
+        None
+    }
+    /// `n` exact samples ([n, D]) when the target can be sampled exactly.
+    fn sample(&self, _n: usize, _rng: &mut ChaCha8Rng) -> Option<Vec<f32>> {
+        None
+    }
+}

@@ -1,0 +1,43 @@
+//! Named tolerances: every approximate comparison in the tests uses one of these presets.
+
+/// `|a − b| ≤ abs + rel·|b|`.
+#[derive(Clone, Copy, Debug)]
+pub struct Tolerance {
+    pub name: &'static str,
+    pub abs: f64,
+    pub rel: f64,
+}
+
+/// Bitwise-equal paths (SIMD vs scalar reference).
+pub const EXACT: Tolerance = Tolerance { name: "exact", abs: 0.0, rel: 0.0 };
+/// f32 kernels vs their f64 reference: a few ulps of the operands' scale.
+pub const F32_VS_F64: Tolerance = Tolerance { name: "f32-vs-f64", abs: 1e-5, rel: 1e-4 };
+/// Analytic gradients vs f64 central differences.
+pub const GRADCHECK_F64: Tolerance = Tolerance { name: "gradcheck-f64", abs: 1e-6, rel: 1e-5 };
+/// Analytic gradients of f32 code vs central differences taken in f64 on an f32 function.
+pub const GRADCHECK_F32: Tolerance = Tolerance { name: "gradcheck-f32", abs: 2e-3, rel: 2e-2 };
+/// Test values quoted in the spec (printed to ~7 significant digits).
+pub const SPEC_VALUE: Tolerance = Tolerance { name: "spec-value", abs: 2e-5, rel: 1e-6 };
+
+impl Tolerance {
+    pub fn close(&self, a: f64, b: f64) -> bool {
+        if self.abs == 0.0 && self.rel == 0.0 {
+            return a.to_bits() == b.to_bits() || a == b;
+        }
+        (a - b).abs() <= self.abs + self.rel * b.abs()
+    }
+
+    /// Panics with both values, the index and the preset's name on the first mismatch.
+    pub fn assert_all_close(&self, got: &[f64], want: &[f64], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+        for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                self.close(a, b),
+                "{what}[{i}]: got {a}, want {b} (tolerance {}: abs {}, rel {})",
+                self.name,
+                self.abs,
+                self.rel
+            );
+        }
+    }
+}
