@@ -1,1 +1,68 @@
-fn main(){}
+//! `repro`: train paper configs into self-describing run folders, replay them, list them.
+//!
+//! One module per job: [`run`] (the `run` command and the run-folder builder shared with
+//! `verify`), [`run_dir`] (atomic staging + rename), [`record`] (CSV / JSON bytes), [`npy`]
+//! (the `.npy` writer), [`manifest`], [`progress`] (stderr), [`verify`], [`list`], [`error`]
+//! (messages and exit codes). Results go to stdout, progress and errors to stderr.
+
+mod error;
+mod list;
+mod manifest;
+mod npy;
+mod progress;
+mod record;
+mod run;
+mod run_dir;
+mod verify;
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "repro",
+    version,
+    about = "Train and replay diffusion-sampler experiments from RON configs",
+    after_help = "Exit codes: 0 success; 1 `verify` mismatch or `list` met an unreadable config; \
+                  2 bad usage, bad config or unwritable output; 3 training failed (a partial run \
+                  folder with status \"failed\" is still written)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train CONFIG and write a run folder (config, metrics, curves, samples, manifest); print
+    /// the final metrics JSON on stdout.
+    Run(run::RunArgs),
+    /// Replay a run folder from its resolved config and compare every file digest with its
+    /// manifest.
+    Verify(verify::VerifyArgs),
+    /// List the configs under DIR with the paper, table, row and values each replays.
+    List(list::ListArgs),
+}
+
+/// Write `text` to stdout, ignoring a closed pipe (`repro list | head`).
+pub fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::cmd_run(args),
+        Command::Verify(args) => verify::cmd_verify(args),
+        Command::List(args) => list::cmd_list(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -5,8 +5,17 @@
 //! restored from a checkpoint continues bit for bit. [`run`] drives a trainer to the end and
 //! collects what the harness writes.
 
-use crate::config::ExperimentConfig;
+use crate::config::{ExperimentConfig, Method, TargetConfig};
+use crate::energies::{Energy, Funnel, Gmm, ManyWell};
+use crate::losses::{trajectory_balance, vargrad, LossGrad};
+use crate::metrics;
+use crate::nn::adam::clip_grad_norm;
+use crate::nn::{Adam, DriftNet, Group};
+use crate::rng;
+use crate::samplers::{explore_std, rollout, sample_backward_states, Path, Rollout, Sampler};
+use crate::tensor::Tensor;
 use serde::Serialize;
+use std::ops::Range;
 
 /// One row of the training curve (`curve.csv`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -86,8 +95,295 @@ pub struct RunRecord {
     pub failure: Option<TrainError>,
 }
 
+/// Build the target named by a config.
+pub fn build_energy(cfg: &ExperimentConfig) -> Box<dyn Energy> {
+    let gt = cfg.eval.gmm_ground_truth;
+    match &cfg.target {
+        TargetConfig::Gmm25 => Box::new(Gmm::grid25(gt)),
+        TargetConfig::Gmm9 => Box::new(Gmm::grid9(gt)),
+        TargetConfig::Funnel { variant, dim } => Box::new(Funnel::new(*variant, *dim)),
+        TargetConfig::ManyWell { dim } => Box::new(ManyWell::new(*dim)),
+    }
+}
+
+/// Cut `0..n` into `k` contiguous shards of near-equal size (the first `n mod k` get one more).
+pub fn shard_ranges(n: usize, k: usize) -> Vec<Range<usize>> {
+    let k = k.clamp(1, n.max(1));
+    let (base, extra) = (n / k, n % k);
+    let mut start = 0;
+    (0..k)
+        .map(|i| {
+            let len = base + usize::from(i < extra);
+            let r = start..start + len;
+            start += len;
+            r
+        })
+        .collect()
+}
+
+/// Map `f` over `items` on one thread per item (the last on the calling thread); results come
+/// back in item order, so what is computed never depends on scheduling.
+pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: &(dyn Fn(T) -> R + Sync)) -> Vec<R> {
+    let mut items = items;
+    let Some(last) = items.pop() else { return Vec::new() };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.into_iter().map(|it| s.spawn(move || f(it))).collect();
+        let tail = f(last);
+        let mut out: Vec<R> = handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect();
+        out.push(tail);
+        out
+    })
+}
+
+/// One experiment's trainable state and everything needed to advance it.
+pub struct Trainer {
+    pub cfg: ExperimentConfig,
+    pub energy: Box<dyn Energy>,
+    pub net: DriftNet,
+    pub sampler: Sampler,
+    /// The flat parameter vector (P values), layout `net.layout`.
+    pub params: Vec<f32>,
+    pub adam: Adam,
+    /// Iterations completed.
+    pub iteration: usize,
+}
+
+/// Per-shard output of a training rollout: the tape, and log R(x_T) of its rows.
+struct ShardRollout {
+    roll: Rollout<f32>,
+    log_r: Vec<f64>,
+}
+
+impl Trainer {
+    pub fn new(cfg: &ExperimentConfig) -> Result<Self, TrainError> {
+        cfg.validate().map_err(|(f, m)| TrainError::Invalid(format!("{f}: {m}")))?;
+        let energy = build_energy(cfg);
+        let net = DriftNet::new(energy.dim(), &cfg.network);
+        let params = net.init(cfg.seed);
+        let adam = Adam::new(&net.layout);
+        Ok(Trainer { sampler: Sampler::from_config(cfg), cfg: cfg.clone(), energy, net, params, adam, iteration: 0 })
+    }
+
+    pub fn total_iterations(&self) -> usize {
+        self.cfg.train.iterations
+    }
+
+    /// The learned log Z parameter.
+    pub fn learned_log_z(&self) -> f64 {
+        self.params[self.net.log_z_index()] as f64
+    }
+
+    /// Compute the loss and the flat gradient at the current parameters for iteration `it`'s
+    /// trajectories, without updating anything. Returns (loss and per-trajectory parts, ∇).
+    pub fn loss_and_grad(&self, it: usize) -> Result<(LossGrad, Vec<f32>), TrainError> {
+        let b = self.cfg.train.batch;
+        let eps = explore_std(self.cfg.train.exploration.as_ref(), it);
+        let key = rng::stream_key(self.cfg.seed, "train-noise", it as u64);
+        let shards = shard_ranges(b, self.cfg.train.shards);
+        let rolls = par_map(shards.clone(), &|r: Range<usize>| {
+            let path = Path::Forward { noise_key: key, row0: r.start, total_rows: b, explore_std: eps };
+            let roll = rollout::<f32>(&self.net, &self.params, &self.sampler, &*self.energy, r.len(), path, true);
+            let mut log_r = vec![0f64; r.len()];
+            self.energy.log_reward(&roll.x_final, &mut log_r);
+            ShardRollout { roll, log_r }
+        });
+        let cat = |f: &dyn Fn(&ShardRollout) -> &Vec<f64>| rolls.iter().flat_map(|s| f(s).iter().copied()).collect::<Vec<f64>>();
+        let (lf, lb, lr) = (cat(&|s| &s.roll.log_pf), cat(&|s| &s.roll.log_pb), cat(&|s| &s.log_r));
+        let lg = match self.cfg.train.method {
+            Method::Tb => trajectory_balance(self.learned_log_z(), &lf, &lb, &lr),
+            Method::VarGrad => vargrad(&lf, &lb, &lr),
+        };
+        if !lg.loss.is_finite() {
+            let what = if lr.iter().any(|v| !v.is_finite()) {
+                "log R(x_T) of a sampled state"
+            } else if lf.iter().any(|v| !v.is_finite()) {
+                "log p_F of a trajectory"
+            } else {
+                "loss"
+            };
+            return Err(TrainError::NonFinite { iteration: it, quantity: what.into() });
+        }
+        let jobs: Vec<(ShardRollout, Range<usize>)> = rolls.into_iter().zip(shards).collect();
+        let d_lf = &lg.d_log_pf;
+        let shard_grads = par_map(jobs, &|(s, r): (ShardRollout, Range<usize>)| {
+            let seed = Tensor::from_vec(r.len(), 1, d_lf[r].iter().map(|&v| v as f32).collect());
+            let seeds = s.roll.logpf_nodes.iter().map(|&n| (n, seed.clone())).collect();
+            let vars = s.roll.vars.expect("gradient rollout keeps its vars");
+            let grads = s.roll.tape.expect("gradient rollout keeps its tape").backward(seeds);
+            self.net.flat_grads(&vars, &grads)
+        });
+        let mut grad = vec![0f32; self.net.num_params()];
+        for g in &shard_grads {
+            for (a, &v) in grad.iter_mut().zip(g) {
+                *a += v;
+            }
+        }
+        grad[self.net.log_z_index()] = lg.d_log_z as f32;
+        Ok((lg, grad))
+    }
+
+    /// One training iteration: trajectories, loss, gradient, Adam step.
+    pub fn step(&mut self) -> Result<CurveRow, TrainError> {
+        let it = self.iteration;
+        let (lg, mut grad) = self.loss_and_grad(it)?;
+        if let Some(c) = self.cfg.train.grad_clip {
+            clip_grad_norm(&mut grad, c);
+        }
+        if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
+            let name = self.net.layout.specs.iter().find(|s| s.range().contains(&i)).map(|s| s.name.clone());
+            return Err(TrainError::NonFinite {
+                iteration: it,
+                quantity: format!("gradient of parameter block {}", name.unwrap_or_default()),
+            });
+        }
+        let (lr_policy, lr_flow) = (self.cfg.train.lr_policy, self.cfg.train.lr_flow);
+        let lr = move |g: Group| match g {
+            Group::Policy => lr_policy,
+            Group::Flow => lr_flow,
+        };
+        let frozen: &[Group] = match self.cfg.train.method {
+            Method::Tb => &[],
+            Method::VarGrad => &[Group::Flow],
+        };
+        self.adam.step(&self.net.layout, &mut self.params, &grad, &lr, frozen);
+        if self.params.iter().any(|p| !p.is_finite()) {
+            return Err(TrainError::NonFinite { iteration: it, quantity: "parameters after the Adam step".into() });
+        }
+        self.iteration += 1;
+        Ok(CurveRow {
+            iteration: it,
+            loss: lg.loss,
+            log_z: lg.log_z,
+            explore_std: explore_std(self.cfg.train.exploration.as_ref(), it),
+        })
+    }
+
+    /// `n` on-policy trajectories from stream `key`: their log-weights
+    /// log R(x_T) + LB − LF and their terminal states `[n, D]`.
+    pub fn sample_with_weights(&self, n: usize, key: [u8; 32]) -> (Vec<f64>, Vec<f32>) {
+        let shards = shard_ranges(n, self.cfg.train.shards);
+        let parts = par_map(shards, &|r: Range<usize>| {
+            let path = Path::Forward { noise_key: key, row0: r.start, total_rows: n, explore_std: 0.0 };
+            let roll = rollout::<f32>(&self.net, &self.params, &self.sampler, &*self.energy, r.len(), path, false);
+            let mut lr = vec![0f64; r.len()];
+            self.energy.log_reward(&roll.x_final, &mut lr);
+            let w: Vec<f64> = (0..r.len()).map(|b| lr[b] + roll.log_pb[b] - roll.log_pf[b]).collect();
+            (w, roll.x_final)
+        });
+        let mut w = Vec::with_capacity(n);
+        let mut x = Vec::with_capacity(n * self.sampler.dim);
+        for (pw, px) in parts {
+            w.extend(pw);
+            x.extend(px);
+        }
+        (w, x)
+    }
+
+    /// EUBO = mean over exact samples x of log R(x) + LB − LF along τ ~ p_B(·|x).
+    pub fn eubo(&self, exact: &[f32]) -> f64 {
+        let d = self.sampler.dim;
+        let n = exact.len() / d;
+        let key = rng::stream_key(self.cfg.seed, "eubo-noise", 0);
+        let parts = par_map(shard_ranges(n, self.cfg.train.shards), &|r: Range<usize>| {
+            let mut noise = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(key);
+            let xt = &exact[r.start * d..r.end * d];
+            let states = sample_backward_states(&self.sampler, xt, &mut noise, r.start, n);
+            let roll = rollout::<f32>(&self.net, &self.params, &self.sampler, &*self.energy, r.len(), Path::Given(&states), false);
+            let mut lr = vec![0f64; r.len()];
+            self.energy.log_reward(xt, &mut lr);
+            (0..r.len()).map(|b| lr[b] + roll.log_pb[b] - roll.log_pf[b]).collect::<Vec<f64>>()
+        });
+        let all: Vec<f64> = parts.into_iter().flatten().collect();
+        all.iter().sum::<f64>() / n as f64
+    }
+
+    /// The cheap estimators on `eval.samples` fresh trajectories.
+    pub fn evaluate_periodic(&self) -> EvalRow {
+        let key = rng::stream_key(self.cfg.seed, "eval-noise", self.iteration as u64);
+        let (w, _) = self.sample_with_weights(self.cfg.eval.samples, key);
+        let (log_z, log_z_rw) = metrics::log_z_estimates(&w);
+        EvalRow { iteration: self.iteration, log_z, log_z_rw, elbo: log_z, ess: metrics::ess_normalised(&w) }
+    }
+
+    /// The final evaluation (spec §6): estimators, deltas, EUBO and W2 against exact samples.
+    pub fn evaluate_final(&self) -> Result<FinalEval, TrainError> {
+        let n = self.cfg.eval.samples;
+        let d = self.sampler.dim;
+        let key = rng::stream_key(self.cfg.seed, "final-eval", 0);
+        let (w, samples) = self.sample_with_weights(n, key);
+        if samples.iter().any(|v| !v.is_finite()) {
+            return Err(TrainError::NonFinite { iteration: self.iteration, quantity: "final samples".into() });
+        }
+        let (log_z, log_z_rw) = metrics::log_z_estimates(&w);
+        let true_log_z = self.energy.log_z();
+        let needs_exact = self.cfg.eval.w2 || self.cfg.eval.eubo;
+        let exact = if needs_exact {
+            self.energy.sample(n, &mut rng::stream(self.cfg.seed, "ground-truth", 0))
+        } else {
+            None
+        };
+        let w2 = match (&exact, self.cfg.eval.w2) {
+            (Some(gt), true) => Some(metrics::w2_exact(&samples, gt, n, d)),
+            _ => None,
+        };
+        let eubo = match (&exact, self.cfg.eval.eubo) {
+            (Some(gt), true) => Some(self.eubo(gt)),
+            _ => None,
+        };
+        let metrics = Metrics {
+            log_z,
+            log_z_rw,
+            true_log_z,
+            delta_log_z: true_log_z.map(|z| (z - log_z).abs()),
+            delta_log_z_rw: true_log_z.map(|z| (z - log_z_rw).abs()),
+            elbo: log_z,
+            eubo,
+            w2,
+            ess: metrics::ess_normalised(&w),
+        };
+        Ok(FinalEval { metrics, samples, dim: d })
+    }
+}
+
 /// Train `cfg` to the end and evaluate; `progress` is called after every iteration.
 pub fn run(cfg: &ExperimentConfig, progress: &mut dyn FnMut(&Progress)) -> RunRecord {
-    let _ = (cfg, progress);
-    unimplemented!("the training loop is being written")
+    let mut rec = RunRecord { curve: Vec::new(), evals: Vec::new(), final_eval: None, failure: None };
+    let mut tr = match Trainer::new(cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            rec.failure = Some(e);
+            return rec;
+        }
+    };
+    let total = tr.total_iterations();
+    while tr.iteration < total {
+        match tr.step() {
+            Ok(row) => {
+                progress(&Progress { iteration: row.iteration + 1, total, loss: row.loss, log_z: row.log_z });
+                rec.curve.push(row);
+            }
+            Err(e) => {
+                rec.failure = Some(e);
+                return rec;
+            }
+        }
+        let every = cfg.eval.every;
+        if every > 0 && tr.iteration % every == 0 && tr.iteration < total {
+            rec.evals.push(tr.evaluate_periodic());
+        }
+    }
+    match tr.evaluate_final() {
+        Ok(f) => {
+            rec.evals.push(EvalRow {
+                iteration: tr.iteration,
+                log_z: f.metrics.log_z,
+                log_z_rw: f.metrics.log_z_rw,
+                elbo: f.metrics.elbo,
+                ess: f.metrics.ess,
+            });
+            rec.final_eval = Some(f);
+        }
+        Err(e) => rec.failure = Some(e),
+    }
+    rec
 }

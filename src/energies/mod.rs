@@ -9,9 +9,9 @@ pub mod funnel;
 pub mod gmm;
 pub mod many_well;
 
-
-
-
+pub use funnel::Funnel;
+pub use gmm::Gmm;
+pub use many_well::ManyWell;
 
 /// An unnormalised target density on ℝ^D. Rows are `[B, D]` row-major `f32`.
 pub trait Energy: Send + Sync {

@@ -1,1 +1,9 @@
-//! placeholder
+//! GFlowNet losses on per-trajectory sums (spec §3).
+//!
+//! Trajectories are detached (as in the reference), so a loss depends on the parameters only
+//! through LF_b = Σ_i log p_F and a learned log Z. Each loss returns its value and ∂L/∂LF_b,
+//! ∂L/∂log Z; the tape then carries ∂L/∂LF_b into every step's log p_F node.
+
+pub mod tb;
+
+pub use tb::{trajectory_balance, vargrad, LossGrad};

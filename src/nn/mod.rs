@@ -1,1 +1,9 @@
-//! placeholder
+//! The drift network and its optimiser.
+
+pub mod adam;
+pub mod drift_net;
+pub mod layout;
+
+pub use adam::Adam;
+pub use drift_net::{DriftNet, NetVars};
+pub use layout::{Group, ParamLayout, ParamSpec};

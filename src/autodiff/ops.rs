@@ -1,0 +1,252 @@
+//! Every differentiable op: its forward (a `Tape` method) and its VJP (`Op::vjp`), side by side.
+//!
+//! Shapes: B rows (trajectories), D state dim, H hidden width, F harmonics, T steps.
+
+use super::tape::{accumulate, grad_slot, Node, Tape, Var};
+use crate::cpu::Kernels;
+use crate::tensor::Tensor;
+
+/// How a node was made: its op, its inputs, and the constants its VJP needs.
+#[derive(Debug, Clone)]
+pub enum Op<S> {
+    /// A parameter or a constant.
+    Leaf,
+    /// y[B,O] = x[B,K]·w[O,K]ᵀ + b[1,O].
+    Linear { x: Var, w: Var, b: Var },
+    /// y = GELU(x), exact erf form.
+    Gelu { x: Var },
+    /// y[B,H] = x[B,H] + src[row, :] broadcast over rows (the time embedding of one step).
+    AddRow { x: Var, src: Var, row: usize },
+    /// y[T,2F] = [sin(t·f + φ), cos(t·f + φ)]; only φ ([1,F]) is learned.
+    TimeFeatures { phase: Var, t: Vec<S>, freqs: Vec<S> },
+    /// Langevin parametrization: y = o, then y[:, :D] += s[row, ·] ⊙ g, with g [B,D] a constant
+    /// (clipped ∇log R) and s [R, 1] (scalar per step) or [R, D].
+    LangevinAdd { o: Var, scale: Var, row: usize, grad: Var },
+    /// y = clamp(x, −limit, limit); the gradient passes where −limit ≤ x ≤ limit (PyTorch).
+    Clip { x: Var, limit: S },
+    /// Per-row Euler–Maruyama transition log-density, y[B,1] = Σ_j log N(x'_j; x_j + u_j·dt,
+    /// dt·e^{ℓ_j}), with u = o[:, :D] and ℓ = log σ² (fixed) or log σ² + range·tanh(o[:, D:2D]).
+    EmLogPf { o: Var, x: Var, x_next: Var, dt: S, log_sigma2: S, learned_range: Option<S> },
+}
+
+impl<S: Kernels> Tape<S> {
+    /// y[B,O] = x[B,K]·w[O,K]ᵀ + b[1,O].
+    pub fn linear(&mut self, x: Var, w: Var, b: Var) -> Var {
+        let (xv, wv, bv) = (self.value(x), self.value(w), self.value(b));
+        let (rows, k) = xv.shape();
+        let o = wv.rows;
+        assert_eq!(wv.cols, k, "linear: x has {k} columns, w is {}×{}", wv.rows, wv.cols);
+        assert_eq!(bv.len(), o, "linear: bias length {} ≠ {o}", bv.len());
+        let mut y = Tensor::zeros(rows, o);
+        S::linear_forward(&xv.data, &wv.data, &bv.data, &mut y.data, rows, k, o);
+        let ng = self.needs_grad(x) || self.needs_grad(w) || self.needs_grad(b);
+        self.push(Op::Linear { x, w, b }, y, ng)
+    }
+
+    pub fn gelu(&mut self, x: Var) -> Var {
+        let xv = self.value(x);
+        let mut y = Tensor::zeros(xv.rows, xv.cols);
+        S::gelu_forward(&xv.data, &mut y.data);
+        let ng = self.needs_grad(x);
+        self.push(Op::Gelu { x }, y, ng)
+    }
+
+    pub fn add_row(&mut self, x: Var, src: Var, row: usize) -> Var {
+        let (xv, sv) = (self.value(x), self.value(src));
+        assert_eq!(xv.cols, sv.cols, "add_row: widths differ");
+        let r = sv.row(row);
+        let mut y = xv.clone();
+        for yr in y.data.chunks_exact_mut(xv.cols) {
+            for (a, &b) in yr.iter_mut().zip(r) {
+                *a += b;
+            }
+        }
+        let ng = self.needs_grad(x) || self.needs_grad(src);
+        self.push(Op::AddRow { x, src, row }, y, ng)
+    }
+
+    pub fn time_features(&mut self, phase: Var, t: Vec<S>, freqs: Vec<S>) -> Var {
+        let f = freqs.len();
+        assert_eq!(self.value(phase).len(), f, "time_features: phase length");
+        let mut y = Tensor::zeros(t.len(), 2 * f);
+        S::time_features(&t, &freqs, &self.value(phase).data, &mut y.data);
+        let ng = self.needs_grad(phase);
+        self.push(Op::TimeFeatures { phase, t, freqs }, y, ng)
+    }
+
+    pub fn langevin_add(&mut self, o: Var, scale: Var, row: usize, grad: Var) -> Var {
+        let (ov, sv, gv) = (self.value(o), self.value(scale), self.value(grad));
+        let d = gv.cols;
+        assert!(ov.cols >= d && gv.rows == ov.rows, "langevin_add: shapes");
+        assert!(sv.cols == 1 || sv.cols == d, "langevin_add: scale width");
+        let s = sv.row(row);
+        let mut y = ov.clone();
+        for (yr, gr) in y.data.chunks_exact_mut(ov.cols).zip(gv.data.chunks_exact(d)) {
+            for j in 0..d {
+                let sj = if s.len() == 1 { s[0] } else { s[j] };
+                yr[j] += sj * gr[j];
+            }
+        }
+        let ng = self.needs_grad(o) || self.needs_grad(scale);
+        self.push(Op::LangevinAdd { o, scale, row, grad }, y, ng)
+    }
+
+    pub fn clip(&mut self, x: Var, limit: S) -> Var {
+        let xv = self.value(x);
+        let mut y = xv.clone();
+        for v in &mut y.data {
+            *v = v.max(-limit).min(limit);
+        }
+        let ng = self.needs_grad(x);
+        self.push(Op::Clip { x, limit }, y, ng)
+    }
+
+    /// Per-row log p_F of the transition x → x_next under the policy output `o` (see [`Op::EmLogPf`]).
+    pub fn em_logpf(
+        &mut self,
+        o: Var,
+        x: Var,
+        x_next: Var,
+        dt: S,
+        log_sigma2: S,
+        learned_range: Option<S>,
+    ) -> Var {
+        let (ov, xv, nv) = (self.value(o), self.value(x), self.value(x_next));
+        let d = xv.cols;
+        let need = if learned_range.is_some() { 2 * d } else { d };
+        assert!(ov.cols >= need, "em_logpf: policy output has {} columns, needs {need}", ov.cols);
+        assert_eq!(xv.shape(), nv.shape(), "em_logpf: state shapes");
+        let mut y = Tensor::zeros(xv.rows, 1);
+        for b in 0..xv.rows {
+            let (orow, xr, nr) = (ov.row(b), xv.row(b), nv.row(b));
+            let mut acc = S::ZERO;
+            for j in 0..d {
+                let ell = log_var(orow, d, j, log_sigma2, learned_range);
+                let var = dt * ell.exp();
+                let r = nr[j] - xr[j] - orow[j] * dt;
+                acc += S::from_f64(-0.5) * r * r / var - S::from_f64(0.5) * (S::from_f64(std::f64::consts::TAU) * var).ln();
+            }
+            y.data[b] = acc;
+        }
+        let ng = self.needs_grad(o);
+        self.push(Op::EmLogPf { o, x, x_next, dt, log_sigma2, learned_range }, y, ng)
+    }
+}
+
+/// ℓ_j: the per-dimension log-variance per unit time.
+#[inline]
+fn log_var<S: Kernels>(orow: &[S], d: usize, j: usize, log_sigma2: S, range: Option<S>) -> S {
+    match range {
+        None => log_sigma2,
+        Some(r) => log_sigma2 + r * orow[d + j].tanh(),
+    }
+}
+
+impl<S: Kernels> Op<S> {
+    /// Add this node's contribution to its inputs' gradients. `nodes` holds every earlier node;
+    /// `y` is this node's value and `g` = ∂L/∂y.
+    pub(crate) fn vjp(
+        &self,
+        nodes: &[Node<S>],
+        _y: &Tensor<S>,
+        g: &Tensor<S>,
+        grads: &mut [Option<Tensor<S>>],
+    ) {
+        let ng = |v: Var| nodes[v.0].needs_grad;
+        match self {
+            Op::Leaf => {}
+            Op::Linear { x, w, b } => {
+                let (xv, wv) = (&nodes[x.0].value, &nodes[w.0].value);
+                let (rows, k, o) = (xv.rows, xv.cols, wv.rows);
+                if ng(*x) {
+                    let mut dx = Tensor::zeros(rows, k);
+                    S::linear_backward_dx(&g.data, &wv.data, &mut dx.data, rows, k, o);
+                    accumulate(&mut grads[x.0], dx);
+                }
+                if ng(*w) || ng(*b) {
+                    // Both slots exist after this; the kernel accumulates into them in row order.
+                    grad_slot(grads, nodes, *w);
+                    grad_slot(grads, nodes, *b);
+                    let mut dw = grads[w.0].take().expect("slot");
+                    let mut db = grads[b.0].take().expect("slot");
+                    S::linear_backward_dw(&g.data, &xv.data, &mut dw.data, &mut db.data, rows, k, o);
+                    grads[w.0] = Some(dw);
+                    grads[b.0] = Some(db);
+                }
+            }
+            Op::Gelu { x } => {
+                let xv = &nodes[x.0].value;
+                let mut dx = Tensor::zeros(xv.rows, xv.cols);
+                S::gelu_backward(&xv.data, &g.data, &mut dx.data);
+                accumulate(&mut grads[x.0], dx);
+            }
+            Op::AddRow { x, src, row } => {
+                if ng(*src) {
+                    let cols = g.cols;
+                    let slot = grad_slot(grads, nodes, *src);
+                    S::col_sum_acc(&g.data, &mut slot.data[row * cols..(row + 1) * cols], g.rows, cols);
+                }
+                if ng(*x) {
+                    accumulate(&mut grads[x.0], g.clone());
+                }
+            }
+            Op::TimeFeatures { phase, t, freqs } => {
+                let pv = &nodes[phase.0].value;
+                let slot = grad_slot(grads, nodes, *phase);
+                S::time_features_backward(t, freqs, &pv.data, &g.data, &mut slot.data);
+            }
+            Op::LangevinAdd { o, scale, row, grad } => {
+                if ng(*scale) {
+                    let gv = &nodes[grad.0].value;
+                    let d = gv.cols;
+                    let slot = grad_slot(grads, nodes, *scale);
+                    let sc = slot.cols;
+                    let srow = &mut slot.data[row * sc..(row + 1) * sc];
+                    for (gr, cr) in g.data.chunks_exact(g.cols).zip(gv.data.chunks_exact(d)) {
+                        for j in 0..d {
+                            let idx = if sc == 1 { 0 } else { j };
+                            srow[idx] = gr[j].mul_add(cr[j], srow[idx]);
+                        }
+                    }
+                }
+                if ng(*o) {
+                    accumulate(&mut grads[o.0], g.clone());
+                }
+            }
+            Op::Clip { x, limit } => {
+                let xv = &nodes[x.0].value;
+                let mut dx = g.clone();
+                for (d, &v) in dx.data.iter_mut().zip(&xv.data) {
+                    if !(v >= -*limit && v <= *limit) {
+                        *d = S::ZERO;
+                    }
+                }
+                accumulate(&mut grads[x.0], dx);
+            }
+            Op::EmLogPf { o, x, x_next, dt, log_sigma2, learned_range } => {
+                let (ov, xv, nv) = (&nodes[o.0].value, &nodes[x.0].value, &nodes[x_next.0].value);
+                let d = xv.cols;
+                let mut dout = Tensor::zeros(ov.rows, ov.cols);
+                for b in 0..xv.rows {
+                    let (orow, xr, nr) = (ov.row(b), xv.row(b), nv.row(b));
+                    let gb = g.data[b];
+                    let drow = dout.row_mut(b);
+                    for j in 0..d {
+                        let ell = log_var(orow, d, j, *log_sigma2, *learned_range);
+                        let var = *dt * ell.exp();
+                        let r = nr[j] - xr[j] - orow[j] * *dt;
+                        // ∂/∂u_j of −½r²/var, r = x' − x − u·dt.
+                        drow[j] = gb * r * *dt / var;
+                        if let Some(range) = learned_range {
+                            // ∂/∂ℓ_j of −½r²/(dt·e^ℓ) − ½ log(2π dt e^ℓ), times dℓ/dv = range·(1 − tanh²v).
+                            let th = orow[d + j].tanh();
+                            let dl = S::from_f64(0.5) * r * r / var - S::from_f64(0.5);
+                            drow[d + j] = gb * dl * *range * (S::ONE - th * th);
+                        }
+                    }
+                }
+                accumulate(&mut grads[o.0], dout);
+            }
+        }
+    }
+}

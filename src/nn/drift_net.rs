@@ -1,0 +1,202 @@
+//! The PIS drift network of Sendera et al. (spec §2.4), built on the tape.
+//!
+//! - time encoder T(t): [sin(t·f + φ), cos(t·f + φ)] (F fixed frequencies 0.1‥100, learned φ)
+//!   → Linear(2F, H) → GELU → Linear(H, H);
+//! - state encoder S(x): Linear(D, H);
+//! - joint policy: h = S(x) + T(t) → GELU → [Linear(H, H) → GELU] × L → Linear(H, 2D), the last
+//!   layer zero-initialised (so the initial policy is plain Brownian motion);
+//! - optional Langevin scale s(t): its own phase, Linear(2F, H) → [GELU → Linear(H, H)] × (n − 1)
+//!   → GELU → Linear(H, 1 or D) with zero weights and bias 0.01;
+//! - log Z, a scalar in the `Flow` group.
+//!
+//! The output is [u ; v] ∈ ℝ^{2D}: drift u, and v the raw log-variance when it is learned.
+
+use super::layout::{Group, ParamLayout};
+use crate::autodiff::{Tape, Var};
+use crate::config::NetworkConfig;
+use crate::cpu::Kernels;
+use crate::rng;
+use crate::tensor::Tensor;
+
+/// Shapes and layout of one drift network.
+#[derive(Clone, Debug)]
+pub struct DriftNet {
+    pub dim: usize,
+    pub hidden: usize,
+    pub harmonics: usize,
+    pub joint_layers: usize,
+    /// `Some((layers, per_dim))` when the Langevin parametrization is on.
+    pub langevin: Option<(usize, bool)>,
+    pub layout: ParamLayout,
+}
+
+/// The network's parameters bound to one tape (one leaf per block, in layout order).
+#[derive(Clone, Debug)]
+pub struct NetVars {
+    pub leaves: Vec<Var>,
+}
+
+impl NetVars {
+    fn get(&self, net: &DriftNet, name: &str) -> Var {
+        let i = net.layout.specs.iter().position(|s| s.name == name).unwrap_or_else(|| panic!("no parameter block {name}"));
+        self.leaves[i]
+    }
+}
+
+impl DriftNet {
+    pub fn new(dim: usize, cfg: &NetworkConfig) -> Self {
+        let (h, f) = (cfg.hidden, cfg.harmonics);
+        let mut l = ParamLayout::default();
+        l.add("t.phase", 1, f, Group::Policy);
+        l.add("t.lin1.w", h, 2 * f, Group::Policy);
+        l.add("t.lin1.b", 1, h, Group::Policy);
+        l.add("t.lin2.w", h, h, Group::Policy);
+        l.add("t.lin2.b", 1, h, Group::Policy);
+        l.add("s.lin.w", h, dim, Group::Policy);
+        l.add("s.lin.b", 1, h, Group::Policy);
+        for k in 0..cfg.joint_layers {
+            l.add(&format!("joint.{k}.w"), h, h, Group::Policy);
+            l.add(&format!("joint.{k}.b"), 1, h, Group::Policy);
+        }
+        l.add("joint.out.w", 2 * dim, h, Group::Policy);
+        l.add("joint.out.b", 1, 2 * dim, Group::Policy);
+        let langevin = cfg.langevin.then_some((cfg.langevin_layers, cfg.langevin_per_dim));
+        if let Some((layers, per_dim)) = langevin {
+            let out = if per_dim { dim } else { 1 };
+            l.add("lp.phase", 1, f, Group::Policy);
+            l.add("lp.lin1.w", h, 2 * f, Group::Policy);
+            l.add("lp.lin1.b", 1, h, Group::Policy);
+            for k in 0..layers - 1 {
+                l.add(&format!("lp.{k}.w"), h, h, Group::Policy);
+                l.add(&format!("lp.{k}.b"), 1, h, Group::Policy);
+            }
+            l.add("lp.out.w", out, h, Group::Policy);
+            l.add("lp.out.b", 1, out, Group::Policy);
+        }
+        l.add("log_z", 1, 1, Group::Flow);
+        DriftNet { dim, hidden: h, harmonics: f, joint_layers: cfg.joint_layers, langevin, layout: l }
+    }
+
+    /// P, the number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.layout.len()
+    }
+
+    /// The F fixed frequencies: linspace(0.1, 100, F).
+    pub fn frequencies(&self) -> Vec<f64> {
+        let f = self.harmonics;
+        (0..f).map(|k| if f == 1 { 0.1 } else { 0.1 + k as f64 * (99.9 / (f - 1) as f64) }).collect()
+    }
+
+    /// Initial parameters from stream (seed, "init", 0): PyTorch's default Linear init
+    /// U(−1/√fan_in, 1/√fan_in) for weights and biases, N(0,1) phases, zero joint output layer,
+    /// zero LP output weights with bias 0.01, log Z = 0. Blocks are filled in layout order.
+    pub fn init(&self, seed: u64) -> Vec<f32> {
+        let mut rng = rng::stream(seed, "init", 0);
+        let mut p = vec![0f32; self.num_params()];
+        for (i, s) in self.layout.specs.iter().enumerate() {
+            let block = &mut p[s.range()];
+            let name = s.name.as_str();
+            if name.ends_with("phase") {
+                for v in block.iter_mut() {
+                    *v = rng::normal_f64(&mut rng) as f32;
+                }
+            } else if name.starts_with("joint.out") || name == "log_z" || name == "lp.out.w" {
+                block.fill(0.0);
+            } else if name == "lp.out.b" {
+                block.fill(0.01);
+            } else {
+                // Biases share their weight's fan-in (the block before a ".b" is its ".w").
+                let fan_in = if name.ends_with(".b") { self.layout.specs[i - 1].cols } else { s.cols };
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                for v in block.iter_mut() {
+                    *v = ((2.0 * rng::uniform_f64(&mut rng) - 1.0) * bound) as f32;
+                }
+            }
+        }
+        p
+    }
+
+    /// Push every parameter block onto `tape` as a gradient leaf.
+    pub fn bind<S: Kernels>(&self, tape: &mut Tape<S>, params: &[S]) -> NetVars {
+        assert_eq!(params.len(), self.num_params(), "parameter vector length");
+        let leaves = self
+            .layout
+            .specs
+            .iter()
+            .map(|s| tape.param(Tensor::from_vec(s.rows, s.cols, params[s.range()].to_vec())))
+            .collect();
+        NetVars { leaves }
+    }
+
+    fn features<S: Kernels>(&self, tape: &mut Tape<S>, phase: Var, ts: &[f64]) -> Var {
+        let t: Vec<S> = ts.iter().map(|&v| S::from_f64(v)).collect();
+        let f: Vec<S> = self.frequencies().into_iter().map(S::from_f64).collect();
+        tape.time_features(phase, t, f)
+    }
+
+    /// T(t) for every time in `ts` at once: `[T, H]`.
+    pub fn time_embedding<S: Kernels>(&self, tape: &mut Tape<S>, v: &NetVars, ts: &[f64]) -> Var {
+        let feats = self.features(tape, v.get(self, "t.phase"), ts);
+        let a = tape.linear(feats, v.get(self, "t.lin1.w"), v.get(self, "t.lin1.b"));
+        let a = tape.gelu(a);
+        tape.linear(a, v.get(self, "t.lin2.w"), v.get(self, "t.lin2.b"))
+    }
+
+    /// s(t) for every time in `ts`: `[T, 1]` or `[T, D]`; `None` without LP.
+    pub fn langevin_scale<S: Kernels>(&self, tape: &mut Tape<S>, v: &NetVars, ts: &[f64]) -> Option<Var> {
+        let (layers, _) = self.langevin?;
+        let feats = self.features(tape, v.get(self, "lp.phase"), ts);
+        let mut a = tape.linear(feats, v.get(self, "lp.lin1.w"), v.get(self, "lp.lin1.b"));
+        for k in 0..layers - 1 {
+            let g = tape.gelu(a);
+            a = tape.linear(g, v.get(self, &format!("lp.{k}.w")), v.get(self, &format!("lp.{k}.b")));
+        }
+        let g = tape.gelu(a);
+        Some(tape.linear(g, v.get(self, "lp.out.w"), v.get(self, "lp.out.b")))
+    }
+
+    /// The policy output at one step: `o [B, 2D]` for states `x [B, D]` at step `row` of the
+    /// precomputed time embedding. With LP, `lp = Some((scale, clipped_grad))`, where `scale` is
+    /// [`Self::langevin_scale`]'s node and `clipped_grad` the constant clip(∇log R(x)) `[B, D]`.
+    pub fn policy<S: Kernels>(
+        &self,
+        tape: &mut Tape<S>,
+        v: &NetVars,
+        x: Var,
+        temb: Var,
+        row: usize,
+        lp: Option<(Var, Var)>,
+        out_clip: S,
+    ) -> Var {
+        let s = tape.linear(x, v.get(self, "s.lin.w"), v.get(self, "s.lin.b"));
+        let h = tape.add_row(s, temb, row);
+        let mut a = tape.gelu(h);
+        for k in 0..self.joint_layers {
+            let z = tape.linear(a, v.get(self, &format!("joint.{k}.w")), v.get(self, &format!("joint.{k}.b")));
+            a = tape.gelu(z);
+        }
+        let mut o = tape.linear(a, v.get(self, "joint.out.w"), v.get(self, "joint.out.b"));
+        if let Some((scale, grad)) = lp {
+            o = tape.langevin_add(o, scale, row, grad);
+        }
+        tape.clip(o, out_clip)
+    }
+
+    /// Gather the parameter leaves' gradients (from [`Tape::backward`]) into a flat vector;
+    /// blocks with no gradient are zero.
+    pub fn flat_grads<S: Kernels>(&self, v: &NetVars, grads: &[Option<Tensor<S>>]) -> Vec<S> {
+        let mut out = vec![S::ZERO; self.num_params()];
+        for (spec, leaf) in self.layout.specs.iter().zip(&v.leaves) {
+            if let Some(g) = &grads[leaf.0] {
+                out[spec.range()].copy_from_slice(&g.data);
+            }
+        }
+        out
+    }
+
+    /// Index of log Z in the flat vector.
+    pub fn log_z_index(&self) -> usize {
+        self.layout.find("log_z").expect("log_z block").offset
+    }
+}

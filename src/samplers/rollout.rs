@@ -1,0 +1,156 @@
+//! Rollouts: the T-step loop that evaluates the policy, moves the states and records log p_F on
+//! the tape (with gradients) or only its values (evaluation).
+
+use super::bridge::log_pb_step;
+use super::Sampler;
+use crate::autodiff::{Tape, Var};
+use crate::cpu::Kernels;
+use crate::energies::Energy;
+use crate::nn::{DriftNet, NetVars};
+use crate::rng;
+use crate::tensor::Tensor;
+
+/// Where the states come from.
+pub enum Path<'a> {
+    /// Sample forward from x₀ = 0 under the policy, with extra exploration std ε. The normal for
+    /// (step i, row b, dim j) is number `(i·total_rows + row0 + b)·D + j` of the stream with key
+    /// `noise_key`, so shards of a batch draw what the whole batch would.
+    Forward { noise_key: [u8; 32], row0: usize, total_rows: usize, explore_std: f64 },
+    /// Follow given states `[T+1, B, D]` (backward trajectories, or replays in f64).
+    Given(&'a [f32]),
+}
+
+/// What a rollout produced for its B rows.
+#[derive(Debug)]
+pub struct Rollout<S> {
+    /// The tape with every step's graph (gradient rollouts only).
+    pub tape: Option<Tape<S>>,
+    pub vars: Option<NetVars>,
+    /// One `[B, 1]` log p_F node per step (gradient rollouts only).
+    pub logpf_nodes: Vec<Var>,
+    /// Σ_i log p_F(x_{i+1}|x_i) per row, summed in step order in f64.
+    pub log_pf: Vec<f64>,
+    /// Σ_{i≥1} log p_B(x_i|x_{i+1}) per row.
+    pub log_pb: Vec<f64>,
+    /// x_T, `[B, D]`.
+    pub x_final: Vec<f32>,
+    /// All states `[T+1, B, D]` (gradient rollouts only).
+    pub states: Vec<f32>,
+}
+
+/// Run `rows` trajectories of the policy with parameters `params` along `path`.
+/// With `keep_graph` the whole computation stays on the returned tape for a backward pass;
+/// without it each step's nodes are dropped once their values are read.
+#[allow(clippy::too_many_arguments)]
+pub fn rollout<S: Kernels>(
+    net: &DriftNet,
+    params: &[S],
+    sampler: &Sampler,
+    energy: &dyn Energy,
+    rows: usize,
+    path: Path<'_>,
+    keep_graph: bool,
+) -> Rollout<S> {
+    let (d, t) = (sampler.dim, sampler.steps);
+    let dt = sampler.dt();
+    let mut tape = Tape::<S>::new();
+    let vars = net.bind(&mut tape, params);
+    let ts = sampler.times();
+    let temb = net.time_embedding(&mut tape, &vars, &ts);
+    let lp_scale = net.langevin_scale(&mut tape, &vars, &ts);
+    let mark = tape.len();
+
+    let mut states = if keep_graph { Vec::with_capacity((t + 1) * rows * d) } else { Vec::new() };
+    let mut x = vec![0f32; rows * d];
+    if let Path::Given(s) = &path {
+        assert_eq!(s.len(), (t + 1) * rows * d, "given states must be [T+1, B, D]");
+        x.copy_from_slice(&s[..rows * d]);
+    }
+    if keep_graph {
+        states.extend_from_slice(&x);
+    }
+    let mut noise_rng = match &path {
+        Path::Forward { noise_key, .. } => Some(<rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(*noise_key)),
+        Path::Given(_) => None,
+    };
+    let mut noise = vec![0f32; rows * d];
+    let mut grad = vec![0f32; if lp_scale.is_some() { rows * d } else { 0 }];
+    let mut log_pf = vec![0f64; rows];
+    let mut log_pb = vec![0f64; rows];
+    let mut logpf_nodes = Vec::new();
+    let mut x_node = tape.constant(to_tensor(&x, rows, d));
+    let log_sigma2 = S::from_f64(sampler.sigma2.ln());
+    let range = sampler.learned_range.map(S::from_f64);
+
+    for i in 0..t {
+        let lp = lp_scale.map(|scale| {
+            energy.grad_log_reward(&x, &mut grad);
+            for g in grad.iter_mut() {
+                *g = clip_nan_to_num(*g, sampler.lgv_clip as f32);
+            }
+            (scale, tape.constant(to_tensor(&grad, rows, d)))
+        });
+        let o = net.policy(&mut tape, &vars, x_node, temb, i, lp, S::from_f64(sampler.out_clip));
+        let x_next: Vec<f32> = match &path {
+            Path::Forward { row0, total_rows, explore_std, .. } => {
+                let rng = noise_rng.as_mut().expect("forward path has a stream");
+                rng::normals_at(rng, ((i * total_rows + row0) * d) as u64, &mut noise);
+                let ov = tape.value(o);
+                let eps2 = explore_std * explore_std;
+                let mut next = vec![0f32; rows * d];
+                for b in 0..rows {
+                    let orow = ov.row(b);
+                    for j in 0..d {
+                        let ell = match sampler.learned_range {
+                            None => sampler.sigma2.ln(),
+                            Some(r) => sampler.sigma2.ln() + r * orow[d + j].to_f64().tanh(),
+                        };
+                        let std = (dt * ell.exp() + eps2).sqrt() as f32;
+                        let u = orow[j].to_f64() as f32;
+                        let k = b * d + j;
+                        next[k] = x[k] + u * dt as f32 + std * noise[k];
+                    }
+                }
+                next
+            }
+            Path::Given(s) => s[(i + 1) * rows * d..(i + 2) * rows * d].to_vec(),
+        };
+        let next_node = tape.constant(to_tensor(&x_next, rows, d));
+        let lpf = tape.em_logpf(o, x_node, next_node, S::from_f64(dt), log_sigma2, range);
+        for (b, acc) in log_pf.iter_mut().enumerate() {
+            *acc += tape.value(lpf).data[b].to_f64();
+        }
+        for b in 0..rows {
+            log_pb[b] += log_pb_step(sampler, i, &x[b * d..(b + 1) * d], &x_next[b * d..(b + 1) * d]);
+        }
+        x = x_next;
+        if keep_graph {
+            logpf_nodes.push(lpf);
+            states.extend_from_slice(&x);
+            x_node = next_node;
+        } else {
+            tape.truncate(mark);
+            x_node = tape.constant(to_tensor(&x, rows, d));
+        }
+    }
+    Rollout {
+        tape: keep_graph.then_some(tape),
+        vars: keep_graph.then_some(vars),
+        logpf_nodes,
+        log_pf,
+        log_pb,
+        x_final: x,
+        states,
+    }
+}
+
+fn to_tensor<S: Kernels>(x: &[f32], rows: usize, cols: usize) -> Tensor<S> {
+    Tensor::from_f32(rows, cols, x)
+}
+
+/// PyTorch's `nan_to_num` (NaN → 0, ±∞ → ±max) followed by clipping to ±`limit`.
+#[inline]
+pub fn clip_nan_to_num(g: f32, limit: f32) -> f32 {
+    let g = if g.is_nan() { 0.0 } else { g };
+    g.clamp(-limit, limit)
+}

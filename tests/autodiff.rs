@@ -1,0 +1,203 @@
+//! Every tape op and the whole TB / VarGrad loss against f64 central differences.
+
+use diffusion_samplers::autodiff::gradcheck::gradcheck;
+use diffusion_samplers::autodiff::{Tape, Var};
+use diffusion_samplers::config::ExperimentConfig;
+use diffusion_samplers::losses::{trajectory_balance, vargrad};
+use diffusion_samplers::rng;
+use diffusion_samplers::samplers::{rollout, Path};
+use diffusion_samplers::tensor::Tensor;
+use diffusion_samplers::tolerance::{Tolerance, GRADCHECK_F64};
+use diffusion_samplers::train::Trainer;
+
+/// Random f64 tensor from a named stream.
+fn randn(rows: usize, cols: usize, tag: u64) -> Tensor<f64> {
+    let mut r = rng::stream(99, "autodiff-test", tag);
+    Tensor::from_vec(rows, cols, (0..rows * cols).map(|_| rng::normal_f64(&mut r)).collect())
+}
+
+/// Check one op: `build` maps the input leaves to an output node; the scalar loss is
+/// Σ c ⊙ y with fixed random c. Every input is perturbed coordinate by coordinate.
+fn check_op(name: &str, inputs: Vec<Tensor<f64>>, build: &dyn Fn(&mut Tape<f64>, &[Var]) -> Var) {
+    let shapes: Vec<(usize, usize)> = inputs.iter().map(|t| t.shape()).collect();
+    let flat: Vec<f64> = inputs.iter().flat_map(|t| t.data.clone()).collect();
+    let unflatten = |v: &[f64]| -> Vec<Tensor<f64>> {
+        let mut off = 0;
+        shapes
+            .iter()
+            .map(|&(r, c)| {
+                let t = Tensor::from_vec(r, c, v[off..off + r * c].to_vec());
+                off += r * c;
+                t
+            })
+            .collect()
+    };
+    let forward = |v: &[f64]| {
+        let mut tape = Tape::new();
+        let vars: Vec<Var> = unflatten(v).into_iter().map(|t| tape.param(t)).collect();
+        let y = build(&mut tape, &vars);
+        (tape, vars, y)
+    };
+    let (tape, vars, y) = forward(&flat);
+    let yv = tape.value(y).clone();
+    let c = randn(yv.rows, yv.cols, 7_777);
+    let grads = tape.backward(vec![(y, c.clone())]);
+    let analytic: Vec<f64> = vars
+        .iter()
+        .zip(&shapes)
+        .flat_map(|(v, &(r, cc))| grads[v.0].clone().map(|g| g.data).unwrap_or(vec![0.0; r * cc]))
+        .collect();
+    let mut f = |v: &[f64]| {
+        let (tape, _, y) = forward(v);
+        tape.value(y).data.iter().zip(&c.data).map(|(a, b)| a * b).sum::<f64>()
+    };
+    if let Err(r) = gradcheck(&mut f, &flat, &analytic, 1e-6, GRADCHECK_F64) {
+        panic!("{name}: gradient mismatch at flat index {}: analytic {} vs numeric {}", r.worst_index, r.analytic, r.numeric);
+    }
+}
+
+#[test]
+fn linear_vjp() {
+    check_op("linear", vec![randn(5, 7, 1), randn(3, 7, 2), randn(1, 3, 3)], &|t, v| t.linear(v[0], v[1], v[2]));
+}
+
+#[test]
+fn gelu_vjp() {
+    check_op("gelu", vec![randn(4, 9, 4)], &|t, v| t.gelu(v[0]));
+}
+
+#[test]
+fn add_row_vjp() {
+    check_op("add_row", vec![randn(6, 5, 5), randn(3, 5, 6)], &|t, v| t.add_row(v[0], v[1], 2));
+}
+
+#[test]
+fn time_features_vjp() {
+    let ts = vec![0.0, 0.13, 0.5, 0.99];
+    let freqs = vec![0.1, 3.0, 17.5];
+    check_op("time_features", vec![randn(1, 3, 7)], &|t, v| t.time_features(v[0], ts.clone(), freqs.clone()));
+}
+
+#[test]
+fn langevin_add_vjp_scalar_and_per_dim() {
+    for width in [1usize, 3] {
+        check_op("langevin_add", vec![randn(4, 6, 8), randn(5, width, 9)], &|t, v| {
+            let g = t.constant(randn(4, 3, 10));
+            t.langevin_add(v[0], v[1], 1, g)
+        });
+    }
+}
+
+#[test]
+fn clip_vjp_away_from_the_limit() {
+    // Values are N(0,1); a limit of 0.8 clips some of them, none within FD reach of ±0.8.
+    let x = randn(5, 5, 11);
+    assert!(x.data.iter().all(|v| (v.abs() - 0.8).abs() > 1e-3));
+    assert!(x.data.iter().any(|v| v.abs() > 0.8), "the test must clip something");
+    check_op("clip", vec![x], &|t, v| t.clip(v[0], 0.8));
+}
+
+#[test]
+fn em_logpf_vjp_fixed_and_learned_variance() {
+    for learned in [None, Some(4.0)] {
+        check_op("em_logpf", vec![randn(5, 6, 12)], &|t, v| {
+            let x = t.constant(randn(5, 3, 13));
+            let xn = t.constant(randn(5, 3, 14));
+            t.em_logpf(v[0], x, xn, 0.1, 5f64.ln(), learned)
+        });
+    }
+}
+
+/// A tiny experiment exercising every parameter block: LP (per-dim scale) and learned variance.
+fn tiny_config(method: &str, langevin: bool, learned_variance: bool) -> ExperimentConfig {
+    let text = format!(
+        "(seed: 3, target: Gmm25,
+          sampler: (steps: 4, sigma2: 5.0, learned_variance: {learned_variance}),
+          network: (hidden: 8, harmonics: 4, joint_layers: 2, langevin: {langevin}, langevin_layers: 2, langevin_per_dim: true),
+          train: (method: {method}, iterations: 1, batch: 5, shards: 2),
+          eval: (samples: 8))"
+    );
+    ExperimentConfig::parse(&text, "tiny").unwrap()
+}
+
+/// The whole loss as a function of the f64 parameter vector along fixed (detached) trajectories.
+fn loss_f64(tr: &Trainer, theta: &[f64], states: &[f32], tb: bool) -> (f64, Vec<f64>) {
+    let b = tr.cfg.train.batch;
+    let roll = rollout::<f64>(&tr.net, theta, &tr.sampler, &*tr.energy, b, Path::Given(states), true);
+    let mut lr = vec![0f64; b];
+    tr.energy.log_reward(&roll.x_final, &mut lr);
+    let lg = if tb {
+        trajectory_balance(theta[tr.net.log_z_index()], &roll.log_pf, &roll.log_pb, &lr)
+    } else {
+        vargrad(&roll.log_pf, &roll.log_pb, &lr)
+    };
+    let seed = Tensor::from_vec(b, 1, lg.d_log_pf.clone());
+    let seeds = roll.logpf_nodes.iter().map(|&n| (n, seed.clone())).collect();
+    let grads = roll.tape.unwrap().backward(seeds);
+    let mut g = tr.net.flat_grads(&roll.vars.unwrap(), &grads);
+    if tb {
+        g[tr.net.log_z_index()] = lg.d_log_z;
+    }
+    (lg.loss, g)
+}
+
+/// Trainer with all parameters perturbed (so the zero-initialised output layer passes gradient
+/// everywhere), plus the states of iteration 0's trajectories.
+fn perturbed(cfg: &ExperimentConfig) -> (Trainer, Vec<f32>) {
+    let mut tr = Trainer::new(cfg).unwrap();
+    let mut r = rng::stream(5, "perturb", 0);
+    for p in tr.params.iter_mut() {
+        *p += 0.3 * rng::normal_f64(&mut r) as f32;
+    }
+    let b = cfg.train.batch;
+    let key = rng::stream_key(cfg.seed, "train-noise", 0);
+    let path = Path::Forward { noise_key: key, row0: 0, total_rows: b, explore_std: 0.1 };
+    let roll = rollout::<f32>(&tr.net, &tr.params, &tr.sampler, &*tr.energy, b, path, true);
+    (tr, roll.states)
+}
+
+#[test]
+fn whole_tb_and_vargrad_losses_match_finite_differences() {
+    for (method, lp, lv) in [("Tb", true, true), ("Tb", false, false), ("VarGrad", true, false)] {
+        let cfg = tiny_config(method, lp, lv);
+        let (tr, states) = perturbed(&cfg);
+        let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
+        let tb = method == "Tb";
+        let (_, analytic) = loss_f64(&tr, &theta, &states, tb);
+        assert!(analytic.iter().filter(|g| g.abs() > 1e-8).count() > analytic.len() / 2, "most blocks get gradient");
+        let mut f = |v: &[f64]| loss_f64(&tr, v, &states, tb).0;
+        if let Err(r) = gradcheck(&mut f, &theta, &analytic, 1e-6, GRADCHECK_F64) {
+            let spec = tr.net.layout.specs.iter().find(|s| s.range().contains(&r.worst_index)).unwrap();
+            panic!("{method} lp={lp} lv={lv}: block {} index {}: analytic {} numeric {}", spec.name, r.worst_index, r.analytic, r.numeric);
+        }
+    }
+}
+
+/// The f32 training gradient (sharded, SIMD) equals the f64 tape's within f32 accuracy.
+const F32_TRAINING_VS_F64_TAPE: Tolerance = Tolerance { name: "f32-training-vs-f64-tape", abs: 2e-4, rel: 2e-3 };
+
+#[test]
+fn f32_training_gradient_matches_f64_tape() {
+    for method in ["Tb", "VarGrad"] {
+        let cfg = tiny_config(method, true, false);
+        let mut tr = Trainer::new(&cfg).unwrap();
+        let mut r = rng::stream(6, "perturb", 0);
+        for p in tr.params.iter_mut() {
+            *p += 0.3 * rng::normal_f64(&mut r) as f32;
+        }
+        // Iteration 5's trajectories, regenerated in one shard to get their states.
+        let b = cfg.train.batch;
+        let key = rng::stream_key(cfg.seed, "train-noise", 5);
+        let eps = 0.0;
+        let path = Path::Forward { noise_key: key, row0: 0, total_rows: b, explore_std: eps };
+        let roll = rollout::<f32>(&tr.net, &tr.params, &tr.sampler, &*tr.energy, b, path, true);
+        let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
+        let (loss64, g64) = loss_f64(&tr, &theta, &roll.states, method == "Tb");
+        let (lg, g32) = tr.loss_and_grad(5).unwrap();
+        assert!((lg.loss - loss64).abs() <= 1e-4 * (1.0 + loss64.abs()), "{method}: loss {} vs {loss64}", lg.loss);
+        let got: Vec<f64> = g32.iter().map(|&g| g as f64).collect();
+        let scale = g64.iter().fold(0f64, |m, g| m.max(g.abs()));
+        let tol = Tolerance { abs: F32_TRAINING_VS_F64_TAPE.abs * scale, ..F32_TRAINING_VS_F64_TAPE };
+        tol.assert_all_close(&got, &g64, method);
+    }
+}
