@@ -1,1 +1,48 @@
-fn main(){}
+//! Criterion benches of the CPU kernels at the paper's shapes: the whole batch of a TB iteration
+//! is B·T = 300·100 = 30 000 rows through 64-wide layers. Names: `cpu/<op>/<shape>`; the FLOP
+//! count is the throughput (criterion prints elements/s = FLOP/s).
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use diffusion_samplers::cpu::Kernels;
+use diffusion_samplers::rng;
+use std::hint::black_box;
+
+fn randv(n: usize, tag: u64) -> Vec<f32> {
+    let mut v = vec![0f32; n];
+    rng::fill_normals(&mut rng::stream(1, "bench", tag), &mut v);
+    v
+}
+
+fn linear(c: &mut Criterion) {
+    let (rows, k, o) = (30_000usize, 64usize, 64usize);
+    let x = randv(rows * k, 1);
+    let w = randv(o * k, 2);
+    let b = randv(o, 3);
+    let dy = randv(rows * o, 4);
+    let flops = (2 * rows * k * o) as u64;
+    let mut g = c.benchmark_group("cpu");
+    g.throughput(Throughput::Elements(flops));
+    g.sample_size(20);
+    let mut y = vec![0f32; rows * o];
+    g.bench_function(format!("linear_forward/{rows}x{k}x{o}/{flops}flop"), |bch| {
+        bch.iter(|| f32::linear_forward(black_box(&x), &w, &b, &mut y, rows, k, o))
+    });
+    let mut dx = vec![0f32; rows * k];
+    g.bench_function(format!("linear_backward_dx/{rows}x{k}x{o}/{flops}flop"), |bch| {
+        bch.iter(|| f32::linear_backward_dx(black_box(&dy), &w, &mut dx, rows, k, o))
+    });
+    let mut dw = vec![0f32; o * k];
+    let mut db = vec![0f32; o];
+    g.bench_function(format!("linear_backward_dw/{rows}x{k}x{o}/{flops}flop"), |bch| {
+        bch.iter(|| f32::linear_backward_dw(black_box(&dy), &x, &mut dw, &mut db, rows, k, o))
+    });
+    g.throughput(Throughput::Elements((rows * o) as u64));
+    g.bench_function(format!("gelu_forward/{rows}x{o}"), |bch| bch.iter(|| f32::gelu_forward(black_box(&x), &mut y)));
+    g.bench_function(format!("gelu_backward/{rows}x{o}"), |bch| {
+        bch.iter(|| f32::gelu_backward(black_box(&x), &dy, &mut dx))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, linear);
+criterion_main!(benches);

@@ -1,1 +1,48 @@
-fn main(){}
+//! One full TB training iteration (rollout with tape, loss, sharded backward, Adam) at the
+//! paper's shapes: B = 300, T = 100, H = 64, for 25GMM (D = 2) and Manywell (D = 32), with and
+//! without the Langevin parametrization. Throughput is the iteration's linear-layer FLOPs, so
+//! criterion's elements/s is the achieved FLOP rate to set against the machine's FMA peak.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use diffusion_samplers::config::ExperimentConfig;
+use diffusion_samplers::train::Trainer;
+
+/// FLOPs of the linear layers in one iteration: forward, dX (not for the state encoder, whose
+/// input is data) and dW, over B·T rows; the per-step time MLPs run on T rows only.
+fn linear_flops(cfg: &ExperimentConfig) -> u64 {
+    let (b, t) = (cfg.train.batch as u64, cfg.sampler.steps as u64);
+    let (d, h, l) = (cfg.dim() as u64, cfg.network.hidden as u64, cfg.network.joint_layers as u64);
+    let fwd = d * h + l * h * h + h * 2 * d;
+    let dx = l * h * h + h * 2 * d;
+    let dw = fwd;
+    2 * b * t * (fwd + dx + dw)
+}
+
+fn config(target: &str, sigma2: f64, langevin: bool) -> ExperimentConfig {
+    let text = format!(
+        "(target: {target}, sampler: (steps: 100, sigma2: {sigma2}), network: (langevin: {langevin}),
+          train: (method: Tb, iterations: 1000000, batch: 300))"
+    );
+    ExperimentConfig::parse(&text, "bench").unwrap()
+}
+
+fn iteration(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cpu/tb_iteration");
+    g.sample_size(10);
+    for (name, target, sigma2, lp) in [
+        ("25gmm", "Gmm25", 5.0, false),
+        ("25gmm_lp", "Gmm25", 5.0, true),
+        ("manywell32", "ManyWell(dim: 32)", 1.0, false),
+        ("manywell32_lp", "ManyWell(dim: 32)", 1.0, true),
+    ] {
+        let cfg = config(target, sigma2, lp);
+        let flops = linear_flops(&cfg);
+        let mut tr = Trainer::new(&cfg).unwrap();
+        g.throughput(Throughput::Elements(flops));
+        g.bench_function(format!("{name}/B300xT100xH64/{flops}flop"), |b| b.iter(|| tr.step().unwrap()));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, iteration);
+criterion_main!(benches);

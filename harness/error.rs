@@ -25,12 +25,18 @@ pub struct CliError {
 impl CliError {
     /// Bad usage / config / output location (exit 2).
     pub fn usage(message: impl Into<String>) -> Self {
-        CliError { code: EXIT_USAGE, message: message.into() }
+        CliError {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
     }
 
     /// Training failed (exit 3).
     pub fn train(message: impl Into<String>) -> Self {
-        CliError { code: EXIT_TRAIN_FAILED, message: message.into() }
+        CliError {
+            code: EXIT_TRAIN_FAILED,
+            message: message.into(),
+        }
     }
 
     /// An I/O failure on `path` while doing `action` ("create folder", "write", ...) (exit 2).

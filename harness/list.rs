@@ -58,7 +58,10 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)
 
 pub fn cmd_list(args: ListArgs) -> Result<ExitCode, CliError> {
     if !args.dir.is_dir() {
-        return Err(CliError::usage(format!("{} is not a folder", args.dir.display())));
+        return Err(CliError::usage(format!(
+            "{} is not a folder",
+            args.dir.display()
+        )));
     }
     let mut files = Vec::new();
     let mut walk_errors = Vec::new();
@@ -71,7 +74,11 @@ pub fn cmd_list(args: ListArgs) -> Result<ExitCode, CliError> {
                 Ok(cfg) => (cfg.paper, None),
                 Err(e) => (None, Some(e.to_string().replace('\n', " "))),
             };
-            Entry { path: p.display().to_string(), paper, error }
+            Entry {
+                path: p.display().to_string(),
+                paper,
+                error,
+            }
         })
         .chain(walk_errors.into_iter().map(|(p, e)| Entry {
             path: p.display().to_string(),
@@ -90,7 +97,11 @@ pub fn cmd_list(args: ListArgs) -> Result<ExitCode, CliError> {
     };
     crate::emit(&text);
     let any_error = entries.iter().any(|e| e.error.is_some());
-    Ok(if any_error { ExitCode::from(EXIT_MISMATCH) } else { ExitCode::SUCCESS })
+    Ok(if any_error {
+        ExitCode::from(EXIT_MISMATCH)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `metric = mean ± std, …` in the paper's key order (sorted), or "-".
@@ -98,8 +109,11 @@ fn values(p: &PaperRef) -> String {
     if p.values.is_empty() {
         return "-".to_string();
     }
-    let parts: Vec<String> =
-        p.values.iter().map(|(k, (mean, std))| format!("{k} = {mean} ± {std}")).collect();
+    let parts: Vec<String> = p
+        .values
+        .iter()
+        .map(|(k, (mean, std))| format!("{k} = {mean} ± {std}"))
+        .collect();
     parts.join(", ")
 }
 
@@ -108,21 +122,37 @@ fn render(entries: &[Entry]) -> String {
     let rows: Vec<[String; 5]> = entries
         .iter()
         .map(|e| match (&e.paper, &e.error) {
-            (_, Some(err)) => {
-                [e.path.clone(), format!("ERROR: {err}"), String::new(), String::new(), String::new()]
-            }
-            (Some(p), None) => {
-                [e.path.clone(), p.paper.clone(), p.table.clone(), p.row.clone(), values(p)]
-            }
-            (None, None) => {
-                [e.path.clone(), "-".into(), "-".into(), "-".into(), "-".into()]
-            }
+            (_, Some(err)) => [
+                e.path.clone(),
+                format!("ERROR: {err}"),
+                String::new(),
+                String::new(),
+                String::new(),
+            ],
+            (Some(p), None) => [
+                e.path.clone(),
+                p.paper.clone(),
+                p.table.clone(),
+                p.row.clone(),
+                values(p),
+            ],
+            (None, None) => [
+                e.path.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ],
         })
         .collect();
     let header = ["path", "paper", "table", "row", "values"].map(String::from);
+    // Error rows count only towards the path column (their message runs past the others).
     let width = |i: usize| {
         std::iter::once(&header)
-            .chain(rows.iter().filter(|r| !r[1].starts_with("ERROR: ")))
+            .chain(
+                rows.iter()
+                    .filter(|r| i == 0 || !r[1].starts_with("ERROR: ")),
+            )
             .map(|r| r[i].chars().count())
             .max()
             .unwrap_or(0)

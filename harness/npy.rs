@@ -15,7 +15,11 @@ const ALIGN: usize = 64;
 ///
 /// Panics if `data.len() != rows * cols` (a caller bug, checked before calling).
 pub fn encode_f32(rows: usize, cols: usize, data: &[f32]) -> Vec<u8> {
-    assert_eq!(data.len(), rows * cols, "npy: data length does not match shape ({rows}, {cols})");
+    assert_eq!(
+        data.len(),
+        rows * cols,
+        "npy: data length does not match shape ({rows}, {cols})"
+    );
     let mut out = header_f32(rows, cols);
     out.reserve(4 * data.len());
     for v in data {
@@ -71,12 +75,20 @@ pub fn decode_f32(bytes: &[u8]) -> Result<(usize, usize, Vec<f32>), String> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|e| format!("bad shape {shape:?}: {e}")))
         .collect::<Result<_, _>>()?;
-    let [rows, cols] = dims[..] else { return Err(format!("not 2-D: {shape:?}")) };
+    let [rows, cols] = dims[..] else {
+        return Err(format!("not 2-D: {shape:?}"));
+    };
     let body = &bytes[PREAMBLE + header_len..];
     if body.len() != 4 * rows * cols {
-        return Err(format!("{} data bytes for shape ({rows}, {cols})", body.len()));
+        return Err(format!(
+            "{} data bytes for shape ({rows}, {cols})",
+            body.len()
+        ));
     }
-    let data = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Ok((rows, cols, data))
 }
 
@@ -90,8 +102,13 @@ mod tests {
         assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
         let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         let data_start = PREAMBLE + header_len;
-        assert_eq!(data_start % 64, 0, "data must start at a multiple of 64 bytes");
-        assert_eq!(data_start, 64);
+        assert_eq!(
+            data_start % 64,
+            0,
+            "data must start at a multiple of 64 bytes"
+        );
+        // 10 preamble bytes + a 60-character dict + '\n' spill past 64: NumPy also writes 128.
+        assert_eq!(data_start, 128);
         let header = std::str::from_utf8(&bytes[PREAMBLE..data_start]).unwrap();
         assert!(header.ends_with('\n'));
         assert_eq!(
@@ -102,13 +119,22 @@ mod tests {
         let pad = &header[header.find('}').unwrap() + 1..header.len() - 1];
         assert!(pad.bytes().all(|b| b == b' '));
         assert_eq!(bytes.len(), data_start + 6 * 4);
-        assert_eq!(&bytes[data_start + 4..data_start + 8], &1.0f32.to_le_bytes());
+        assert_eq!(
+            &bytes[data_start + 4..data_start + 8],
+            &1.0f32.to_le_bytes()
+        );
     }
 
     #[test]
     fn alignment_holds_for_long_shapes() {
         // Shapes with many digits push the header past the first 64-byte block.
-        for (rows, cols) in [(0, 0), (1, 1), (2000, 32), (123_456_789, 1), (10_000_000_000, 70)] {
+        for (rows, cols) in [
+            (0, 0),
+            (1, 1),
+            (2000, 32),
+            (123_456_789, 1),
+            (10_000_000_000, 70),
+        ] {
             let h = header_f32(rows, cols);
             assert_eq!(h.len() % 64, 0, "shape ({rows}, {cols})");
             let header_len = u16::from_le_bytes([h[8], h[9]]) as usize;
@@ -120,8 +146,16 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let data: Vec<f32> =
-            vec![-1.5, 0.0, f32::MIN_POSITIVE, 3.25e7, f32::NAN, -0.0, 1.0e-30, f32::INFINITY];
+        let data: Vec<f32> = vec![
+            -1.5,
+            0.0,
+            f32::MIN_POSITIVE,
+            3.25e7,
+            f32::NAN,
+            -0.0,
+            1.0e-30,
+            f32::INFINITY,
+        ];
         let bytes = encode_f32(4, 2, &data);
         let (rows, cols, back) = decode_f32(&bytes).unwrap();
         assert_eq!((rows, cols), (4, 2));

@@ -43,6 +43,7 @@ impl Reporter {
         let percent = p.iteration.min(total) * 100 / total;
         let show = match self.last_line {
             None => true,
+            // `train::run` reports completed iterations, 1..=total: always show the last.
             _ if p.iteration >= p.total => true,
             Some((t, pct)) => {
                 let dt = now.duration_since(t);

@@ -10,7 +10,10 @@ use diffusion_samplers::train::{CurveRow, EvalRow, Metrics};
 pub fn curve_csv(rows: &[CurveRow]) -> String {
     let mut s = String::from("iteration,loss,log_z,explore_std\n");
     for r in rows {
-        s.push_str(&format!("{},{:?},{:?},{:?}\n", r.iteration, r.loss, r.log_z, r.explore_std));
+        s.push_str(&format!(
+            "{},{:?},{:?},{:?}\n",
+            r.iteration, r.loss, r.log_z, r.explore_std
+        ));
     }
     s
 }
@@ -41,11 +44,24 @@ mod tests {
     #[test]
     fn csv_floats_round_trip() {
         let rows = [
-            CurveRow { iteration: 0, loss: 0.1, log_z: -1e-7, explore_std: 0.0 },
-            CurveRow { iteration: 1, loss: f64::NAN, log_z: 12345.678, explore_std: 0.2 },
+            CurveRow {
+                iteration: 0,
+                loss: 0.1,
+                log_z: -1e-7,
+                explore_std: 0.0,
+            },
+            CurveRow {
+                iteration: 1,
+                loss: f64::NAN,
+                log_z: 12345.678,
+                explore_std: 0.2,
+            },
         ];
         let text = curve_csv(&rows);
-        assert_eq!(text, "iteration,loss,log_z,explore_std\n0,0.1,-1e-7,0.0\n1,NaN,12345.678,0.2\n");
+        assert_eq!(
+            text,
+            "iteration,loss,log_z,explore_std\n0,0.1,-1e-7,0.0\n1,NaN,12345.678,0.2\n"
+        );
         let back: f64 = "-1e-7".parse().unwrap();
         assert_eq!(back, -1e-7);
     }

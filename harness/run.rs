@@ -85,7 +85,10 @@ pub fn build_run(
                 let text = record::metrics_json(&fe.metrics);
                 put(manifest::METRICS, text.as_bytes())?;
                 let rows = fe.samples.len() / fe.dim;
-                put(manifest::SAMPLES, &npy::encode_f32(rows, fe.dim, &fe.samples))?;
+                put(
+                    manifest::SAMPLES,
+                    &npy::encode_f32(rows, fe.dim, &fe.samples),
+                )?;
                 metrics_json = Some(text);
             }
         }
@@ -95,14 +98,21 @@ pub fn build_run(
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
         config_digest: cfg.digest(),
         seed: cfg.seed,
-        status: if failure.is_some() { Status::Failed } else { Status::Complete },
+        status: if failure.is_some() {
+            Status::Failed
+        } else {
+            Status::Complete
+        },
         failure,
         files,
         wall_seconds: start.elapsed().as_secs_f64(),
         paper: cfg.paper.clone(),
     };
     staging.write(manifest::MANIFEST, manifest.to_json().as_bytes())?;
-    Ok(Built { manifest, metrics_json })
+    Ok(Built {
+        manifest,
+        metrics_json,
+    })
 }
 
 pub fn cmd_run(args: RunArgs) -> Result<ExitCode, CliError> {
@@ -110,7 +120,10 @@ pub fn cmd_run(args: RunArgs) -> Result<ExitCode, CliError> {
     if let Some(seed) = args.seed {
         cfg.seed = seed;
     }
-    let out = args.out.clone().unwrap_or_else(|| default_out(&args.config, cfg.seed));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.config, cfg.seed));
     // Refuse before spending time training.
     run_dir::check_target(&out, args.force)?;
     let staging = Staging::new_for(&out)?;

@@ -21,7 +21,10 @@ pub struct Staging {
 /// `<parent>/<name><suffix>-<pid>`, the sibling of `target` used while building or replacing it.
 fn sibling(target: &Path, suffix: &str) -> Result<PathBuf, CliError> {
     let name = target.file_name().ok_or_else(|| {
-        CliError::usage(format!("output path {} does not name a folder", target.display()))
+        CliError::usage(format!(
+            "output path {} does not name a folder",
+            target.display()
+        ))
     })?;
     let mut sib = name.to_os_string();
     sib.push(format!("{suffix}-{}", std::process::id()));
@@ -56,7 +59,10 @@ impl Staging {
     pub fn new_for(target: &Path) -> Result<Self, CliError> {
         let parent = parent_of(target);
         let unwritable = |why: String| {
-            CliError::usage(format!("cannot write run folder {}: {why}", target.display()))
+            CliError::usage(format!(
+                "cannot write run folder {}: {why}",
+                target.display()
+            ))
         };
         // Name the first ancestor that is a file: "a/b is not a folder" beats "File exists".
         for anc in parent.ancestors().filter(|a| !a.as_os_str().is_empty()) {
@@ -93,7 +99,8 @@ impl Staging {
         let tmp = self.path.join(format!(".{name}.tmp"));
         let dst = self.path.join(name);
         let mut f = fs::File::create(&tmp).map_err(|e| CliError::io("create", &tmp, e))?;
-        f.write_all(bytes).map_err(|e| CliError::io("write", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| CliError::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| CliError::io("sync", &tmp, e))?;
         drop(f);
         fs::rename(&tmp, &dst).map_err(|e| CliError::io("rename into place", &dst, e))
@@ -119,7 +126,10 @@ impl Staging {
         }
         self.keep = true;
         if let Err(e) = fs::remove_dir_all(&aside) {
-            eprintln!("warning: cannot remove the replaced run {}: {e}", aside.display());
+            eprintln!(
+                "warning: cannot remove the replaced run {}: {e}",
+                aside.display()
+            );
         }
         Ok(())
     }
@@ -169,7 +179,10 @@ mod tests {
         s.commit(&target, true).unwrap();
         assert!(!target.join("a.txt").exists());
         assert_eq!(fs::read(target.join("b.txt")).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("run")]);
         fs::remove_dir_all(&root).unwrap();
     }

@@ -57,14 +57,20 @@ struct Report {
 pub fn cmd_verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let dir = &args.run_dir;
     if !dir.is_dir() {
-        return Err(CliError::usage(format!("{} is not a run folder", dir.display())));
+        return Err(CliError::usage(format!(
+            "{} is not a run folder",
+            dir.display()
+        )));
     }
     let cfg = ExperimentConfig::load(&dir.join(manifest::CONFIG))?;
     let manifest_path = dir.join(manifest::MANIFEST);
     let text =
         fs::read_to_string(&manifest_path).map_err(|e| CliError::io("read", &manifest_path, e))?;
     let recorded: Manifest = serde_json::from_str(&text).map_err(|e| {
-        CliError::usage(format!("{}: not a valid manifest: {e}", manifest_path.display()))
+        CliError::usage(format!(
+            "{}: not a valid manifest: {e}",
+            manifest_path.display()
+        ))
     })?;
 
     let tmp_name = format!("repro-verify-{}", std::process::id());
@@ -73,8 +79,11 @@ pub fn cmd_verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let replay = build_run(&cfg, &staging, &mut reporter)?;
     drop(staging); // removes the temporary folder
 
-    let names: BTreeSet<&String> =
-        recorded.files.keys().chain(replay.manifest.files.keys()).collect();
+    let names: BTreeSet<&String> = recorded
+        .files
+        .keys()
+        .chain(replay.manifest.files.keys())
+        .collect();
     let mut files = Vec::new();
     for name in names {
         let rec = recorded.files.get(name).cloned();
@@ -115,7 +124,11 @@ pub fn cmd_verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
         render_table(&report, config_ok)
     };
     crate::emit(&out);
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_MISMATCH)
+    })
 }
 
 fn short(d: &Option<String>) -> String {
@@ -126,11 +139,17 @@ fn short(d: &Option<String>) -> String {
 }
 
 fn render_table(r: &Report, config_ok: bool) -> String {
-    let w = r.files.iter().map(|f| f.file.len()).max().unwrap_or(4).max(4);
+    let w = r
+        .files
+        .iter()
+        .map(|f| f.file.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut s = format!("verify {}\n", r.run_dir);
     s.push_str(&format!(
         "{:<w$}  {:<16}  {:<16}  {:<8}  {}\n",
-        "file", "recorded", "replayed", "on disk", "result"
+        "file", "recorded", "replayed", "replay", "on disk"
     ));
     for f in &r.files {
         s.push_str(&format!(
@@ -138,8 +157,8 @@ fn render_table(r: &Report, config_ok: bool) -> String {
             f.file,
             short(&f.recorded),
             short(&f.replayed),
-            f.on_disk,
-            f.replay
+            f.replay,
+            f.on_disk
         ));
     }
     if !config_ok {
@@ -155,7 +174,10 @@ fn render_table(r: &Report, config_ok: bool) -> String {
     if r.ok {
         s.push_str(&format!("OK: all {} files reproduce\n", r.files.len()));
     } else {
-        s.push_str(&format!("MISMATCH: {bad} of {} files differ\n", r.files.len()));
+        s.push_str(&format!(
+            "MISMATCH: {bad} of {} files do not match\n",
+            r.files.len()
+        ));
     }
     s
 }

@@ -30,28 +30,23 @@ pub struct Gmm {
 
 impl Gmm {
     /// 25GMM: means {−10, −5, 0, 5, 10}², first coordinate the outer loop; log Z = 0.
-    pub fn grid25() -> Self {
-        Gmm::on_grid("25gmm", vec![-10.0, -5.0, 0.0, 5.0, 10.0])
+    /// `gt` says how [`Energy::sample`] draws ground-truth sets.
+    pub fn grid25(gt: GmmGroundTruth) -> Self {
+        Gmm::on_grid("25gmm", vec![-10.0, -5.0, 0.0, 5.0, 10.0], gt)
     }
 
     /// 9GMM: means {−5, 0, 5}²; log Z = 0.
-    pub fn grid9() -> Self {
-        Gmm::on_grid("9gmm", vec![-5.0, 0.0, 5.0])
+    pub fn grid9(gt: GmmGroundTruth) -> Self {
+        Gmm::on_grid("9gmm", vec![-5.0, 0.0, 5.0], gt)
     }
 
-    fn on_grid(name: &str, axis: Vec<f64>) -> Self {
+    fn on_grid(name: &str, axis: Vec<f64>, ground_truth: GmmGroundTruth) -> Self {
         Gmm {
             name: name.to_string(),
             axis,
             var: GMM_VARIANCE,
-            ground_truth: GmmGroundTruth::default(),
+            ground_truth,
         }
-    }
-
-    /// The same mixture with ground-truth sets drawn by `gt` (default: `Stratified`).
-    pub fn with_ground_truth(mut self, gt: GmmGroundTruth) -> Self {
-        self.ground_truth = gt;
-        self
     }
 
     pub fn ground_truth(&self) -> GmmGroundTruth {
@@ -66,7 +61,9 @@ impl Gmm {
     /// The means in mode order ([K, 2]; first coordinate the outer loop, as the reference code).
     pub fn means(&self) -> Vec<[f64; 2]> {
         let n = self.axis.len();
-        (0..n * n).map(|k| [self.axis[k / n], self.axis[k % n]]).collect()
+        (0..n * n)
+            .map(|k| [self.axis[k / n], self.axis[k % n]])
+            .collect()
     }
 
     /// Index of the mode whose mean is closest to `x` (for mode-coverage counts).
@@ -96,9 +93,7 @@ impl Gmm {
         for &m in &self.axis {
             s += (-(c - m) * (c - m) * inv2v - max).exp();
         }
-        max + s.ln()
-            - (self.axis.len() as f64).ln()
-            - 0.5 * (std::f64::consts::TAU * self.var).ln()
+        max + s.ln() - (self.axis.len() as f64).ln() - 0.5 * (std::f64::consts::TAU * self.var).ln()
     }
 
     /// d/dc of `log_factor`: Σ_a π_a (axis[a] − c)/v with π = softmax_a(−(c − axis[a])²/2v).

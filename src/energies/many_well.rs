@@ -46,7 +46,9 @@ impl ManyWell {
         );
         let h = (A_HI - A_LO) / A_CELLS as f64;
         // Node values, shifted by the max so the sums stay near 1 (the peak is ≈ e^{9.9}).
-        let logs: Vec<f64> = (0..=A_CELLS).map(|i| log_well(A_LO + i as f64 * h)).collect();
+        let logs: Vec<f64> = (0..=A_CELLS)
+            .map(|i| log_well(A_LO + i as f64 * h))
+            .collect();
         let max = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let w: Vec<f64> = logs.iter().map(|&l| (l - max).exp()).collect();
 

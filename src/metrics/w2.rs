@@ -16,7 +16,12 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum W2Error {
     #[error("w2_exact: point set `{which}` has {len} values, expected n·d = {n}·{d} = {}", .n * .d)]
-    ShapeMismatch { which: &'static str, len: usize, n: usize, d: usize },
+    ShapeMismatch {
+        which: &'static str,
+        len: usize,
+        n: usize,
+        d: usize,
+    },
     #[error("w2_exact: empty point sets (n = {n}, d = {d})")]
     Empty { n: usize, d: usize },
 }
@@ -41,7 +46,13 @@ const FREE: usize = usize::MAX;
 ///
 /// Panics if `cost.len() != n * n` or a cost is not finite.
 pub fn linear_assignment(cost: &[f64], n: usize) -> Assignment {
-    assert_eq!(cost.len(), n * n, "linear_assignment: cost has {} entries, expected n² = {}", cost.len(), n * n);
+    assert_eq!(
+        cost.len(),
+        n * n,
+        "linear_assignment: cost has {} entries, expected n² = {}",
+        cost.len(),
+        n * n
+    );
     assert!(
         cost.iter().all(|c| c.is_finite()),
         "linear_assignment: every cost must be finite"
@@ -121,8 +132,17 @@ pub fn linear_assignment(cost: &[f64], n: usize) -> Assignment {
         }
     }
 
-    let total_cost = col4row.iter().enumerate().map(|(i, &j)| cost[i * n + j]).sum();
-    Assignment { row_to_col: col4row, total_cost, row_potential: u, col_potential: v }
+    let total_cost = col4row
+        .iter()
+        .enumerate()
+        .map(|(i, &j)| cost[i * n + j])
+        .sum();
+    Assignment {
+        row_to_col: col4row,
+        total_cost,
+        row_potential: u,
+        col_potential: v,
+    }
 }
 
 /// Squared Euclidean distances ‖a_i − b_j‖² in f64 ([n, n] row-major) between a, b: [n, d].
@@ -130,7 +150,11 @@ pub fn squared_distances(a: &[f32], b: &[f32], n: usize, d: usize) -> Vec<f64> {
     let mut out = vec![0.0f64; n * n];
     for (ai, orow) in a.chunks_exact(d).zip(out.chunks_exact_mut(n)) {
         for (bj, o) in b.chunks_exact(d).zip(orow.iter_mut()) {
-            *o = ai.iter().zip(bj).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
+            *o = ai
+                .iter()
+                .zip(bj)
+                .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+                .sum();
         }
     }
     out
@@ -142,7 +166,12 @@ pub fn squared_distances(a: &[f32], b: &[f32], n: usize, d: usize) -> Vec<f64> {
 pub fn try_w2_exact(a: &[f32], b: &[f32], n: usize, d: usize) -> Result<f64, W2Error> {
     for (which, set) in [("a", a), ("b", b)] {
         if set.len() != n * d {
-            return Err(W2Error::ShapeMismatch { which, len: set.len(), n, d });
+            return Err(W2Error::ShapeMismatch {
+                which,
+                len: set.len(),
+                n,
+                d,
+            });
         }
     }
     if n == 0 || d == 0 {

@@ -88,7 +88,8 @@ mod tests {
         let lr = |_: Group| 0.1;
         adam.step(&layout, &mut p, &[0.5], &lr, &[]);
         // m̂ = 0.5, v̂ = 0.25 → step = 0.1·0.5/(0.5 + 1e−8).
-        assert!((p[0] as f64 - (1.0 - 0.1 * 0.5 / (0.5 + 1e-8))).abs() < 1e-7, "{}", p[0]);
+        // f32 arithmetic: (1 − β₁) alone is off by 2.4e−8 relative; allow a few f32 ulps of 0.9.
+        assert!((p[0] as f64 - (1.0 - 0.1 * 0.5 / (0.5 + 1e-8))).abs() < 2e-6, "{}", p[0]);
         adam.step(&layout, &mut p, &[-1.0], &lr, &[]);
         let m = 0.9 * 0.05 + 0.1 * -1.0;
         let v = 0.999 * 0.000_25 + 0.001 * 1.0;

@@ -1,0 +1,516 @@
+//! End-to-end tests of the `repro` binary: config errors, run-folder safety, determinism,
+//! `verify` and `list`. Each test works in its own temporary folder.
+//!
+//! Tests marked "(trains)" run `train::run` on a tiny config (3 iterations, B = 8, T = 4);
+//! the others fail before training starts.
+
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The tiny config of the harness brief: 25GMM, T = 4, 3 TB iterations, 16 eval samples.
+const TINY: &str = "(
+    seed: 1,
+    target: Gmm25,
+    sampler: (steps: 4, sigma2: 5.0),
+    train: (method: Tb, iterations: 3, batch: 8, shards: 2),
+    eval: (samples: 16, every: 2, w2: true, eubo: true),
+)
+";
+
+const RUN_FILES: [&str; 5] = [
+    "config.ron",
+    "metrics.json",
+    "curve.csv",
+    "evals.csv",
+    "samples.npy",
+];
+
+fn repro(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_repro"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the repro binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally")
+}
+
+/// Assert the exit code, showing the output when it is wrong.
+fn expect_code(o: &Output, want: i32) {
+    assert_eq!(
+        code(o),
+        want,
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn manifest(run: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// Names in `dir` other than the listed ones (leftover staging / old folders).
+fn extra_entries(dir: &Path, expected: &[&str]) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !expected.contains(&n.as_str()))
+        .collect()
+}
+
+// ---- config errors (exit 2, message names the field and its line) ----
+
+#[test]
+fn unknown_field_names_field_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TINY.replace("    seed: 1,\n", "    seed: 1,\n    bogus_knob: 3,\n");
+    let path = write(tmp.path(), "bad.ron", &cfg);
+    let o = repro(tmp.path(), &["run", path.to_str().unwrap(), "-q"]);
+    expect_code(&o, 2);
+    let err = stderr(&o);
+    assert!(err.contains("bogus_knob"), "{err}");
+    assert!(
+        err.contains("bad.ron:3:"),
+        "error should name line 3: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !tmp.path().join("runs").exists(),
+        "nothing is written for a bad config"
+    );
+}
+
+#[test]
+fn zero_batch_names_train_batch_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TINY.replace("batch: 8", "batch: 0");
+    let path = write(tmp.path(), "b0.ron", &cfg);
+    let o = repro(tmp.path(), &["run", path.to_str().unwrap(), "-q"]);
+    expect_code(&o, 2);
+    let err = stderr(&o);
+    assert!(err.contains("train.batch"), "{err}");
+    assert!(err.contains("b0.ron:5:"), "`batch` is on line 5: {err}");
+}
+
+#[test]
+fn odd_manywell_dim_names_target_dim() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TINY.replace("target: Gmm25,", "target: ManyWell(dim: 5),");
+    let path = write(tmp.path(), "mw.ron", &cfg);
+    let o = repro(tmp.path(), &["run", path.to_str().unwrap(), "-q"]);
+    expect_code(&o, 2);
+    let err = stderr(&o);
+    assert!(err.contains("target.dim"), "{err}");
+    assert!(err.contains("mw.ron:3:"), "`target` is on line 3: {err}");
+}
+
+#[test]
+fn missing_config_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = repro(tmp.path(), &["run", "nope.ron", "-q"]);
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("nope.ron"), "{}", stderr(&o));
+}
+
+// ---- output location safety ----
+
+#[test]
+fn existing_folder_is_refused_and_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "tiny.ron", TINY);
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("keep.txt"), "precious").unwrap();
+    let o = repro(
+        tmp.path(),
+        &["run", cfg.to_str().unwrap(), "--out", "out", "-q"],
+    );
+    expect_code(&o, 2);
+    let err = stderr(&o);
+    assert!(err.contains("out") && err.contains("--force"), "{err}");
+    assert_eq!(
+        fs::read_to_string(out.join("keep.txt")).unwrap(),
+        "precious"
+    );
+    assert_eq!(extra_entries(&out, &["keep.txt"]), Vec::<String>::new());
+    assert_eq!(
+        extra_entries(tmp.path(), &["tiny.ron", "out"]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn unwritable_out_names_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "tiny.ron", TINY);
+    fs::write(tmp.path().join("blocker"), "a regular file").unwrap();
+    let o = repro(
+        tmp.path(),
+        &["run", cfg.to_str().unwrap(), "--out", "blocker/run", "-q"],
+    );
+    expect_code(&o, 2);
+    let err = stderr(&o);
+    assert!(err.contains("blocker"), "{err}");
+    assert!(err.contains("not a folder"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("blocker")).unwrap(),
+        "a regular file"
+    );
+}
+
+#[test]
+fn out_that_is_a_file_is_refused_even_with_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "tiny.ron", TINY);
+    fs::write(tmp.path().join("afile"), "x").unwrap();
+    let o = repro(
+        tmp.path(),
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            "afile",
+            "--force",
+            "-q",
+        ],
+    );
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("not a folder"), "{}", stderr(&o));
+    assert_eq!(fs::read_to_string(tmp.path().join("afile")).unwrap(), "x");
+}
+
+#[test]
+fn force_replaces_existing_folder() {
+    // (trains)
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "tiny.ron", TINY);
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("keep.txt"), "old").unwrap();
+    let o = repro(
+        tmp.path(),
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            "out",
+            "--force",
+            "-q",
+        ],
+    );
+    expect_code(&o, 0);
+    assert!(!out.join("keep.txt").exists(), "the old run is gone");
+    assert!(out.join("manifest.json").is_file());
+    assert_eq!(
+        extra_entries(tmp.path(), &["tiny.ron", "out"]),
+        Vec::<String>::new()
+    );
+}
+
+// ---- determinism and run folder contents ----
+
+#[test]
+fn tiny_run_twice_gives_identical_digests() {
+    // (trains)
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "tiny.ron", TINY);
+    let a = repro(tmp.path(), &["run", cfg.to_str().unwrap(), "--out", "a"]);
+    expect_code(&a, 0);
+    let b = repro(
+        tmp.path(),
+        &["run", cfg.to_str().unwrap(), "--out", "b", "-q"],
+    );
+    expect_code(&b, 0);
+    let (ma, mb) = (
+        manifest(&tmp.path().join("a")),
+        manifest(&tmp.path().join("b")),
+    );
+
+    assert_eq!(ma["status"], "complete");
+    assert!(ma["failure"].is_null());
+    assert_eq!(ma["seed"], 1);
+    assert_eq!(ma["crate_version"], env!("CARGO_PKG_VERSION"));
+    assert!(ma["paper"].is_null());
+    assert!(ma["wall_seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(ma["files"], mb["files"]);
+    assert_eq!(ma["config_digest"], mb["config_digest"]);
+    assert_eq!(ma["config_digest"], ma["files"]["config.ron"]);
+    let files = ma["files"].as_object().unwrap();
+    assert_eq!(files.len(), RUN_FILES.len());
+    for name in RUN_FILES {
+        let bytes_a = fs::read(tmp.path().join("a").join(name)).unwrap();
+        let bytes_b = fs::read(tmp.path().join("b").join(name)).unwrap();
+        assert_eq!(bytes_a, bytes_b, "{name} differs between identical runs");
+        let hex = blake3::hash(&bytes_a).to_hex().to_string();
+        assert_eq!(files[name], hex.as_str(), "{name}: manifest digest");
+    }
+
+    // stdout is exactly the metrics JSON; progress went to stderr.
+    let metrics_text = fs::read_to_string(tmp.path().join("a/metrics.json")).unwrap();
+    assert_eq!(stdout(&a), metrics_text);
+    let metrics: Value = serde_json::from_str(&metrics_text).unwrap();
+    let mut keys: Vec<&str> = metrics
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort_unstable();
+    let mut want = [
+        "log_z",
+        "log_z_rw",
+        "true_log_z",
+        "delta_log_z",
+        "delta_log_z_rw",
+        "elbo",
+        "eubo",
+        "w2",
+        "ess",
+    ];
+    want.sort_unstable();
+    assert_eq!(keys, want);
+    assert!(
+        stderr(&a).contains("/3 "),
+        "progress on stderr: {}",
+        stderr(&a)
+    );
+
+    let curve = fs::read_to_string(tmp.path().join("a/curve.csv")).unwrap();
+    assert!(
+        curve.starts_with("iteration,loss,log_z,explore_std\n"),
+        "{curve}"
+    );
+    assert_eq!(curve.lines().count(), 1 + 3, "{curve}");
+    let evals = fs::read_to_string(tmp.path().join("a/evals.csv")).unwrap();
+    assert!(
+        evals.starts_with("iteration,log_z,log_z_rw,elbo,ess\n"),
+        "{evals}"
+    );
+
+    // samples.npy: (16, 2) float32, data 64-byte aligned.
+    let npy = fs::read(tmp.path().join("a/samples.npy")).unwrap();
+    assert_eq!(&npy[..8], b"\x93NUMPY\x01\x00");
+    let hlen = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    assert_eq!((10 + hlen) % 64, 0);
+    let header = std::str::from_utf8(&npy[10..10 + hlen]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'shape': (16, 2)"),
+        "{header}"
+    );
+    assert_eq!(npy.len(), 10 + hlen + 16 * 2 * 4);
+
+    // The resolved config parses back to the same config.
+    let resolved = fs::read_to_string(tmp.path().join("a/config.ron")).unwrap();
+    let back =
+        diffusion_samplers::config::ExperimentConfig::parse(&resolved, "config.ron").unwrap();
+    let orig = diffusion_samplers::config::ExperimentConfig::parse(TINY, "tiny.ron").unwrap();
+    assert_eq!(back, orig);
+}
+
+#[test]
+fn seed_override_is_recorded_and_names_default_folder() {
+    // (trains)
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "tiny.ron", TINY);
+    let o = repro(tmp.path(), &["run", "tiny.ron", "--seed", "7", "-q"]);
+    expect_code(&o, 0);
+    let run = tmp.path().join("runs/tiny-seed7");
+    assert_eq!(manifest(&run)["seed"], 7);
+    let resolved = fs::read_to_string(run.join("config.ron")).unwrap();
+    let cfg = diffusion_samplers::config::ExperimentConfig::parse(&resolved, "config.ron").unwrap();
+    assert_eq!(cfg.seed, 7);
+    assert_eq!(
+        extra_entries(&tmp.path().join("runs"), &["tiny-seed7"]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn verify_passes_on_a_run_and_catches_edits() {
+    // (trains)
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "tiny.ron", TINY);
+    expect_code(
+        &repro(
+            tmp.path(),
+            &["run", cfg.to_str().unwrap(), "--out", "r", "-q"],
+        ),
+        0,
+    );
+
+    let o = repro(tmp.path(), &["verify", "r", "-q"]);
+    expect_code(&o, 0);
+    let table = stdout(&o);
+    for name in RUN_FILES {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(line.contains("OK") && !line.contains("MISMATCH"), "{line}");
+    }
+    let o = repro(tmp.path(), &["verify", "r", "--json"]);
+    expect_code(&o, 0);
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["files"].as_array().unwrap().len(), RUN_FILES.len());
+
+    // Edit a stored file: verify fails and says which.
+    let curve = tmp.path().join("r/curve.csv");
+    let mut text = fs::read_to_string(&curve).unwrap();
+    text.push_str("99,0.0,0.0,0.0\n");
+    fs::write(&curve, text).unwrap();
+    let o = repro(tmp.path(), &["verify", "r", "-q"]);
+    expect_code(&o, 1);
+    let line = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("curve.csv"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("CHANGED"), "{line}");
+
+    // verify writes nothing beside the run (its replay goes to a temporary folder, then away).
+    assert_eq!(
+        extra_entries(tmp.path(), &["tiny.ron", "r"]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn non_finite_training_writes_failed_run_and_exits_3() {
+    // (trains) A learning rate of 1e300 sends log Z (and the loss) to ±inf within two steps.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TINY.replace("shards: 2)", "shards: 2, lr_policy: 1e300, lr_flow: 1e300)");
+    let path = write(tmp.path(), "nan.ron", &cfg);
+    let o = repro(
+        tmp.path(),
+        &["run", path.to_str().unwrap(), "--out", "r", "-q"],
+    );
+    expect_code(&o, 3);
+    let err = stderr(&o);
+    assert!(err.contains("iteration"), "{err}");
+    let m = manifest(&tmp.path().join("r"));
+    assert_eq!(m["status"], "failed");
+    assert!(m["failure"].as_str().unwrap().contains("iteration"), "{m}");
+    for name in ["config.ron", "curve.csv", "evals.csv"] {
+        assert!(m["files"][name].is_string(), "{name} is recorded: {m}");
+        assert!(tmp.path().join("r").join(name).is_file());
+    }
+    assert!(
+        stdout(&o).is_empty(),
+        "no metrics on stdout for a failed run"
+    );
+}
+
+// ---- list ----
+
+const WITH_PAPER: &str = r#"(
+    paper: Some((
+        paper: "Sendera et al. 2024",
+        table: "Table 1",
+        row: "TB + Expl.",
+        values: { "delta_log_z": (0.12, 0.03), "w2": (4.5, 0.2) },
+    )),
+    target: Gmm25,
+    train: (method: Tb, iterations: 3),
+)
+"#;
+
+#[test]
+fn list_shows_paper_rows_and_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("configs");
+    write(&dir, "sendera/gmm25_tb_expl.ron", WITH_PAPER);
+    write(&dir, "tiny.ron", TINY);
+    write(
+        &dir,
+        "broken.ron",
+        "(target: Gmm25, train: (method: Tb, iterations: 3), oops: 1)",
+    );
+    write(&dir, "notes.txt", "not a config");
+
+    let o = repro(tmp.path(), &["list", "configs"]);
+    expect_code(&o, 1); // one config does not parse
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().skip(1).collect(); // skip the header
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("configs/broken.ron") && lines[0].contains("oops"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("configs/sendera/gmm25_tb_expl.ron"),
+        "{out}"
+    );
+    for part in [
+        "Sendera et al. 2024",
+        "Table 1",
+        "TB + Expl.",
+        "delta_log_z = 0.12 ± 0.03",
+    ] {
+        assert!(lines[1].contains(part), "{part} missing: {}", lines[1]);
+    }
+    assert!(lines[2].starts_with("configs/tiny.ron"), "{out}");
+    assert!(
+        lines[2].split_whitespace().skip(1).all(|w| w == "-"),
+        "{}",
+        lines[2]
+    );
+    assert!(!out.contains("notes.txt"));
+
+    let o = repro(tmp.path(), &["list", "--json", "configs"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let entries = v.as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(entries[0]["error"].as_str().unwrap().contains("oops"));
+    assert_eq!(entries[1]["paper"]["row"], "TB + Expl.");
+    assert_eq!(entries[1]["paper"]["values"]["w2"][0], 4.5);
+    assert!(entries[2]["paper"].is_null() && entries[2]["error"].is_null());
+}
+
+#[test]
+fn list_of_good_configs_exits_0_and_missing_dir_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(&tmp.path().join("configs"), "a.ron", WITH_PAPER);
+    let o = repro(tmp.path(), &["list", "configs"]);
+    expect_code(&o, 0);
+    assert!(stdout(&o).contains("TB + Expl."));
+    let o = repro(tmp.path(), &["list", "nowhere"]);
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("nowhere"));
+}
+
+#[test]
+fn repo_paper_configs_all_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = repro(root, &["list", "--json"]);
+    expect_code(&o, 0);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let entries = v.as_array().unwrap();
+    assert!(!entries.is_empty(), "paper-configs/ holds configs");
+    for e in entries {
+        assert!(e["error"].is_null(), "{e}");
+    }
+}
