@@ -16,6 +16,7 @@
 //!
 //! Shape letters used in comments everywhere: B batch, D state dim, H hidden, T steps, P params.
 
+pub mod alloc_tuning;
 pub mod autodiff;
 pub mod config;
 pub mod cpu;

@@ -157,6 +157,7 @@ struct ShardRollout {
 impl Trainer {
     pub fn new(cfg: &ExperimentConfig) -> Result<Self, TrainError> {
         cfg.validate().map_err(|(f, m)| TrainError::Invalid(format!("{f}: {m}")))?;
+        crate::alloc_tuning::keep_freed_memory();
         let energy = build_energy(cfg);
         let net = DriftNet::new(energy.dim(), &cfg.network);
         let params = net.init(cfg.seed);
