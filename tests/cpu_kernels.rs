@@ -82,16 +82,24 @@ fn to_f64(v: &[f32]) -> Vec<f64> {
 fn assert_bitwise(simd_out: &[f32], portable_out: &[f32], what: &str) {
     assert_eq!(simd_out.len(), portable_out.len(), "{what}: lengths differ");
     for (i, (a, b)) in simd_out.iter().zip(portable_out).enumerate() {
-        assert!(a.to_bits() == b.to_bits(), "{what}[{i}]: simd {a:e} ({:#010x}) != portable {b:e} ({:#010x})", a.to_bits(), b.to_bits());
+        assert!(
+            a.to_bits() == b.to_bits(),
+            "{what}[{i}]: simd {a:e} ({:#010x}) != portable {b:e} ({:#010x})",
+            a.to_bits(),
+            b.to_bits()
+        );
     }
 }
 
-/// True when the AVX2 side can run; prints once per call site otherwise (the bitwise tests then
-/// only exercise the portable path, which is what such a CPU runs).
+/// True when the AVX2 side can run; otherwise says so once (the bitwise tests then only exercise
+/// the portable path, which is what such a CPU runs).
 fn have_simd() -> bool {
+    static NOTE: std::sync::Once = std::sync::Once::new();
     let ok = cpu::simd_available();
     if !ok {
-        eprintln!("cpu_kernels: no AVX2+FMA on this CPU; SIMD-vs-portable comparison skipped");
+        NOTE.call_once(|| {
+            eprintln!("cpu_kernels: no AVX2+FMA on this CPU; SIMD-vs-portable comparison skipped")
+        });
     }
     ok
 }
@@ -140,7 +148,10 @@ fn check_gelu_bitwise(x: &[f32], dy: &[f32]) {
     portable::gelu_forward(x, &mut y_p);
     let mut dx_p = vec![f32::NAN; n];
     portable::gelu_backward(x, dy, &mut dx_p);
-    assert!(y_p.iter().chain(&dx_p).all(|v| !v.is_nan()), "gelu produced NaN on finite input");
+    assert!(
+        y_p.iter().chain(&dx_p).all(|v| !v.is_nan()),
+        "gelu produced NaN on finite input"
+    );
     if !have_simd() {
         return;
     }
@@ -152,7 +163,13 @@ fn check_gelu_bitwise(x: &[f32], dy: &[f32]) {
     assert_bitwise(&dx_s, &dx_p, &format!("gelu_backward n={n}"));
 }
 
-fn check_time_features_bitwise(t: &[f32], freqs: &[f32], phase: &[f32], dout: &[f32], dphase0: &[f32]) {
+fn check_time_features_bitwise(
+    t: &[f32],
+    freqs: &[f32],
+    phase: &[f32],
+    dout: &[f32],
+    dphase0: &[f32],
+) {
     let (nt, f) = (t.len(), freqs.len());
     let mut out_p = vec![f32::NAN; nt * 2 * f];
     portable::time_features(t, freqs, phase, &mut out_p);
@@ -166,7 +183,11 @@ fn check_time_features_bitwise(t: &[f32], freqs: &[f32], phase: &[f32], dout: &[
     assert_bitwise(&out_s, &out_p, &format!("time_features T={nt} F={f}"));
     let mut dph_s = dphase0.to_vec();
     simd::time_features_backward(t, freqs, phase, dout, &mut dph_s);
-    assert_bitwise(&dph_s, &dph_p, &format!("time_features_backward T={nt} F={f}"));
+    assert_bitwise(
+        &dph_s,
+        &dph_p,
+        &format!("time_features_backward T={nt} F={f}"),
+    );
 }
 
 fn check_reductions_bitwise(x: &[f32]) {
@@ -250,13 +271,31 @@ fn linear_bitwise_paper_sizes_and_edges() {
         check_linear_bitwise(rows, k, o, 7);
         let b = vec![1.5f32; o];
         let mut y = vec![0.0f32; rows * o];
-        <f32 as Kernels>::linear_forward(&vec![0.0; rows * k], &vec![0.0; o * k], &b, &mut y, rows, k, o);
+        <f32 as Kernels>::linear_forward(
+            &vec![0.0; rows * k],
+            &vec![0.0; o * k],
+            &b,
+            &mut y,
+            rows,
+            k,
+            o,
+        );
         if k == 0 {
             assert!(y.iter().all(|&v| v == 1.5), "K = 0: y must equal the bias");
         }
         let mut dx = vec![f32::NAN; rows * k];
-        <f32 as Kernels>::linear_backward_dx(&vec![0.0; rows * o], &vec![0.0; o * k], &mut dx, rows, k, o);
-        assert!(dx.iter().all(|&v| v == 0.0), "dx must be overwritten with zeros");
+        <f32 as Kernels>::linear_backward_dx(
+            &vec![0.0; rows * o],
+            &vec![0.0; o * k],
+            &mut dx,
+            rows,
+            k,
+            o,
+        );
+        assert!(
+            dx.iter().all(|&v| v == 0.0),
+            "dx must be overwritten with zeros"
+        );
     }
 }
 
@@ -267,16 +306,36 @@ fn elementwise_bitwise_dense_grids() {
     let x: Vec<f32> = (-400_000..400_000).map(|i| i as f32 * 2.5e-5).collect(); // [−10, 10)
     let dy = vec![1.0f32; x.len()];
     check_gelu_bitwise(&x, &dy);
-    let big: Vec<f32> = [-1e4f32, -1e3, -200.0, -30.0, 30.0, 200.0, 1e3, 1e4, f32::MIN_POSITIVE, -f32::MIN_POSITIVE, 1e-30, 0.0, -0.0]
-        .into_iter()
-        .cycle()
-        .take(13 * 9)
-        .collect();
+    let big: Vec<f32> = [
+        -1e4f32,
+        -1e3,
+        -200.0,
+        -30.0,
+        30.0,
+        200.0,
+        1e3,
+        1e4,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+        1e-30,
+        0.0,
+        -0.0,
+    ]
+    .into_iter()
+    .cycle()
+    .take(13 * 9)
+    .collect();
     check_gelu_bitwise(&big, &vec![-0.5; big.len()]);
     // time features: t = 1, freqs = grid, φ = 0 → arguments over [−2000, 2000]
     let freqs: Vec<f32> = (-80_000..80_000).map(|i| i as f32 * 0.025).collect();
     let phase = vec![0.0f32; freqs.len()];
-    check_time_features_bitwise(&[1.0], &freqs, &phase, &vec![1.0; 2 * freqs.len()], &vec![0.0; freqs.len()]);
+    check_time_features_bitwise(
+        &[1.0],
+        &freqs,
+        &phase,
+        &vec![1.0; 2 * freqs.len()],
+        &vec![0.0; freqs.len()],
+    );
 }
 
 #[test]
@@ -286,7 +345,15 @@ fn reductions_bitwise_edge_cases() {
         check_reductions_bitwise(&g.vec(n));
     }
     let inf = f32::INFINITY;
-    for x in [vec![], vec![-inf], vec![-inf; 9], vec![1.0, inf, 2.0], vec![1.0, f32::NAN], vec![f32::NAN; 10], vec![-inf, f32::NAN]] {
+    for x in [
+        vec![],
+        vec![-inf],
+        vec![-inf; 9],
+        vec![1.0, inf, 2.0],
+        vec![1.0, f32::NAN],
+        vec![f32::NAN; 10],
+        vec![-inf, f32::NAN],
+    ] {
         check_reductions_bitwise(&x);
     }
 }
@@ -308,9 +375,15 @@ fn check_linear_vs_f64(rows: usize, k: usize, o: usize, seed: u64) {
     f64::linear_forward(&x64, &w64, &b64, &mut y64, rows, k, o);
     for r in 0..rows {
         for j in 0..o {
-            let sa = b64[j].abs() + (0..k).map(|p| (x64[r * k + p] * w64[j * k + p]).abs()).sum::<f64>();
+            let sa = b64[j].abs()
+                + (0..k)
+                    .map(|p| (x64[r * k + p] * w64[j * k + p]).abs())
+                    .sum::<f64>();
             let (got, want) = (y[r * o + j], y64[r * o + j]);
-            assert!(chain_close(got, want, k, sa), "linear_forward {what} [{r},{j}]: f32 {got:e} vs f64 {want:e} (Σ|terms| {sa:e})");
+            assert!(
+                chain_close(got, want, k, sa),
+                "linear_forward {what} [{r},{j}]: f32 {got:e} vs f64 {want:e} (Σ|terms| {sa:e})"
+            );
         }
     }
 
@@ -320,9 +393,14 @@ fn check_linear_vs_f64(rows: usize, k: usize, o: usize, seed: u64) {
     f64::linear_backward_dx(&dy64, &w64, &mut dx64, rows, k, o);
     for r in 0..rows {
         for p in 0..k {
-            let sa = (0..o).map(|j| (dy64[r * o + j] * w64[j * k + p]).abs()).sum::<f64>();
+            let sa = (0..o)
+                .map(|j| (dy64[r * o + j] * w64[j * k + p]).abs())
+                .sum::<f64>();
             let (got, want) = (dx[r * k + p], dx64[r * k + p]);
-            assert!(chain_close(got, want, o, sa), "linear_backward_dx {what} [{r},{p}]: f32 {got:e} vs f64 {want:e}");
+            assert!(
+                chain_close(got, want, o, sa),
+                "linear_backward_dx {what} [{r},{p}]: f32 {got:e} vs f64 {want:e}"
+            );
         }
     }
 
@@ -332,12 +410,23 @@ fn check_linear_vs_f64(rows: usize, k: usize, o: usize, seed: u64) {
     f64::linear_backward_dw(&dy64, &x64, &mut dw64, &mut db64, rows, k, o);
     for j in 0..o {
         for p in 0..k {
-            let sa = (dw0[j * k + p] as f64).abs() + (0..rows).map(|r| (dy64[r * o + j] * x64[r * k + p]).abs()).sum::<f64>();
+            let sa = (dw0[j * k + p] as f64).abs()
+                + (0..rows)
+                    .map(|r| (dy64[r * o + j] * x64[r * k + p]).abs())
+                    .sum::<f64>();
             let (got, want) = (dw[j * k + p], dw64[j * k + p]);
-            assert!(chain_close(got, want, rows, sa), "linear_backward_dw dw {what} [{j},{p}]: f32 {got:e} vs f64 {want:e}");
+            assert!(
+                chain_close(got, want, rows, sa),
+                "linear_backward_dw dw {what} [{j},{p}]: f32 {got:e} vs f64 {want:e}"
+            );
         }
         let sa = (db0[j] as f64).abs() + (0..rows).map(|r| dy64[r * o + j].abs()).sum::<f64>();
-        assert!(chain_close(db[j], db64[j], rows, sa), "linear_backward_dw db {what} [{j}]: f32 {:e} vs f64 {:e}", db[j], db64[j]);
+        assert!(
+            chain_close(db[j], db64[j], rows, sa),
+            "linear_backward_dw db {what} [{j}]: f32 {:e} vs f64 {:e}",
+            db[j],
+            db64[j]
+        );
     }
 }
 
@@ -443,11 +532,17 @@ fn erf_f32_accuracy_dense_grid() {
         x *= 1.001;
     }
     eprintln!("erf_f32: max |err| = {max_err:e} at x = {at:e}");
-    assert!(max_err <= 2e-7, "erf_f32 max |err| {max_err:e} at x = {at:e} exceeds 2e-7");
+    assert!(
+        max_err <= 2e-7,
+        "erf_f32 max |err| {max_err:e} at x = {at:e} exceeds 2e-7"
+    );
     // tiny arguments: relative accuracy too (|erf(x)| ≈ 1.128·|x|, a few ulp)
     for &x in &[1e-30f32, 1e-20, 1e-10, 1e-5] {
         let (got, want) = (math::erf_f32(x) as f64, libm::erf(x as f64));
-        assert!((got - want).abs() <= 2.0 * ulp_f32(want), "erf_f32({x:e}) = {got:e}, want {want:e}");
+        assert!(
+            (got - want).abs() <= 2.0 * ulp_f32(want),
+            "erf_f32({x:e}) = {got:e}, want {want:e}"
+        );
     }
     assert_eq!(math::erf_f32(1e4), 1.0);
     assert_eq!(math::erf_f32(-1e4), -1.0);
@@ -471,13 +566,20 @@ fn exp_f32_accuracy() {
         }
     }
     eprintln!("exp_f32: max error = {max_ulp:.3} ulp at x = {at}");
-    assert!(max_ulp <= 2.0, "exp_f32 max error {max_ulp} ulp at x = {at}");
+    assert!(
+        max_ulp <= 2.0,
+        "exp_f32 max error {max_ulp} ulp at x = {at}"
+    );
     // subnormal results: within 2 subnormal steps; underflow to exactly 0; overflow to +∞
     for i in 0..1000 {
         let x = -87.5 - i as f32 * 0.016; // down to ≈ −103.5
         let want = (x as f64).exp();
         let err = (math::exp_f32(x) as f64 - want).abs();
-        assert!(err <= 2.0 * f64::from(f32::from_bits(1)), "exp_f32({x}) = {:e}, want {want:e}", math::exp_f32(x));
+        assert!(
+            err <= 2.0 * f64::from(f32::from_bits(1)),
+            "exp_f32({x}) = {:e}, want {want:e}",
+            math::exp_f32(x)
+        );
     }
     assert_eq!(math::exp_f32(-1e4), 0.0);
     assert_eq!(math::exp_f32(-104.0), 0.0);
@@ -498,7 +600,10 @@ fn sin_cos_f32_accuracy() {
         max_c = max_c.max((c as f64 - xd.cos()).abs());
     }
     eprintln!("sin_cos_f32 on [-2000, 2000]: max |err| sin {max_s:e}, cos {max_c:e}");
-    assert!(max_s <= 1e-6 && max_c <= 1e-6, "sin {max_s:e} / cos {max_c:e} exceed 1e-6");
+    assert!(
+        max_s <= 1e-6 && max_c <= 1e-6,
+        "sin {max_s:e} / cos {max_c:e} exceed 1e-6"
+    );
 }
 
 #[test]
@@ -514,7 +619,10 @@ fn gelu_extremes_are_finite() {
     let mut dx64 = [0.0f64; 6];
     f64::gelu_forward(&to_f64(&x), &mut y64);
     f64::gelu_backward(&to_f64(&x), &[1.0; 6], &mut dx64);
-    assert!(y64.iter().chain(&dx64).all(|v| v.is_finite()), "{y64:?} {dx64:?}");
+    assert!(
+        y64.iter().chain(&dx64).all(|v| v.is_finite()),
+        "{y64:?} {dx64:?}"
+    );
 }
 
 #[test]
@@ -522,18 +630,29 @@ fn gelu_matches_definition_f64() {
     // exact-erf GELU, not the tanh form: GELU(1) = Φ(1) = 0.841344746…, GELU(−1) = −0.158655254…
     let mut y = [0.0f64; 2];
     f64::gelu_forward(&[1.0, -1.0], &mut y);
-    GRADCHECK_F64.assert_all_close(&y, &[0.841_344_746_068_542_9, -0.158_655_253_931_457_05], "gelu(±1)");
+    GRADCHECK_F64.assert_all_close(
+        &y,
+        &[0.841_344_746_068_542_9, -0.158_655_253_931_457_05],
+        "gelu(±1)",
+    );
 }
 
 #[test]
 fn gelu_backward_is_derivative_f64() {
     let h = 1e-5;
     let x: Vec<f64> = (-600..=600).map(|i| i as f64 * 0.01 + 0.003).collect();
-    let (xp, xm): (Vec<f64>, Vec<f64>) = (x.iter().map(|v| v + h).collect(), x.iter().map(|v| v - h).collect());
+    let (xp, xm): (Vec<f64>, Vec<f64>) = (
+        x.iter().map(|v| v + h).collect(),
+        x.iter().map(|v| v - h).collect(),
+    );
     let (mut yp, mut ym) = (vec![0.0; x.len()], vec![0.0; x.len()]);
     f64::gelu_forward(&xp, &mut yp);
     f64::gelu_forward(&xm, &mut ym);
-    let fd: Vec<f64> = yp.iter().zip(&ym).map(|(a, b)| (a - b) / (2.0 * h)).collect();
+    let fd: Vec<f64> = yp
+        .iter()
+        .zip(&ym)
+        .map(|(a, b)| (a - b) / (2.0 * h))
+        .collect();
     let mut dx = vec![0.0; x.len()];
     f64::gelu_backward(&x, &vec![1.0; x.len()], &mut dx);
     GRADCHECK_F64.assert_all_close(&dx, &fd, "gelu_backward vs central differences");
@@ -584,7 +703,12 @@ fn linear_backward_is_derivative_f64() {
     // L = Σ dy ⊙ (x·wᵀ + b); the backward kernels must give ∂L/∂x, ∂L/∂w, ∂L/∂b.
     let (rows, k, o) = (5, 3, 4);
     let mut g = Rng(3);
-    let (x, w, b, dy) = (to_f64(&g.vec(rows * k)), to_f64(&g.vec(o * k)), to_f64(&g.vec(o)), to_f64(&g.vec(rows * o)));
+    let (x, w, b, dy) = (
+        to_f64(&g.vec(rows * k)),
+        to_f64(&g.vec(o * k)),
+        to_f64(&g.vec(o)),
+        to_f64(&g.vec(rows * o)),
+    );
     let loss = |x: &[f64], w: &[f64], b: &[f64]| {
         let mut y = vec![0.0; rows * o];
         f64::linear_forward(x, w, b, &mut y, rows, k, o);
@@ -608,8 +732,16 @@ fn linear_backward_is_derivative_f64() {
     f64::linear_backward_dw(&dy, &x, &mut dw, &mut db, rows, k, o);
     let dw: Vec<f64> = dw.iter().map(|v| v - 1.0).collect();
     let db: Vec<f64> = db.iter().map(|v| v + 1.0).collect();
-    GRADCHECK_F64.assert_all_close(&dw, &fd(&w, &|v| loss(&x, v, &b)), "dw (accumulated onto 1)");
-    GRADCHECK_F64.assert_all_close(&db, &fd(&b, &|v| loss(&x, &w, v)), "db (accumulated onto −1)");
+    GRADCHECK_F64.assert_all_close(
+        &dw,
+        &fd(&w, &|v| loss(&x, v, &b)),
+        "dw (accumulated onto 1)",
+    );
+    GRADCHECK_F64.assert_all_close(
+        &db,
+        &fd(&b, &|v| loss(&x, &w, v)),
+        "db (accumulated onto −1)",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -639,11 +771,21 @@ fn check_sum_lse(x: &[f32]) {
     let naive: f64 = x64.iter().sum();
     let sa: f64 = x64.iter().map(|v| v.abs()).sum();
     for (path, s) in [("Kernels", f32::sum(x)), ("portable", portable::sum(x))] {
-        assert!(chain_close(s, naive, n, sa), "{path} sum n={n}: {s:e} vs naive f64 {naive:e}");
+        assert!(
+            chain_close(s, naive, n, sa),
+            "{path} sum n={n}: {s:e} vs naive f64 {naive:e}"
+        );
     }
-    assert_eq!(f32::sum(x).to_bits(), sum_documented_order(x).to_bits(), "sum order n={n}");
+    assert_eq!(
+        f32::sum(x).to_bits(),
+        sum_documented_order(x).to_bits(),
+        "sum order n={n}"
+    );
     let s64 = f64::sum(&x64);
-    assert!((s64 - naive).abs() <= (n as f64 + 1.0) * f64::EPSILON * sa, "f64 sum n={n}");
+    assert!(
+        (s64 - naive).abs() <= (n as f64 + 1.0) * f64::EPSILON * sa,
+        "f64 sum n={n}"
+    );
 
     // logsumexp: naive f64 with the max shift
     let want = if n == 0 {
@@ -662,8 +804,14 @@ fn check_sum_lse(x: &[f32]) {
         return;
     }
     let bound = (n as f64 + 4.0) * U32 + ulp_f32(want);
-    assert!((l as f64 - want).abs() <= bound, "logsumexp f32 n={n}: {l:e} vs {want:e} (bound {bound:e})");
-    assert!((l64 - want).abs() <= 1e-12 * (1.0 + want.abs()), "logsumexp f64 n={n}: {l64:e} vs {want:e}");
+    assert!(
+        (l as f64 - want).abs() <= bound,
+        "logsumexp f32 n={n}: {l:e} vs {want:e} (bound {bound:e})"
+    );
+    assert!(
+        (l64 - want).abs() <= 1e-12 * (1.0 + want.abs()),
+        "logsumexp f64 n={n}: {l64:e} vs {want:e}"
+    );
 }
 
 #[test]
@@ -694,11 +842,20 @@ fn logsumexp_special_values() {
         (vec![-inf, 0.0], 0.0),
         (vec![3.0; 9], 3.0 + 9f32.ln()),
     ] {
-        for (path, got) in [("Kernels f32", f32::logsumexp(&x)), ("portable", portable::logsumexp(&x))] {
-            assert!(got == want || (got - want).abs() <= 1e-6, "{path} logsumexp({x:?}) = {got}, want {want}");
+        for (path, got) in [
+            ("Kernels f32", f32::logsumexp(&x)),
+            ("portable", portable::logsumexp(&x)),
+        ] {
+            assert!(
+                got == want || (got - want).abs() <= 1e-6,
+                "{path} logsumexp({x:?}) = {got}, want {want}"
+            );
         }
         let got64 = f64::logsumexp(&to_f64(&x));
-        assert!(got64 == want as f64 || (got64 - want as f64).abs() <= 1e-6, "f64 logsumexp({x:?}) = {got64}");
+        assert!(
+            got64 == want as f64 || (got64 - want as f64).abs() <= 1e-6,
+            "f64 logsumexp({x:?}) = {got64}"
+        );
     }
     assert!(f32::logsumexp(&[1.0, f32::NAN, 2.0]).is_nan());
     assert!(f32::logsumexp(&[f32::NAN; 3]).is_nan());

@@ -12,7 +12,15 @@ use crate::real::Real;
 
 /// Panics unless the slices have the documented shapes (both paths call this first).
 #[inline]
-pub(crate) fn check_linear(x: usize, w: usize, b: usize, y: usize, rows: usize, k: usize, o: usize) {
+pub(crate) fn check_linear(
+    x: usize,
+    w: usize,
+    b: usize,
+    y: usize,
+    rows: usize,
+    k: usize,
+    o: usize,
+) {
     assert_eq!(x, rows * k, "linear: x.len() != rows·k");
     assert_eq!(w, o * k, "linear: w.len() != o·k");
     assert_eq!(b, o, "linear: b.len() != o");
@@ -22,7 +30,15 @@ pub(crate) fn check_linear(x: usize, w: usize, b: usize, y: usize, rows: usize, 
 /// y[B,O] = x[B,K]·w[O,K]ᵀ + b[O].
 /// Order per output (r, j): acc = b[j]; for p in 0..K { acc = x[r,p].mul_add(w[j,p], acc) }.
 #[inline]
-pub fn linear_forward_ref<S: Real>(x: &[S], w: &[S], b: &[S], y: &mut [S], rows: usize, k: usize, o: usize) {
+pub fn linear_forward_ref<S: Real>(
+    x: &[S],
+    w: &[S],
+    b: &[S],
+    y: &mut [S],
+    rows: usize,
+    k: usize,
+    o: usize,
+) {
     check_linear(x.len(), w.len(), b.len(), y.len(), rows, k, o);
     if o == 0 {
         return;
@@ -45,7 +61,14 @@ pub fn linear_forward_ref<S: Real>(x: &[S], w: &[S], b: &[S], y: &mut [S], rows:
 /// Order per element (r, p): acc = 0; for j in 0..O { acc = dy[r,j].mul_add(w[j,p], acc) }.
 /// (Loop j outside p so w rows are read contiguously; each dx[r,p] still sees j ascending.)
 #[inline]
-pub fn linear_backward_dx_ref<S: Real>(dy: &[S], w: &[S], dx: &mut [S], rows: usize, k: usize, o: usize) {
+pub fn linear_backward_dx_ref<S: Real>(
+    dy: &[S],
+    w: &[S],
+    dx: &mut [S],
+    rows: usize,
+    k: usize,
+    o: usize,
+) {
     check_linear(dx.len(), w.len(), o, dy.len(), rows, k, o);
     if k == 0 {
         return;

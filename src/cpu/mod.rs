@@ -41,12 +41,35 @@ pub use time_features::{time_features_backward_ref, time_features_ref};
 /// Shapes: B rows (batch, or batch·steps flattened), K inputs, O outputs, all row-major.
 pub trait Kernels: crate::real::Real {
     /// y[B,O] = x[B,K]·w[O,K]ᵀ + b[O]. Order per output: acc = b[o]; for k in 0..K { acc = x[r,k].mul_add(w[o,k], acc) }
-    fn linear_forward(x: &[Self], w: &[Self], b: &[Self], y: &mut [Self], rows: usize, k: usize, o: usize);
+    fn linear_forward(
+        x: &[Self],
+        w: &[Self],
+        b: &[Self],
+        y: &mut [Self],
+        rows: usize,
+        k: usize,
+        o: usize,
+    );
     /// dx[B,K] = dy[B,O]·w[O,K] (overwrites dx). Order: acc = 0; for o in 0..O { acc = dy[r,o].mul_add(w[o,k], acc) }
-    fn linear_backward_dx(dy: &[Self], w: &[Self], dx: &mut [Self], rows: usize, k: usize, o: usize);
+    fn linear_backward_dx(
+        dy: &[Self],
+        w: &[Self],
+        dx: &mut [Self],
+        rows: usize,
+        k: usize,
+        o: usize,
+    );
     /// dw[O,K] += dy[B,O]ᵀ·x[B,K] and db[O] += Σ_r dy[r,·] (ACCUMULATES into dw, db).
     /// Order: acc = dw[o,k]; for r in 0..B { acc = dy[r,o].mul_add(x[r,k], acc) }; acc = db[o]; for r { acc = acc + dy[r,o] }
-    fn linear_backward_dw(dy: &[Self], x: &[Self], dw: &mut [Self], db: &mut [Self], rows: usize, k: usize, o: usize);
+    fn linear_backward_dw(
+        dy: &[Self],
+        x: &[Self],
+        dw: &mut [Self],
+        db: &mut [Self],
+        rows: usize,
+        k: usize,
+        o: usize,
+    );
     /// y = GELU(x) = ½·x·(1 + erf(x/√2)), exact-erf form (NOT the tanh approximation).
     /// Order: e = erf(x·(1/√2)); h = 0.5·x; y = h.mul_add(e, h).
     fn gelu_forward(x: &[Self], y: &mut [Self]);
@@ -60,7 +83,13 @@ pub trait Kernels: crate::real::Real {
     fn time_features(t: &[Self], freqs: &[Self], phase: &[Self], out: &mut [Self]);
     /// dφ[k] += Σ_i ( dout[i,k]·cos(a_ik) − dout[i,F+k]·sin(a_ik) ), a_ik = t[i]f[k]+φ[k], i ascending (ACCUMULATES).
     /// Order per k: acc = dφ[k]; for i { acc = dout[i,k].mul_add(cos a, acc); acc = (−dout[i,F+k]).mul_add(sin a, acc) }.
-    fn time_features_backward(t: &[Self], freqs: &[Self], phase: &[Self], dout: &[Self], dphase: &mut [Self]);
+    fn time_features_backward(
+        t: &[Self],
+        freqs: &[Self],
+        phase: &[Self],
+        dout: &[Self],
+        dphase: &mut [Self],
+    );
     /// Σ x in a fixed order: 8 lane accumulators from 0, lane j takes x[8i+j] (i ascending) over the
     /// first n − n mod 8 elements; lanes combined as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7));
     /// then the tail x[n8..] added in order. See [`reduce`].
@@ -77,7 +106,8 @@ pub fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        *AVAILABLE
+            .get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -91,15 +121,38 @@ pub mod portable {
     use super::*;
 
     #[inline]
-    pub fn linear_forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], rows: usize, k: usize, o: usize) {
+    pub fn linear_forward(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: &mut [f32],
+        rows: usize,
+        k: usize,
+        o: usize,
+    ) {
         linear_forward_ref(x, w, b, y, rows, k, o)
     }
     #[inline]
-    pub fn linear_backward_dx(dy: &[f32], w: &[f32], dx: &mut [f32], rows: usize, k: usize, o: usize) {
+    pub fn linear_backward_dx(
+        dy: &[f32],
+        w: &[f32],
+        dx: &mut [f32],
+        rows: usize,
+        k: usize,
+        o: usize,
+    ) {
         linear_backward_dx_ref(dy, w, dx, rows, k, o)
     }
     #[inline]
-    pub fn linear_backward_dw(dy: &[f32], x: &[f32], dw: &mut [f32], db: &mut [f32], rows: usize, k: usize, o: usize) {
+    pub fn linear_backward_dw(
+        dy: &[f32],
+        x: &[f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+        rows: usize,
+        k: usize,
+        o: usize,
+    ) {
         linear_backward_dw_ref(dy, x, dw, db, rows, k, o)
     }
     #[inline]
@@ -119,7 +172,13 @@ pub mod portable {
         time_features_ref(t, freqs, phase, out)
     }
     #[inline]
-    pub fn time_features_backward(t: &[f32], freqs: &[f32], phase: &[f32], dout: &[f32], dphase: &mut [f32]) {
+    pub fn time_features_backward(
+        t: &[f32],
+        freqs: &[f32],
+        phase: &[f32],
+        dout: &[f32],
+        dphase: &mut [f32],
+    ) {
         time_features_backward_ref(t, freqs, phase, dout, dphase)
     }
     #[inline]
@@ -146,7 +205,10 @@ pub mod simd {
     /// Panics unless the AVX2 path can run here.
     #[inline]
     fn require_simd() {
-        assert!(simd_available(), "cpu::simd called on a CPU/target without AVX2+FMA; use cpu::portable");
+        assert!(
+            simd_available(),
+            "cpu::simd called on a CPU/target without AVX2+FMA; use cpu::portable"
+        );
     }
 
     /// Calls the AVX2 function `$f` after `require_simd()`; unreachable off x86_64.
@@ -160,23 +222,47 @@ pub mod simd {
             }
             #[cfg(not(target_arch = "x86_64"))]
             {
+                let _ = ($($arg,)*); // no AVX2 path on this target; require_simd() panicked
                 unreachable!()
             }
         }};
     }
 
     #[inline]
-    pub fn linear_forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], rows: usize, k: usize, o: usize) {
+    pub fn linear_forward(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: &mut [f32],
+        rows: usize,
+        k: usize,
+        o: usize,
+    ) {
         check_linear(x.len(), w.len(), b.len(), y.len(), rows, k, o);
         call_avx2!(linear_forward(x, w, b, y, rows, k, o))
     }
     #[inline]
-    pub fn linear_backward_dx(dy: &[f32], w: &[f32], dx: &mut [f32], rows: usize, k: usize, o: usize) {
+    pub fn linear_backward_dx(
+        dy: &[f32],
+        w: &[f32],
+        dx: &mut [f32],
+        rows: usize,
+        k: usize,
+        o: usize,
+    ) {
         check_linear(dx.len(), w.len(), o, dy.len(), rows, k, o);
         call_avx2!(linear_backward_dx(dy, w, dx, rows, k, o))
     }
     #[inline]
-    pub fn linear_backward_dw(dy: &[f32], x: &[f32], dw: &mut [f32], db: &mut [f32], rows: usize, k: usize, o: usize) {
+    pub fn linear_backward_dw(
+        dy: &[f32],
+        x: &[f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+        rows: usize,
+        k: usize,
+        o: usize,
+    ) {
         check_linear(x.len(), dw.len(), db.len(), dy.len(), rows, k, o);
         call_avx2!(linear_backward_dw(dy, x, dw, db, rows, k, o))
     }
@@ -202,9 +288,19 @@ pub mod simd {
         call_avx2!(time_features(t, freqs, phase, out))
     }
     #[inline]
-    pub fn time_features_backward(t: &[f32], freqs: &[f32], phase: &[f32], dout: &[f32], dphase: &mut [f32]) {
+    pub fn time_features_backward(
+        t: &[f32],
+        freqs: &[f32],
+        phase: &[f32],
+        dout: &[f32],
+        dphase: &mut [f32],
+    ) {
         check_time_features(t.len(), freqs.len(), phase.len(), dout.len());
-        assert_eq!(dphase.len(), freqs.len(), "time_features_backward: dphase.len() != freqs.len()");
+        assert_eq!(
+            dphase.len(),
+            freqs.len(),
+            "time_features_backward: dphase.len() != freqs.len()"
+        );
         call_avx2!(time_features_backward(t, freqs, phase, dout, dphase))
     }
     #[inline]
@@ -219,7 +315,15 @@ pub mod simd {
 
 impl Kernels for f64 {
     #[inline]
-    fn linear_forward(x: &[f64], w: &[f64], b: &[f64], y: &mut [f64], rows: usize, k: usize, o: usize) {
+    fn linear_forward(
+        x: &[f64],
+        w: &[f64],
+        b: &[f64],
+        y: &mut [f64],
+        rows: usize,
+        k: usize,
+        o: usize,
+    ) {
         linear_forward_ref(x, w, b, y, rows, k, o)
     }
     #[inline]
@@ -227,7 +331,15 @@ impl Kernels for f64 {
         linear_backward_dx_ref(dy, w, dx, rows, k, o)
     }
     #[inline]
-    fn linear_backward_dw(dy: &[f64], x: &[f64], dw: &mut [f64], db: &mut [f64], rows: usize, k: usize, o: usize) {
+    fn linear_backward_dw(
+        dy: &[f64],
+        x: &[f64],
+        dw: &mut [f64],
+        db: &mut [f64],
+        rows: usize,
+        k: usize,
+        o: usize,
+    ) {
         linear_backward_dw_ref(dy, x, dw, db, rows, k, o)
     }
     #[inline]
@@ -247,7 +359,13 @@ impl Kernels for f64 {
         time_features_ref(t, freqs, phase, out)
     }
     #[inline]
-    fn time_features_backward(t: &[f64], freqs: &[f64], phase: &[f64], dout: &[f64], dphase: &mut [f64]) {
+    fn time_features_backward(
+        t: &[f64],
+        freqs: &[f64],
+        phase: &[f64],
+        dout: &[f64],
+        dphase: &mut [f64],
+    ) {
         time_features_backward_ref(t, freqs, phase, dout, dphase)
     }
     #[inline]
@@ -273,7 +391,15 @@ macro_rules! dispatch_f32 {
 
 impl Kernels for f32 {
     #[inline]
-    fn linear_forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], rows: usize, k: usize, o: usize) {
+    fn linear_forward(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: &mut [f32],
+        rows: usize,
+        k: usize,
+        o: usize,
+    ) {
         dispatch_f32!(linear_forward(x, w, b, y, rows, k, o))
     }
     #[inline]
@@ -281,7 +407,15 @@ impl Kernels for f32 {
         dispatch_f32!(linear_backward_dx(dy, w, dx, rows, k, o))
     }
     #[inline]
-    fn linear_backward_dw(dy: &[f32], x: &[f32], dw: &mut [f32], db: &mut [f32], rows: usize, k: usize, o: usize) {
+    fn linear_backward_dw(
+        dy: &[f32],
+        x: &[f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+        rows: usize,
+        k: usize,
+        o: usize,
+    ) {
         dispatch_f32!(linear_backward_dw(dy, x, dw, db, rows, k, o))
     }
     #[inline]
@@ -301,7 +435,13 @@ impl Kernels for f32 {
         dispatch_f32!(time_features(t, freqs, phase, out))
     }
     #[inline]
-    fn time_features_backward(t: &[f32], freqs: &[f32], phase: &[f32], dout: &[f32], dphase: &mut [f32]) {
+    fn time_features_backward(
+        t: &[f32],
+        freqs: &[f32],
+        phase: &[f32],
+        dout: &[f32],
+        dphase: &mut [f32],
+    ) {
         dispatch_f32!(time_features_backward(t, freqs, phase, dout, dphase))
     }
     #[inline]

@@ -26,7 +26,12 @@ pub(crate) fn sum_map_ref<S: Real>(x: &[S], f: impl Fn(S) -> S) -> S {
             lane[j] += f(chunk[j]);
         }
     }
-    let h = [lane[0] + lane[4], lane[1] + lane[5], lane[2] + lane[6], lane[3] + lane[7]];
+    let h = [
+        lane[0] + lane[4],
+        lane[1] + lane[5],
+        lane[2] + lane[6],
+        lane[3] + lane[7],
+    ];
     let g = [h[0] + h[2], h[1] + h[3]];
     let mut s = g[0] + g[1];
     for &v in &x[n8..] {

@@ -10,7 +10,11 @@ use super::math::KernelMath;
 #[inline]
 pub(crate) fn check_time_features(t: usize, freqs: usize, phase: usize, out: usize) {
     assert_eq!(phase, freqs, "time_features: phase.len() != freqs.len()");
-    assert_eq!(out, t * 2 * freqs, "time_features: out.len() != t.len()·2·freqs.len()");
+    assert_eq!(
+        out,
+        t * 2 * freqs,
+        "time_features: out.len() != t.len()·2·freqs.len()"
+    );
 }
 
 /// out[i, k] = sin(a_ik), out[i, F + k] = cos(a_ik), a_ik = fma(t[i], f[k], φ[k]).
@@ -35,9 +39,19 @@ pub fn time_features_ref<S: KernelMath>(t: &[S], freqs: &[S], phase: &[S], out: 
 /// Order per k: acc = dφ[k]; for i ascending { acc = fma(dout[i,k], cos a_ik, acc);
 /// acc = fma(−dout[i,F+k], sin a_ik, acc) }; dφ[k] = acc.
 #[inline]
-pub fn time_features_backward_ref<S: KernelMath>(t: &[S], freqs: &[S], phase: &[S], dout: &[S], dphase: &mut [S]) {
+pub fn time_features_backward_ref<S: KernelMath>(
+    t: &[S],
+    freqs: &[S],
+    phase: &[S],
+    dout: &[S],
+    dphase: &mut [S],
+) {
     check_time_features(t.len(), freqs.len(), phase.len(), dout.len());
-    assert_eq!(dphase.len(), freqs.len(), "time_features_backward: dphase.len() != freqs.len()");
+    assert_eq!(
+        dphase.len(),
+        freqs.len(),
+        "time_features_backward: dphase.len() != freqs.len()"
+    );
     let f = freqs.len();
     if f == 0 {
         return;
