@@ -161,6 +161,22 @@ fn check_gelu_bitwise(x: &[f32], dy: &[f32]) {
     let mut dx_s = vec![f32::NAN; n];
     simd::gelu_backward(x, dy, &mut dx_s);
     assert_bitwise(&dx_s, &dx_p, &format!("gelu_backward n={n}"));
+    check_gelu_deriv_bitwise(x, dy, &y_p, &dx_p);
+}
+
+/// The fused forward+derivative kernel: SIMD ≡ portable, y ≡ gelu_forward and dy·g ≡
+/// gelu_backward, bit for bit (the tape relies on the last two).
+fn check_gelu_deriv_bitwise(x: &[f32], dy: &[f32], y_ref: &[f32], dx_ref: &[f32]) {
+    let n = x.len();
+    let (mut y_p, mut g_p) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+    portable::gelu_forward_deriv(x, &mut y_p, &mut g_p);
+    assert_bitwise(&y_p, y_ref, &format!("gelu_forward_deriv y n={n}"));
+    let dx: Vec<f32> = dy.iter().zip(&g_p).map(|(a, b)| a * b).collect();
+    assert_bitwise(&dx, dx_ref, &format!("dy·gelu_forward_deriv g n={n}"));
+    let (mut y_s, mut g_s) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+    simd::gelu_forward_deriv(x, &mut y_s, &mut g_s);
+    assert_bitwise(&y_s, &y_p, &format!("gelu_forward_deriv simd y n={n}"));
+    assert_bitwise(&g_s, &g_p, &format!("gelu_forward_deriv simd g n={n}"));
 }
 
 fn check_time_features_bitwise(

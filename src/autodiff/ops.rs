@@ -13,8 +13,9 @@ pub enum Op<S> {
     Leaf,
     /// y[B,O] = x[B,K]·w[O,K]ᵀ + b[1,O].
     Linear { x: Var, w: Var, b: Var },
-    /// y = GELU(x), exact erf form.
-    Gelu { x: Var },
+    /// y = GELU(x), exact erf form; `deriv` = GELU'(x), computed in the forward pass so the
+    /// backward is one multiply (and x's value need not be kept).
+    Gelu { x: Var, deriv: Tensor<S> },
     /// y[B,H] = x[B,H] + src[row, :] broadcast over rows (the time embedding of one step).
     AddRow { x: Var, src: Var, row: usize },
     /// y[T,2F] = [sin(t·f + φ), cos(t·f + φ)]; only φ ([1,F]) is learned.
@@ -46,9 +47,19 @@ impl<S: Kernels> Tape<S> {
     pub fn gelu(&mut self, x: Var) -> Var {
         let xv = self.value(x);
         let mut y = Tensor::zeros(xv.rows, xv.cols);
-        S::gelu_forward(&xv.data, &mut y.data);
+        let mut deriv = Tensor::zeros(xv.rows, xv.cols);
+        S::gelu_forward_deriv(&xv.data, &mut y.data, &mut deriv.data);
         let ng = self.needs_grad(x);
-        self.push(Op::Gelu { x }, y, ng)
+        self.push(Op::Gelu { x, deriv }, y, ng)
+    }
+
+    /// [`Tape::gelu`] where the GELU is the *only* consumer of x (a pre-activation): x's value
+    /// is released at once, so a GELU layer costs one stored derivative, not a stored input.
+    /// Reading x afterwards panics.
+    pub fn gelu_consuming(&mut self, x: Var) -> Var {
+        let y = self.gelu(x);
+        self.release(x);
+        y
     }
 
     pub fn add_row(&mut self, x: Var, src: Var, row: usize) -> Var {
@@ -117,14 +128,23 @@ impl<S: Kernels> Tape<S> {
         assert!(ov.cols >= need, "em_logpf: policy output has {} columns, needs {need}", ov.cols);
         assert_eq!(xv.shape(), nv.shape(), "em_logpf: state shapes");
         let mut y = Tensor::zeros(xv.rows, 1);
+        let (half, tau) = (S::from_f64(0.5), S::from_f64(std::f64::consts::TAU));
+        // With a fixed variance, var and the normalising term are the same for every element.
+        let fixed_var = dt * log_sigma2.exp();
+        let fixed_norm = half * (tau * fixed_var).ln();
         for b in 0..xv.rows {
             let (orow, xr, nr) = (ov.row(b), xv.row(b), nv.row(b));
             let mut acc = S::ZERO;
             for j in 0..d {
-                let ell = log_var(orow, d, j, log_sigma2, learned_range);
-                let var = dt * ell.exp();
+                let (var, norm) = match learned_range {
+                    None => (fixed_var, fixed_norm),
+                    Some(_) => {
+                        let var = dt * log_var(orow, d, j, log_sigma2, learned_range).exp();
+                        (var, half * (tau * var).ln())
+                    }
+                };
                 let r = nr[j] - xr[j] - orow[j] * dt;
-                acc += S::from_f64(-0.5) * r * r / var - S::from_f64(0.5) * (S::from_f64(std::f64::consts::TAU) * var).ln();
+                acc += -half * r * r / var - norm;
             }
             y.data[b] = acc;
         }
@@ -149,14 +169,14 @@ impl<S: Kernels> Op<S> {
         &self,
         nodes: &[Node<S>],
         _y: &Tensor<S>,
-        g: &Tensor<S>,
+        g: Tensor<S>,
         grads: &mut [Option<Tensor<S>>],
     ) {
         let ng = |v: Var| nodes[v.0].needs_grad;
         match self {
             Op::Leaf => {}
             Op::Linear { x, w, b } => {
-                let (xv, wv) = (&nodes[x.0].value, &nodes[w.0].value);
+                let (xv, wv) = (nodes[x.0].live_value(), nodes[w.0].live_value());
                 let (rows, k, o) = (xv.rows, xv.cols, wv.rows);
                 if ng(*x) {
                     let mut dx = Tensor::zeros(rows, k);
@@ -174,10 +194,12 @@ impl<S: Kernels> Op<S> {
                     grads[b.0] = Some(db);
                 }
             }
-            Op::Gelu { x } => {
-                let xv = &nodes[x.0].value;
-                let mut dx = Tensor::zeros(xv.rows, xv.cols);
-                S::gelu_backward(&xv.data, &g.data, &mut dx.data);
+            Op::Gelu { x, deriv } => {
+                // dx = dy · GELU'(x): bitwise what `S::gelu_backward` computes from x.
+                let mut dx = g;
+                for (d, &k) in dx.data.iter_mut().zip(&deriv.data) {
+                    *d = *d * k;
+                }
                 accumulate(&mut grads[x.0], dx);
             }
             Op::AddRow { x, src, row } => {
@@ -187,17 +209,17 @@ impl<S: Kernels> Op<S> {
                     S::col_sum_acc(&g.data, &mut slot.data[row * cols..(row + 1) * cols], g.rows, cols);
                 }
                 if ng(*x) {
-                    accumulate(&mut grads[x.0], g.clone());
+                    accumulate(&mut grads[x.0], g);
                 }
             }
             Op::TimeFeatures { phase, t, freqs } => {
-                let pv = &nodes[phase.0].value;
+                let pv = nodes[phase.0].live_value();
                 let slot = grad_slot(grads, nodes, *phase);
                 S::time_features_backward(t, freqs, &pv.data, &g.data, &mut slot.data);
             }
             Op::LangevinAdd { o, scale, row, grad } => {
                 if ng(*scale) {
-                    let gv = &nodes[grad.0].value;
+                    let gv = nodes[grad.0].live_value();
                     let d = gv.cols;
                     let slot = grad_slot(grads, nodes, *scale);
                     let sc = slot.cols;
@@ -210,12 +232,12 @@ impl<S: Kernels> Op<S> {
                     }
                 }
                 if ng(*o) {
-                    accumulate(&mut grads[o.0], g.clone());
+                    accumulate(&mut grads[o.0], g);
                 }
             }
             Op::Clip { x, limit } => {
-                let xv = &nodes[x.0].value;
-                let mut dx = g.clone();
+                let xv = nodes[x.0].live_value();
+                let mut dx = g;
                 for (d, &v) in dx.data.iter_mut().zip(&xv.data) {
                     if !(v >= -*limit && v <= *limit) {
                         *d = S::ZERO;
@@ -224,16 +246,19 @@ impl<S: Kernels> Op<S> {
                 accumulate(&mut grads[x.0], dx);
             }
             Op::EmLogPf { o, x, x_next, dt, log_sigma2, learned_range } => {
-                let (ov, xv, nv) = (&nodes[o.0].value, &nodes[x.0].value, &nodes[x_next.0].value);
+                let (ov, xv, nv) = (nodes[o.0].live_value(), nodes[x.0].live_value(), nodes[x_next.0].live_value());
                 let d = xv.cols;
+                let fixed_var = *dt * log_sigma2.exp();
                 let mut dout = Tensor::zeros(ov.rows, ov.cols);
                 for b in 0..xv.rows {
                     let (orow, xr, nr) = (ov.row(b), xv.row(b), nv.row(b));
                     let gb = g.data[b];
                     let drow = dout.row_mut(b);
                     for j in 0..d {
-                        let ell = log_var(orow, d, j, *log_sigma2, *learned_range);
-                        let var = *dt * ell.exp();
+                        let var = match learned_range {
+                            None => fixed_var,
+                            Some(_) => *dt * log_var(orow, d, j, *log_sigma2, *learned_range).exp(),
+                        };
                         let r = nr[j] - xr[j] - orow[j] * *dt;
                         // ∂/∂u_j of −½r²/var, r = x' − x − u·dt.
                         drow[j] = gb * r * *dt / var;

@@ -16,6 +16,17 @@ pub struct Node<S> {
     /// Does any gradient flow into this node? Constants and everything computed from constants
     /// only do not; their VJPs are skipped.
     pub needs_grad: bool,
+    /// The value was handed over to its only consumer (see [`Tape::gelu_consuming`]) and must
+    /// not be read again; [`Tape::value`] and the VJPs check this.
+    pub released: bool,
+}
+
+impl<S> Node<S> {
+    /// The value, which must not have been released.
+    pub fn live_value(&self) -> &Tensor<S> {
+        assert!(!self.released, "a released tape value was read: its consumer was not its only use");
+        &self.value
+    }
 }
 
 /// An append-only tape over scalar type `S` (f32 for training, f64 for gradient checks).
@@ -39,7 +50,7 @@ impl<S: Kernels> Tape<S> {
 
     /// The value of a node.
     pub fn value(&self, v: Var) -> &Tensor<S> {
-        &self.nodes[v.0].value
+        self.nodes[v.0].live_value()
     }
 
     pub fn node(&self, v: Var) -> &Node<S> {
@@ -57,8 +68,17 @@ impl<S: Kernels> Tape<S> {
     }
 
     pub(crate) fn push(&mut self, op: Op<S>, value: Tensor<S>, needs_grad: bool) -> Var {
-        self.nodes.push(Node { op, value, needs_grad });
+        self.nodes.push(Node { op, value, needs_grad, released: false });
         Var(self.nodes.len() - 1)
+    }
+
+    /// Drop the value of interior node `v` (its only remaining reader has copied what it needs).
+    pub(crate) fn release(&mut self, v: Var) {
+        let node = &mut self.nodes[v.0];
+        if !matches!(node.op, Op::Leaf) {
+            node.value = Tensor { rows: node.value.rows, cols: node.value.cols, data: Vec::new() };
+            node.released = true;
+        }
     }
 
     pub(crate) fn needs_grad(&self, v: Var) -> bool {
@@ -91,7 +111,7 @@ impl<S: Kernels> Tape<S> {
             if self.nodes[i].needs_grad {
                 let (before, rest) = self.nodes.split_at_mut(i);
                 let node = &rest[0];
-                node.op.vjp(before, &node.value, &g, &mut grads);
+                node.op.vjp(before, &node.value, g, &mut grads);
             }
             // Nothing after this point reads node i's value: VJPs only read their inputs.
             self.nodes[i].value = Tensor { rows: 0, cols: 0, data: Vec::new() };
@@ -118,6 +138,6 @@ pub(crate) fn grad_slot<'a, S: Kernels>(
     nodes: &[Node<S>],
     v: Var,
 ) -> &'a mut Tensor<S> {
-    let (r, c) = nodes[v.0].value.shape();
+    let (r, c) = nodes[v.0].value.shape(); // the shape survives a release
     grads[v.0].get_or_insert_with(|| Tensor::zeros(r, c))
 }

@@ -50,3 +50,28 @@ pub fn gelu_backward_ref<S: KernelMath>(x: &[S], dy: &[S], dx: &mut [S]) {
         *d = g * xi.mul_add(pdf, cdf);
     }
 }
+
+/// y = GELU(x) and g = GELU'(x) in one pass, so the backward needs no second erf: the values are
+/// bitwise those of [`gelu_forward_ref`] and of the factor in [`gelu_backward_ref`]
+/// (dx = dy · g there). Order per element:
+/// ```text
+/// e = erf(x · (1/√2));  h = 0.5 · x;  y = fma(h, e, h)
+/// cdf = fma(e, 0.5, 0.5);  pdf = exp((−0.5 · x) · x) · (1/√(2π));  g = fma(x, pdf, cdf)
+/// ```
+#[inline]
+pub fn gelu_forward_deriv_ref<S: KernelMath>(x: &[S], y: &mut [S], g: &mut [S]) {
+    assert_eq!(x.len(), y.len(), "gelu_forward_deriv: x.len() != y.len()");
+    assert_eq!(x.len(), g.len(), "gelu_forward_deriv: x.len() != g.len()");
+    let c = S::from_f64(FRAC_1_SQRT_2);
+    let half = S::from_f64(0.5);
+    let neg_half = S::from_f64(-0.5);
+    let inv_sqrt_2pi = S::from_f64(FRAC_1_SQRT_2PI);
+    for ((yi, gi), &xi) in y.iter_mut().zip(g.iter_mut()).zip(x) {
+        let e = (xi * c).kernel_erf();
+        let h = half * xi;
+        *yi = h.mul_add(e, h);
+        let cdf = e.mul_add(half, half);
+        let pdf = ((neg_half * xi) * xi).kernel_exp() * inv_sqrt_2pi;
+        *gi = xi.mul_add(pdf, cdf);
+    }
+}

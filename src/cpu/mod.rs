@@ -28,7 +28,7 @@ pub mod time_features;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
-pub use gelu::{gelu_backward_ref, gelu_forward_ref};
+pub use gelu::{gelu_backward_ref, gelu_forward_deriv_ref, gelu_forward_ref};
 pub use linear::{linear_backward_dw_ref, linear_backward_dx_ref, linear_forward_ref};
 pub use math::KernelMath;
 pub use reduce::{col_sum_acc_ref, logsumexp_ref, sum_ref};
@@ -76,6 +76,9 @@ pub trait Kernels: crate::real::Real {
     /// dx = dy · (Φ(x) + x·φ(x)), Φ the normal CDF, φ the normal pdf (overwrites dx).
     /// Order: Φ = erf(x·(1/√2)).mul_add(0.5, 0.5); φ = exp((−0.5·x)·x)·(1/√(2π)); dx = dy·x.mul_add(φ, Φ).
     fn gelu_backward(x: &[Self], dy: &[Self], dx: &mut [Self]);
+    /// y = GELU(x) and g = GELU'(x) in one pass (one erf and one exp per element); y is bitwise
+    /// `gelu_forward`'s and dy·g bitwise `gelu_backward`'s. Lets the tape skip the backward erf.
+    fn gelu_forward_deriv(x: &[Self], y: &mut [Self], g: &mut [Self]);
     /// out[c] += Σ_r dy[r,c], r ascending (the backward of a row broadcast). dy is [rows, cols].
     fn col_sum_acc(dy: &[Self], out: &mut [Self], rows: usize, cols: usize);
     /// Time features: out[i, k] = sin(t[i]·f[k] + φ[k]), out[i, F + k] = cos(t[i]·f[k] + φ[k]); out is [T, 2F].
@@ -162,6 +165,10 @@ pub mod portable {
     #[inline]
     pub fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
         gelu_backward_ref(x, dy, dx)
+    }
+    #[inline]
+    pub fn gelu_forward_deriv(x: &[f32], y: &mut [f32], g: &mut [f32]) {
+        gelu_forward_deriv_ref(x, y, g)
     }
     #[inline]
     pub fn col_sum_acc(dy: &[f32], out: &mut [f32], rows: usize, cols: usize) {
@@ -278,6 +285,12 @@ pub mod simd {
         call_avx2!(gelu_backward(x, dy, dx))
     }
     #[inline]
+    pub fn gelu_forward_deriv(x: &[f32], y: &mut [f32], g: &mut [f32]) {
+        assert_eq!(x.len(), y.len(), "gelu_forward_deriv: x.len() != y.len()");
+        assert_eq!(x.len(), g.len(), "gelu_forward_deriv: x.len() != g.len()");
+        call_avx2!(gelu_forward_deriv(x, y, g))
+    }
+    #[inline]
     pub fn col_sum_acc(dy: &[f32], out: &mut [f32], rows: usize, cols: usize) {
         check_col_sum(dy.len(), out.len(), rows, cols);
         call_avx2!(col_sum_acc(dy, out, rows, cols))
@@ -349,6 +362,10 @@ impl Kernels for f64 {
     #[inline]
     fn gelu_backward(x: &[f64], dy: &[f64], dx: &mut [f64]) {
         gelu_backward_ref(x, dy, dx)
+    }
+    #[inline]
+    fn gelu_forward_deriv(x: &[f64], y: &mut [f64], g: &mut [f64]) {
+        gelu_forward_deriv_ref(x, y, g)
     }
     #[inline]
     fn col_sum_acc(dy: &[f64], out: &mut [f64], rows: usize, cols: usize) {
@@ -425,6 +442,10 @@ impl Kernels for f32 {
     #[inline]
     fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
         dispatch_f32!(gelu_backward(x, dy, dx))
+    }
+    #[inline]
+    fn gelu_forward_deriv(x: &[f32], y: &mut [f32], g: &mut [f32]) {
+        dispatch_f32!(gelu_forward_deriv(x, y, g))
     }
     #[inline]
     fn col_sum_acc(dy: &[f32], out: &mut [f32], rows: usize, cols: usize) {

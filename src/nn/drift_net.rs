@@ -139,7 +139,7 @@ impl DriftNet {
     pub fn time_embedding<S: Kernels>(&self, tape: &mut Tape<S>, v: &NetVars, ts: &[f64]) -> Var {
         let feats = self.features(tape, v.get(self, "t.phase"), ts);
         let a = tape.linear(feats, v.get(self, "t.lin1.w"), v.get(self, "t.lin1.b"));
-        let a = tape.gelu(a);
+        let a = tape.gelu_consuming(a);
         tape.linear(a, v.get(self, "t.lin2.w"), v.get(self, "t.lin2.b"))
     }
 
@@ -149,10 +149,10 @@ impl DriftNet {
         let feats = self.features(tape, v.get(self, "lp.phase"), ts);
         let mut a = tape.linear(feats, v.get(self, "lp.lin1.w"), v.get(self, "lp.lin1.b"));
         for k in 0..layers - 1 {
-            let g = tape.gelu(a);
+            let g = tape.gelu_consuming(a);
             a = tape.linear(g, v.get(self, &format!("lp.{k}.w")), v.get(self, &format!("lp.{k}.b")));
         }
-        let g = tape.gelu(a);
+        let g = tape.gelu_consuming(a);
         Some(tape.linear(g, v.get(self, "lp.out.w"), v.get(self, "lp.out.b")))
     }
 
@@ -171,10 +171,11 @@ impl DriftNet {
     ) -> Var {
         let s = tape.linear(x, v.get(self, "s.lin.w"), v.get(self, "s.lin.b"));
         let h = tape.add_row(s, temb, row);
-        let mut a = tape.gelu(h);
+        // Pre-activations feed only their GELU: release them (the GELU keeps its derivative).
+        let mut a = tape.gelu_consuming(h);
         for k in 0..self.joint_layers {
             let z = tape.linear(a, v.get(self, &format!("joint.{k}.w")), v.get(self, &format!("joint.{k}.b")));
-            a = tape.gelu(z);
+            a = tape.gelu_consuming(z);
         }
         let mut o = tape.linear(a, v.get(self, "joint.out.w"), v.get(self, "joint.out.b"));
         if let Some((scale, grad)) = lp {

@@ -97,15 +97,19 @@ pub fn rollout<S: Kernels>(
                 rng::normals_at(rng, ((i * total_rows + row0) * d) as u64, &mut noise);
                 let ov = tape.value(o);
                 let eps2 = explore_std * explore_std;
+                let fixed_std = (dt * sampler.sigma2 + eps2).sqrt() as f32;
                 let mut next = vec![0f32; rows * d];
                 for b in 0..rows {
                     let orow = ov.row(b);
                     for j in 0..d {
-                        let ell = match sampler.learned_range {
-                            None => sampler.sigma2.ln(),
-                            Some(r) => sampler.sigma2.ln() + r * orow[d + j].to_f64().tanh(),
+                        // Step std √(dt·e^ℓ + ε²): the policy's variance plus exploration.
+                        let std = match sampler.learned_range {
+                            None => fixed_std,
+                            Some(r) => {
+                                let ell = sampler.sigma2.ln() + r * orow[d + j].to_f64().tanh();
+                                (dt * ell.exp() + eps2).sqrt() as f32
+                            }
                         };
-                        let std = (dt * ell.exp() + eps2).sqrt() as f32;
                         let u = orow[j].to_f64() as f32;
                         let k = b * d + j;
                         next[k] = x[k] + u * dt as f32 + std * noise[k];
