@@ -24,20 +24,27 @@ fn linear(c: &mut Criterion) {
     g.throughput(Throughput::Elements(flops));
     g.sample_size(20);
     let mut y = vec![0f32; rows * o];
-    g.bench_function(format!("linear_forward/{rows}x{k}x{o}/{flops}flop"), |bch| {
-        bch.iter(|| f32::linear_forward(black_box(&x), &w, &b, &mut y, rows, k, o))
-    });
+    g.bench_function(
+        format!("linear_forward/{rows}x{k}x{o}/{flops}flop"),
+        |bch| bch.iter(|| f32::linear_forward(black_box(&x), &w, &b, &mut y, rows, k, o)),
+    );
     let mut dx = vec![0f32; rows * k];
-    g.bench_function(format!("linear_backward_dx/{rows}x{k}x{o}/{flops}flop"), |bch| {
-        bch.iter(|| f32::linear_backward_dx(black_box(&dy), &w, &mut dx, rows, k, o))
-    });
+    g.bench_function(
+        format!("linear_backward_dx/{rows}x{k}x{o}/{flops}flop"),
+        |bch| bch.iter(|| f32::linear_backward_dx(black_box(&dy), &w, &mut dx, rows, k, o)),
+    );
     let mut dw = vec![0f32; o * k];
     let mut db = vec![0f32; o];
-    g.bench_function(format!("linear_backward_dw/{rows}x{k}x{o}/{flops}flop"), |bch| {
-        bch.iter(|| f32::linear_backward_dw(black_box(&dy), &x, &mut dw, &mut db, rows, k, o))
-    });
+    g.bench_function(
+        format!("linear_backward_dw/{rows}x{k}x{o}/{flops}flop"),
+        |bch| {
+            bch.iter(|| f32::linear_backward_dw(black_box(&dy), &x, &mut dw, &mut db, rows, k, o))
+        },
+    );
     g.throughput(Throughput::Elements((rows * o) as u64));
-    g.bench_function(format!("gelu_forward/{rows}x{o}"), |bch| bch.iter(|| f32::gelu_forward(black_box(&x), &mut y)));
+    g.bench_function(format!("gelu_forward/{rows}x{o}"), |bch| {
+        bch.iter(|| f32::gelu_forward(black_box(&x), &mut y))
+    });
     g.bench_function(format!("gelu_backward/{rows}x{o}"), |bch| {
         bch.iter(|| f32::gelu_backward(black_box(&x), &dy, &mut dx))
     });

@@ -11,7 +11,11 @@ use diffusion_samplers::train::Trainer;
 /// input is data) and dW, over B·T rows; the per-step time MLPs run on T rows only.
 fn linear_flops(cfg: &ExperimentConfig) -> u64 {
     let (b, t) = (cfg.train.batch as u64, cfg.sampler.steps as u64);
-    let (d, h, l) = (cfg.dim() as u64, cfg.network.hidden as u64, cfg.network.joint_layers as u64);
+    let (d, h, l) = (
+        cfg.dim() as u64,
+        cfg.network.hidden as u64,
+        cfg.network.joint_layers as u64,
+    );
     let fwd = d * h + l * h * h + h * 2 * d;
     let dx = l * h * h + h * 2 * d;
     let dw = fwd;
@@ -39,7 +43,9 @@ fn iteration(c: &mut Criterion) {
         let flops = linear_flops(&cfg);
         let mut tr = Trainer::new(&cfg).unwrap();
         g.throughput(Throughput::Elements(flops));
-        g.bench_function(format!("{name}/B300xT100xH64/{flops}flop"), |b| b.iter(|| tr.step().unwrap()));
+        g.bench_function(format!("{name}/B300xT100xH64/{flops}flop"), |b| {
+            b.iter(|| tr.step().unwrap())
+        });
     }
     g.finish();
 }

@@ -93,7 +93,12 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig { steps: 100, sigma2: 5.0, learned_variance: false, log_var_range: 4.0 }
+        SamplerConfig {
+            steps: 100,
+            sigma2: 5.0,
+            learned_variance: false,
+            log_var_range: 4.0,
+        }
     }
 }
 
@@ -232,43 +237,62 @@ fn default_shards() -> usize {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{col}: {message}")]
-    Parse { path: String, line: usize, col: usize, message: String },
+    Parse {
+        path: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
     #[error("{path}:{line}: invalid value for `{field}`: {message}")]
-    Invalid { path: String, line: usize, field: String, message: String },
+    Invalid {
+        path: String,
+        line: usize,
+        field: String,
+        message: String,
+    },
 }
 
 impl ExperimentConfig {
     /// Read, parse and validate a RON config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parse and validate RON text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: ExperimentConfig = ron::Options::default().from_str(text).map_err(|e| {
-            ConfigError::Parse {
+        let cfg: ExperimentConfig =
+            ron::Options::default()
+                .from_str(text)
+                .map_err(|e| ConfigError::Parse {
+                    path: origin.to_string(),
+                    line: e.span.start.line,
+                    col: e.span.start.col,
+                    message: e.code.to_string(),
+                })?;
+        cfg.validate()
+            .map_err(|(field, message)| ConfigError::Invalid {
                 path: origin.to_string(),
-                line: e.span.start.line,
-                col: e.span.start.col,
-                message: e.code.to_string(),
-            }
-        })?;
-        cfg.validate().map_err(|(field, message)| ConfigError::Invalid {
-            path: origin.to_string(),
-            line: locate_field(text, &field),
-            field,
-            message,
-        })?;
+                line: locate_field(text, &field),
+                field,
+                message,
+            })?;
         Ok(cfg)
     }
 
     /// The resolved config as RON (every default written out): what a run folder records.
     pub fn to_ron(&self) -> String {
-        let pretty = ron::ser::PrettyConfig::new().depth_limit(4).struct_names(false);
+        let pretty = ron::ser::PrettyConfig::new()
+            .depth_limit(4)
+            .struct_names(false);
         ron::ser::to_string_pretty(self, pretty).expect("configs always serialise")
     }
 
@@ -299,10 +323,16 @@ impl ExperimentConfig {
         }
         match &self.target {
             TargetConfig::ManyWell { dim } if *dim == 0 || dim % 2 == 1 => {
-                return bad("target.dim", format!("Manywell needs an even dimension ≥ 2, got {dim}"))
+                return bad(
+                    "target.dim",
+                    format!("Manywell needs an even dimension ≥ 2, got {dim}"),
+                )
             }
             TargetConfig::Funnel { dim, .. } if *dim < 2 => {
-                return bad("target.dim", format!("the funnel needs dimension ≥ 2, got {dim}"))
+                return bad(
+                    "target.dim",
+                    format!("the funnel needs dimension ≥ 2, got {dim}"),
+                )
             }
             _ => {}
         }
@@ -332,13 +362,19 @@ impl ExperimentConfig {
             return bad("train.batch", "B must be at least 1");
         }
         if t.method == Method::VarGrad && t.batch < 2 {
-            return bad("train.batch", "VarGrad needs B ≥ 2 (it centres over the batch)");
+            return bad(
+                "train.batch",
+                "VarGrad needs B ≥ 2 (it centres over the batch)",
+            );
         }
         positive("train.lr_policy", t.lr_policy)?;
         positive("train.lr_flow", t.lr_flow)?;
         if let Some(e) = &t.exploration {
             if !(e.std.is_finite() && e.std >= 0.0) {
-                return bad("train.exploration.std", format!("must be ≥ 0, got {}", e.std));
+                return bad(
+                    "train.exploration.std",
+                    format!("must be ≥ 0, got {}", e.std),
+                );
             }
             if e.decay_iters == Some(0) {
                 return bad("train.exploration.decay_iters", "must be ≥ 1 (or None)");
@@ -348,7 +384,10 @@ impl ExperimentConfig {
             positive("train.grad_clip", c)?;
         }
         if t.shards == 0 || t.shards > t.batch {
-            return bad("train.shards", format!("must be in 1..=batch ({}), got {}", t.batch, t.shards));
+            return bad(
+                "train.shards",
+                format!("must be in 1..=batch ({}), got {}", t.batch, t.shards),
+            );
         }
         if self.eval.samples < 2 {
             return bad("eval.samples", "must be at least 2");
@@ -384,7 +423,9 @@ pub fn locate_field(text: &str, path: &str) -> usize {
             None => break,
         }
     }
-    found.map(|at| text[..at].matches('\n').count() + 1).unwrap_or(1)
+    found
+        .map(|at| text[..at].matches('\n').count() + 1)
+        .unwrap_or(1)
 }
 
 fn is_ident(b: u8) -> bool {

@@ -125,7 +125,9 @@ mod tests {
     }
     // Recorded from this implementation (ChaCha8 via rand_chacha 0.10.0, blake3 stream keys,
     // Box–Muller in f64 with glibc's ln/sin/cos) — a pinned regression value, not derived.
-    const GOLDEN_BITS: [u32; 6] = [0xbf3b23e4, 0xbf933382, 0x3f8655e1, 0xbe88a0eb, 0xbf02ed58, 0xbf74095d];
+    const GOLDEN_BITS: [u32; 6] = [
+        0xbf3b23e4, 0xbf933382, 0x3f8655e1, 0xbe88a0eb, 0xbf02ed58, 0xbf74095d,
+    ];
 
     /// The raw ChaCha8 words behind the golden normals: if only this fails, rand_chacha changed.
     #[test]

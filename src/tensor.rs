@@ -12,16 +12,28 @@ pub struct Tensor<S> {
 
 impl<S: Real> Tensor<S> {
     pub fn zeros(rows: usize, cols: usize) -> Self {
-        Tensor { rows, cols, data: vec![S::ZERO; rows * cols] }
+        Tensor {
+            rows,
+            cols,
+            data: vec![S::ZERO; rows * cols],
+        }
     }
 
     pub fn from_vec(rows: usize, cols: usize, data: Vec<S>) -> Self {
-        assert_eq!(data.len(), rows * cols, "tensor data does not match its shape {rows}×{cols}");
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "tensor data does not match its shape {rows}×{cols}"
+        );
         Tensor { rows, cols, data }
     }
 
     pub fn from_f32(rows: usize, cols: usize, data: &[f32]) -> Self {
-        Self::from_vec(rows, cols, data.iter().map(|&v| S::from_f64(v as f64)).collect())
+        Self::from_vec(
+            rows,
+            cols,
+            data.iter().map(|&v| S::from_f64(v as f64)).collect(),
+        )
     }
 
     pub fn shape(&self) -> (usize, usize) {

@@ -9,15 +9,35 @@ pub struct Tolerance {
 }
 
 /// Bitwise-equal paths (SIMD vs scalar reference).
-pub const EXACT: Tolerance = Tolerance { name: "exact", abs: 0.0, rel: 0.0 };
+pub const EXACT: Tolerance = Tolerance {
+    name: "exact",
+    abs: 0.0,
+    rel: 0.0,
+};
 /// f32 kernels vs their f64 reference: a few ulps of the operands' scale.
-pub const F32_VS_F64: Tolerance = Tolerance { name: "f32-vs-f64", abs: 1e-5, rel: 1e-4 };
+pub const F32_VS_F64: Tolerance = Tolerance {
+    name: "f32-vs-f64",
+    abs: 1e-5,
+    rel: 1e-4,
+};
 /// Analytic gradients vs f64 central differences.
-pub const GRADCHECK_F64: Tolerance = Tolerance { name: "gradcheck-f64", abs: 1e-6, rel: 1e-5 };
+pub const GRADCHECK_F64: Tolerance = Tolerance {
+    name: "gradcheck-f64",
+    abs: 1e-6,
+    rel: 1e-5,
+};
 /// Analytic gradients of f32 code vs central differences taken in f64 on an f32 function.
-pub const GRADCHECK_F32: Tolerance = Tolerance { name: "gradcheck-f32", abs: 2e-3, rel: 2e-2 };
+pub const GRADCHECK_F32: Tolerance = Tolerance {
+    name: "gradcheck-f32",
+    abs: 2e-3,
+    rel: 2e-2,
+};
 /// Test values quoted in the spec (printed to ~7 significant digits).
-pub const SPEC_VALUE: Tolerance = Tolerance { name: "spec-value", abs: 2e-5, rel: 1e-6 };
+pub const SPEC_VALUE: Tolerance = Tolerance {
+    name: "spec-value",
+    abs: 2e-5,
+    rel: 1e-6,
+};
 
 impl Tolerance {
     pub fn close(&self, a: f64, b: f64) -> bool {

@@ -125,11 +125,16 @@ pub fn shard_ranges(n: usize, k: usize) -> Vec<Range<usize>> {
 /// back in item order, so what is computed never depends on scheduling.
 pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: &(dyn Fn(T) -> R + Sync)) -> Vec<R> {
     let mut items = items;
-    let Some(last) = items.pop() else { return Vec::new() };
+    let Some(last) = items.pop() else {
+        return Vec::new();
+    };
     std::thread::scope(|s| {
         let handles: Vec<_> = items.into_iter().map(|it| s.spawn(move || f(it))).collect();
         let tail = f(last);
-        let mut out: Vec<R> = handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect();
+        let mut out: Vec<R> = handles
+            .into_iter()
+            .map(|h| h.join().expect("worker thread panicked"))
+            .collect();
         out.push(tail);
         out
     })
@@ -156,13 +161,22 @@ struct ShardRollout {
 
 impl Trainer {
     pub fn new(cfg: &ExperimentConfig) -> Result<Self, TrainError> {
-        cfg.validate().map_err(|(f, m)| TrainError::Invalid(format!("{f}: {m}")))?;
+        cfg.validate()
+            .map_err(|(f, m)| TrainError::Invalid(format!("{f}: {m}")))?;
         crate::alloc_tuning::keep_freed_memory();
         let energy = build_energy(cfg);
         let net = DriftNet::new(energy.dim(), &cfg.network);
         let params = net.init(cfg.seed);
         let adam = Adam::new(&net.layout);
-        Ok(Trainer { sampler: Sampler::from_config(cfg), cfg: cfg.clone(), energy, net, params, adam, iteration: 0 })
+        Ok(Trainer {
+            sampler: Sampler::from_config(cfg),
+            cfg: cfg.clone(),
+            energy,
+            net,
+            params,
+            adam,
+            iteration: 0,
+        })
     }
 
     pub fn total_iterations(&self) -> usize {
@@ -182,14 +196,36 @@ impl Trainer {
         let key = rng::stream_key(self.cfg.seed, "train-noise", it as u64);
         let shards = shard_ranges(b, self.cfg.train.shards);
         let rolls = par_map(shards.clone(), &|r: Range<usize>| {
-            let path = Path::Forward { noise_key: key, row0: r.start, total_rows: b, explore_std: eps };
-            let roll = rollout::<f32>(&self.net, &self.params, &self.sampler, &*self.energy, r.len(), path, true);
+            let path = Path::Forward {
+                noise_key: key,
+                row0: r.start,
+                total_rows: b,
+                explore_std: eps,
+            };
+            let roll = rollout::<f32>(
+                &self.net,
+                &self.params,
+                &self.sampler,
+                &*self.energy,
+                r.len(),
+                path,
+                true,
+            );
             let mut log_r = vec![0f64; r.len()];
             self.energy.log_reward(&roll.x_final, &mut log_r);
             ShardRollout { roll, log_r }
         });
-        let cat = |f: &dyn Fn(&ShardRollout) -> &Vec<f64>| rolls.iter().flat_map(|s| f(s).iter().copied()).collect::<Vec<f64>>();
-        let (lf, lb, lr) = (cat(&|s| &s.roll.log_pf), cat(&|s| &s.roll.log_pb), cat(&|s| &s.log_r));
+        let cat = |f: &dyn Fn(&ShardRollout) -> &Vec<f64>| {
+            rolls
+                .iter()
+                .flat_map(|s| f(s).iter().copied())
+                .collect::<Vec<f64>>()
+        };
+        let (lf, lb, lr) = (
+            cat(&|s| &s.roll.log_pf),
+            cat(&|s| &s.roll.log_pb),
+            cat(&|s| &s.log_r),
+        );
         let lg = match self.cfg.train.method {
             Method::Tb => trajectory_balance(self.learned_log_z(), &lf, &lb, &lr),
             Method::VarGrad => vargrad(&lf, &lb, &lr),
@@ -202,15 +238,27 @@ impl Trainer {
             } else {
                 "loss"
             };
-            return Err(TrainError::NonFinite { iteration: it, quantity: what.into() });
+            return Err(TrainError::NonFinite {
+                iteration: it,
+                quantity: what.into(),
+            });
         }
         let jobs: Vec<(ShardRollout, Range<usize>)> = rolls.into_iter().zip(shards).collect();
         let d_lf = &lg.d_log_pf;
         let shard_grads = par_map(jobs, &|(s, r): (ShardRollout, Range<usize>)| {
             let seed = Tensor::from_vec(r.len(), 1, d_lf[r].iter().map(|&v| v as f32).collect());
-            let seeds = s.roll.logpf_nodes.iter().map(|&n| (n, seed.clone())).collect();
+            let seeds = s
+                .roll
+                .logpf_nodes
+                .iter()
+                .map(|&n| (n, seed.clone()))
+                .collect();
             let vars = s.roll.vars.expect("gradient rollout keeps its vars");
-            let grads = s.roll.tape.expect("gradient rollout keeps its tape").backward(seeds);
+            let grads = s
+                .roll
+                .tape
+                .expect("gradient rollout keeps its tape")
+                .backward(seeds);
             self.net.flat_grads(&vars, &grads)
         });
         let mut grad = vec![0f32; self.net.num_params()];
@@ -231,7 +279,13 @@ impl Trainer {
             clip_grad_norm(&mut grad, c);
         }
         if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
-            let name = self.net.layout.specs.iter().find(|s| s.range().contains(&i)).map(|s| s.name.clone());
+            let name = self
+                .net
+                .layout
+                .specs
+                .iter()
+                .find(|s| s.range().contains(&i))
+                .map(|s| s.name.clone());
             return Err(TrainError::NonFinite {
                 iteration: it,
                 quantity: format!("gradient of parameter block {}", name.unwrap_or_default()),
@@ -246,9 +300,13 @@ impl Trainer {
             Method::Tb => &[],
             Method::VarGrad => &[Group::Flow],
         };
-        self.adam.step(&self.net.layout, &mut self.params, &grad, &lr, frozen);
+        self.adam
+            .step(&self.net.layout, &mut self.params, &grad, &lr, frozen);
         if self.params.iter().any(|p| !p.is_finite()) {
-            return Err(TrainError::NonFinite { iteration: it, quantity: "parameters after the Adam step".into() });
+            return Err(TrainError::NonFinite {
+                iteration: it,
+                quantity: "parameters after the Adam step".into(),
+            });
         }
         self.iteration += 1;
         Ok(CurveRow {
@@ -264,11 +322,26 @@ impl Trainer {
     pub fn sample_with_weights(&self, n: usize, key: [u8; 32]) -> (Vec<f64>, Vec<f32>) {
         let shards = shard_ranges(n, self.cfg.train.shards);
         let parts = par_map(shards, &|r: Range<usize>| {
-            let path = Path::Forward { noise_key: key, row0: r.start, total_rows: n, explore_std: 0.0 };
-            let roll = rollout::<f32>(&self.net, &self.params, &self.sampler, &*self.energy, r.len(), path, false);
+            let path = Path::Forward {
+                noise_key: key,
+                row0: r.start,
+                total_rows: n,
+                explore_std: 0.0,
+            };
+            let roll = rollout::<f32>(
+                &self.net,
+                &self.params,
+                &self.sampler,
+                &*self.energy,
+                r.len(),
+                path,
+                false,
+            );
             let mut lr = vec![0f64; r.len()];
             self.energy.log_reward(&roll.x_final, &mut lr);
-            let w: Vec<f64> = (0..r.len()).map(|b| lr[b] + roll.log_pb[b] - roll.log_pf[b]).collect();
+            let w: Vec<f64> = (0..r.len())
+                .map(|b| lr[b] + roll.log_pb[b] - roll.log_pf[b])
+                .collect();
             (w, roll.x_final)
         });
         let mut w = Vec::with_capacity(n);
@@ -285,14 +358,26 @@ impl Trainer {
         let d = self.sampler.dim;
         let n = exact.len() / d;
         let key = rng::stream_key(self.cfg.seed, "eubo-noise", 0);
-        let parts = par_map(shard_ranges(n, self.cfg.train.shards), &|r: Range<usize>| {
+        let parts = par_map(shard_ranges(n, self.cfg.train.shards), &|r: Range<
+            usize,
+        >| {
             let mut noise = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(key);
             let xt = &exact[r.start * d..r.end * d];
             let states = sample_backward_states(&self.sampler, xt, &mut noise, r.start, n);
-            let roll = rollout::<f32>(&self.net, &self.params, &self.sampler, &*self.energy, r.len(), Path::Given(&states), false);
+            let roll = rollout::<f32>(
+                &self.net,
+                &self.params,
+                &self.sampler,
+                &*self.energy,
+                r.len(),
+                Path::Given(&states),
+                false,
+            );
             let mut lr = vec![0f64; r.len()];
             self.energy.log_reward(xt, &mut lr);
-            (0..r.len()).map(|b| lr[b] + roll.log_pb[b] - roll.log_pf[b]).collect::<Vec<f64>>()
+            (0..r.len())
+                .map(|b| lr[b] + roll.log_pb[b] - roll.log_pf[b])
+                .collect::<Vec<f64>>()
         });
         let all: Vec<f64> = parts.into_iter().flatten().collect();
         all.iter().sum::<f64>() / n as f64
@@ -303,7 +388,13 @@ impl Trainer {
         let key = rng::stream_key(self.cfg.seed, "eval-noise", self.iteration as u64);
         let (w, _) = self.sample_with_weights(self.cfg.eval.samples, key);
         let (log_z, log_z_rw) = metrics::log_z_estimates(&w);
-        EvalRow { iteration: self.iteration, log_z, log_z_rw, elbo: log_z, ess: metrics::ess_normalised(&w) }
+        EvalRow {
+            iteration: self.iteration,
+            log_z,
+            log_z_rw,
+            elbo: log_z,
+            ess: metrics::ess_normalised(&w),
+        }
     }
 
     /// The final evaluation (spec §6): estimators, deltas, EUBO and W2 against exact samples.
@@ -313,13 +404,17 @@ impl Trainer {
         let key = rng::stream_key(self.cfg.seed, "final-eval", 0);
         let (w, samples) = self.sample_with_weights(n, key);
         if samples.iter().any(|v| !v.is_finite()) {
-            return Err(TrainError::NonFinite { iteration: self.iteration, quantity: "final samples".into() });
+            return Err(TrainError::NonFinite {
+                iteration: self.iteration,
+                quantity: "final samples".into(),
+            });
         }
         let (log_z, log_z_rw) = metrics::log_z_estimates(&w);
         let true_log_z = self.energy.log_z();
         let needs_exact = self.cfg.eval.w2 || self.cfg.eval.eubo;
         let exact = if needs_exact {
-            self.energy.sample(n, &mut rng::stream(self.cfg.seed, "ground-truth", 0))
+            self.energy
+                .sample(n, &mut rng::stream(self.cfg.seed, "ground-truth", 0))
         } else {
             None
         };
@@ -342,13 +437,22 @@ impl Trainer {
             w2,
             ess: metrics::ess_normalised(&w),
         };
-        Ok(FinalEval { metrics, samples, dim: d })
+        Ok(FinalEval {
+            metrics,
+            samples,
+            dim: d,
+        })
     }
 }
 
 /// Train `cfg` to the end and evaluate; `progress` is called after every iteration.
 pub fn run(cfg: &ExperimentConfig, progress: &mut dyn FnMut(&Progress)) -> RunRecord {
-    let mut rec = RunRecord { curve: Vec::new(), evals: Vec::new(), final_eval: None, failure: None };
+    let mut rec = RunRecord {
+        curve: Vec::new(),
+        evals: Vec::new(),
+        final_eval: None,
+        failure: None,
+    };
     let mut tr = match Trainer::new(cfg) {
         Ok(t) => t,
         Err(e) => {
@@ -360,7 +464,12 @@ pub fn run(cfg: &ExperimentConfig, progress: &mut dyn FnMut(&Progress)) -> RunRe
     while tr.iteration < total {
         match tr.step() {
             Ok(row) => {
-                progress(&Progress { iteration: row.iteration + 1, total, loss: row.loss, log_z: row.log_z });
+                progress(&Progress {
+                    iteration: row.iteration + 1,
+                    total,
+                    loss: row.loss,
+                    log_z: row.log_z,
+                });
                 rec.curve.push(row);
             }
             Err(e) => {

@@ -13,7 +13,11 @@ use diffusion_samplers::train::Trainer;
 /// Random f64 tensor from a named stream.
 fn randn(rows: usize, cols: usize, tag: u64) -> Tensor<f64> {
     let mut r = rng::stream(99, "autodiff-test", tag);
-    Tensor::from_vec(rows, cols, (0..rows * cols).map(|_| rng::normal_f64(&mut r)).collect())
+    Tensor::from_vec(
+        rows,
+        cols,
+        (0..rows * cols).map(|_| rng::normal_f64(&mut r)).collect(),
+    )
 }
 
 /// Check one op: `build` maps the input leaves to an output node; the scalar loss is
@@ -45,20 +49,37 @@ fn check_op(name: &str, inputs: Vec<Tensor<f64>>, build: &dyn Fn(&mut Tape<f64>,
     let analytic: Vec<f64> = vars
         .iter()
         .zip(&shapes)
-        .flat_map(|(v, &(r, cc))| grads[v.0].clone().map(|g| g.data).unwrap_or(vec![0.0; r * cc]))
+        .flat_map(|(v, &(r, cc))| {
+            grads[v.0]
+                .clone()
+                .map(|g| g.data)
+                .unwrap_or(vec![0.0; r * cc])
+        })
         .collect();
     let mut f = |v: &[f64]| {
         let (tape, _, y) = forward(v);
-        tape.value(y).data.iter().zip(&c.data).map(|(a, b)| a * b).sum::<f64>()
+        tape.value(y)
+            .data
+            .iter()
+            .zip(&c.data)
+            .map(|(a, b)| a * b)
+            .sum::<f64>()
     };
     if let Err(r) = gradcheck(&mut f, &flat, &analytic, 1e-6, GRADCHECK_F64) {
-        panic!("{name}: gradient mismatch at flat index {}: analytic {} vs numeric {}", r.worst_index, r.analytic, r.numeric);
+        panic!(
+            "{name}: gradient mismatch at flat index {}: analytic {} vs numeric {}",
+            r.worst_index, r.analytic, r.numeric
+        );
     }
 }
 
 #[test]
 fn linear_vjp() {
-    check_op("linear", vec![randn(5, 7, 1), randn(3, 7, 2), randn(1, 3, 3)], &|t, v| t.linear(v[0], v[1], v[2]));
+    check_op(
+        "linear",
+        vec![randn(5, 7, 1), randn(3, 7, 2), randn(1, 3, 3)],
+        &|t, v| t.linear(v[0], v[1], v[2]),
+    );
 }
 
 #[test]
@@ -68,23 +89,31 @@ fn gelu_vjp() {
 
 #[test]
 fn add_row_vjp() {
-    check_op("add_row", vec![randn(6, 5, 5), randn(3, 5, 6)], &|t, v| t.add_row(v[0], v[1], 2));
+    check_op("add_row", vec![randn(6, 5, 5), randn(3, 5, 6)], &|t, v| {
+        t.add_row(v[0], v[1], 2)
+    });
 }
 
 #[test]
 fn time_features_vjp() {
     let ts = vec![0.0, 0.13, 0.5, 0.99];
     let freqs = vec![0.1, 3.0, 17.5];
-    check_op("time_features", vec![randn(1, 3, 7)], &|t, v| t.time_features(v[0], ts.clone(), freqs.clone()));
+    check_op("time_features", vec![randn(1, 3, 7)], &|t, v| {
+        t.time_features(v[0], ts.clone(), freqs.clone())
+    });
 }
 
 #[test]
 fn langevin_add_vjp_scalar_and_per_dim() {
     for width in [1usize, 3] {
-        check_op("langevin_add", vec![randn(4, 6, 8), randn(5, width, 9)], &|t, v| {
-            let g = t.constant(randn(4, 3, 10));
-            t.langevin_add(v[0], v[1], 1, g)
-        });
+        check_op(
+            "langevin_add",
+            vec![randn(4, 6, 8), randn(5, width, 9)],
+            &|t, v| {
+                let g = t.constant(randn(4, 3, 10));
+                t.langevin_add(v[0], v[1], 1, g)
+            },
+        );
     }
 }
 
@@ -93,7 +122,10 @@ fn clip_vjp_away_from_the_limit() {
     // Values are N(0,1); a limit of 0.8 clips some of them, none within FD reach of ±0.8.
     let x = randn(5, 5, 11);
     assert!(x.data.iter().all(|v| (v.abs() - 0.8).abs() > 1e-3));
-    assert!(x.data.iter().any(|v| v.abs() > 0.8), "the test must clip something");
+    assert!(
+        x.data.iter().any(|v| v.abs() > 0.8),
+        "the test must clip something"
+    );
     check_op("clip", vec![x], &|t, v| t.clip(v[0], 0.8));
 }
 
@@ -123,7 +155,15 @@ fn tiny_config(method: &str, langevin: bool, learned_variance: bool) -> Experime
 /// The whole loss as a function of the f64 parameter vector along fixed (detached) trajectories.
 fn loss_f64(tr: &Trainer, theta: &[f64], states: &[f32], tb: bool) -> (f64, Vec<f64>) {
     let b = tr.cfg.train.batch;
-    let roll = rollout::<f64>(&tr.net, theta, &tr.sampler, &*tr.energy, b, Path::Given(states), true);
+    let roll = rollout::<f64>(
+        &tr.net,
+        theta,
+        &tr.sampler,
+        &*tr.energy,
+        b,
+        Path::Given(states),
+        true,
+    );
     let mut lr = vec![0f64; b];
     tr.energy.log_reward(&roll.x_final, &mut lr);
     let lg = if tb {
@@ -132,7 +172,11 @@ fn loss_f64(tr: &Trainer, theta: &[f64], states: &[f32], tb: bool) -> (f64, Vec<
         vargrad(&roll.log_pf, &roll.log_pb, &lr)
     };
     let seed = Tensor::from_vec(b, 1, lg.d_log_pf.clone());
-    let seeds = roll.logpf_nodes.iter().map(|&n| (n, seed.clone())).collect();
+    let seeds = roll
+        .logpf_nodes
+        .iter()
+        .map(|&n| (n, seed.clone()))
+        .collect();
     let grads = roll.tape.unwrap().backward(seeds);
     let mut g = tr.net.flat_grads(&roll.vars.unwrap(), &grads);
     if tb {
@@ -151,30 +195,55 @@ fn perturbed(cfg: &ExperimentConfig) -> (Trainer, Vec<f32>) {
     }
     let b = cfg.train.batch;
     let key = rng::stream_key(cfg.seed, "train-noise", 0);
-    let path = Path::Forward { noise_key: key, row0: 0, total_rows: b, explore_std: 0.1 };
+    let path = Path::Forward {
+        noise_key: key,
+        row0: 0,
+        total_rows: b,
+        explore_std: 0.1,
+    };
     let roll = rollout::<f32>(&tr.net, &tr.params, &tr.sampler, &*tr.energy, b, path, true);
     (tr, roll.states)
 }
 
 #[test]
 fn whole_tb_and_vargrad_losses_match_finite_differences() {
-    for (method, lp, lv) in [("Tb", true, true), ("Tb", false, false), ("VarGrad", true, false)] {
+    for (method, lp, lv) in [
+        ("Tb", true, true),
+        ("Tb", false, false),
+        ("VarGrad", true, false),
+    ] {
         let cfg = tiny_config(method, lp, lv);
         let (tr, states) = perturbed(&cfg);
         let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
         let tb = method == "Tb";
         let (_, analytic) = loss_f64(&tr, &theta, &states, tb);
-        assert!(analytic.iter().filter(|g| g.abs() > 1e-8).count() > analytic.len() / 2, "most blocks get gradient");
+        assert!(
+            analytic.iter().filter(|g| g.abs() > 1e-8).count() > analytic.len() / 2,
+            "most blocks get gradient"
+        );
         let mut f = |v: &[f64]| loss_f64(&tr, v, &states, tb).0;
         if let Err(r) = gradcheck(&mut f, &theta, &analytic, 1e-6, GRADCHECK_F64) {
-            let spec = tr.net.layout.specs.iter().find(|s| s.range().contains(&r.worst_index)).unwrap();
-            panic!("{method} lp={lp} lv={lv}: block {} index {}: analytic {} numeric {}", spec.name, r.worst_index, r.analytic, r.numeric);
+            let spec = tr
+                .net
+                .layout
+                .specs
+                .iter()
+                .find(|s| s.range().contains(&r.worst_index))
+                .unwrap();
+            panic!(
+                "{method} lp={lp} lv={lv}: block {} index {}: analytic {} numeric {}",
+                spec.name, r.worst_index, r.analytic, r.numeric
+            );
         }
     }
 }
 
 /// The f32 training gradient (sharded, SIMD) equals the f64 tape's within f32 accuracy.
-const F32_TRAINING_VS_F64_TAPE: Tolerance = Tolerance { name: "f32-training-vs-f64-tape", abs: 2e-4, rel: 2e-3 };
+const F32_TRAINING_VS_F64_TAPE: Tolerance = Tolerance {
+    name: "f32-training-vs-f64-tape",
+    abs: 2e-4,
+    rel: 2e-3,
+};
 
 #[test]
 fn f32_training_gradient_matches_f64_tape() {
@@ -189,15 +258,27 @@ fn f32_training_gradient_matches_f64_tape() {
         let b = cfg.train.batch;
         let key = rng::stream_key(cfg.seed, "train-noise", 5);
         let eps = 0.0;
-        let path = Path::Forward { noise_key: key, row0: 0, total_rows: b, explore_std: eps };
+        let path = Path::Forward {
+            noise_key: key,
+            row0: 0,
+            total_rows: b,
+            explore_std: eps,
+        };
         let roll = rollout::<f32>(&tr.net, &tr.params, &tr.sampler, &*tr.energy, b, path, true);
         let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
         let (loss64, g64) = loss_f64(&tr, &theta, &roll.states, method == "Tb");
         let (lg, g32) = tr.loss_and_grad(5).unwrap();
-        assert!((lg.loss - loss64).abs() <= 1e-4 * (1.0 + loss64.abs()), "{method}: loss {} vs {loss64}", lg.loss);
+        assert!(
+            (lg.loss - loss64).abs() <= 1e-4 * (1.0 + loss64.abs()),
+            "{method}: loss {} vs {loss64}",
+            lg.loss
+        );
         let got: Vec<f64> = g32.iter().map(|&g| g as f64).collect();
         let scale = g64.iter().fold(0f64, |m, g| m.max(g.abs()));
-        let tol = Tolerance { abs: F32_TRAINING_VS_F64_TAPE.abs * scale, ..F32_TRAINING_VS_F64_TAPE };
+        let tol = Tolerance {
+            abs: F32_TRAINING_VS_F64_TAPE.abs * scale,
+            ..F32_TRAINING_VS_F64_TAPE
+        };
         tol.assert_all_close(&got, &g64, method);
     }
 }

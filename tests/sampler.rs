@@ -7,7 +7,11 @@ use diffusion_samplers::tolerance::Tolerance;
 use diffusion_samplers::train::Trainer;
 
 /// The bridge identity holds to f32 rounding of the states: Σ terms of size ~D·T.
-const BRIDGE_IDENTITY: Tolerance = Tolerance { name: "bridge-identity", abs: 2e-3, rel: 1e-5 };
+const BRIDGE_IDENTITY: Tolerance = Tolerance {
+    name: "bridge-identity",
+    abs: 2e-3,
+    rel: 1e-5,
+};
 
 fn cfg(target: &str, steps: usize, sigma2: f64) -> ExperimentConfig {
     let text = format!(
@@ -19,25 +23,47 @@ fn cfg(target: &str, steps: usize, sigma2: f64) -> ExperimentConfig {
 }
 
 fn log_normal_iso(x: &[f32], var: f64) -> f64 {
-    x.iter().map(|&v| -0.5 * (v as f64).powi(2) / var - 0.5 * (std::f64::consts::TAU * var).ln()).sum()
+    x.iter()
+        .map(|&v| -0.5 * (v as f64).powi(2) / var - 0.5 * (std::f64::consts::TAU * var).ln())
+        .sum()
 }
 
 /// Spec §2.3: with zero drift and fixed variance, Σ log p_F − Σ log p_B = log N(x_T; 0, σ²I) for
 /// every trajectory, because the bridge is the exact posterior of Brownian motion.
 #[test]
 fn zero_drift_bridge_identity() {
-    for (target, steps, sigma2) in [("Gmm25", 100, 5.0), ("ManyWell(dim: 8)", 10, 1.0), ("Gmm9", 1, 2.5)] {
+    for (target, steps, sigma2) in [
+        ("Gmm25", 100, 5.0),
+        ("ManyWell(dim: 8)", 10, 1.0),
+        ("Gmm9", 1, 2.5),
+    ] {
         let c = cfg(target, steps, sigma2);
         let tr = Trainer::new(&c).unwrap();
         // The joint output layer is zero-initialised: u = 0 exactly.
         let b = c.train.batch;
-        let path = Path::Forward { noise_key: rng::stream_key(1, "bridge", 0), row0: 0, total_rows: b, explore_std: 0.0 };
-        let roll = rollout::<f32>(&tr.net, &tr.params, &tr.sampler, &*tr.energy, b, path, false);
+        let path = Path::Forward {
+            noise_key: rng::stream_key(1, "bridge", 0),
+            row0: 0,
+            total_rows: b,
+            explore_std: 0.0,
+        };
+        let roll = rollout::<f32>(
+            &tr.net,
+            &tr.params,
+            &tr.sampler,
+            &*tr.energy,
+            b,
+            path,
+            false,
+        );
         let d = tr.sampler.dim;
         for r in 0..b {
             let want = log_normal_iso(&roll.x_final[r * d..(r + 1) * d], sigma2);
             let got = roll.log_pf[r] - roll.log_pb[r];
-            assert!(BRIDGE_IDENTITY.close(got, want), "{target} row {r}: {got} vs {want}");
+            assert!(
+                BRIDGE_IDENTITY.close(got, want),
+                "{target} row {r}: {got} vs {want}"
+            );
         }
     }
 }
@@ -49,22 +75,41 @@ fn zero_drift_identity_on_backward_trajectories() {
     let tr = Trainer::new(&c).unwrap();
     let (b, d) = (7usize, 4usize);
     let mut r = rng::stream(2, "xt", 0);
-    let xt: Vec<f32> = (0..b * d).map(|_| 2.0 * rng::normal_f64(&mut r) as f32).collect();
+    let xt: Vec<f32> = (0..b * d)
+        .map(|_| 2.0 * rng::normal_f64(&mut r) as f32)
+        .collect();
     let states = sample_backward_states(&tr.sampler, &xt, &mut rng::stream(2, "bw", 0), 0, b);
     assert!(states[..b * d].iter().all(|&v| v == 0.0), "x₀ = 0");
     assert_eq!(&states[20 * b * d..], &xt[..]);
-    let roll = rollout::<f32>(&tr.net, &tr.params, &tr.sampler, &*tr.energy, b, Path::Given(&states), false);
+    let roll = rollout::<f32>(
+        &tr.net,
+        &tr.params,
+        &tr.sampler,
+        &*tr.energy,
+        b,
+        Path::Given(&states),
+        false,
+    );
     for row in 0..b {
         let want = log_normal_iso(&xt[row * d..(row + 1) * d], 1.0);
         let got = roll.log_pf[row] - roll.log_pb[row];
-        assert!(BRIDGE_IDENTITY.close(got, want), "row {row}: {got} vs {want}");
+        assert!(
+            BRIDGE_IDENTITY.close(got, want),
+            "row {row}: {got} vs {want}"
+        );
     }
 }
 
 /// log p_B at i = 0 is zero and otherwise the Gaussian of spec §2.3.
 #[test]
 fn log_pb_matches_its_definition() {
-    let s = Sampler { dim: 2, steps: 10, sigma2: 2.0, learned_range: None, out_clip: 1e4, lgv_clip: 100.0 };
+    let s = Sampler {
+        dim: 2,
+        steps: 10,
+        sigma2: 2.0,
+        learned_range: None,
+        lgv_clip: 100.0,
+    };
     assert_eq!(log_pb_step(&s, 0, &[0.0, 0.0], &[1.0, 2.0]), 0.0);
     let (i, xi, xn) = (3usize, [0.4f32, -0.2], [1.0f32, 0.5]);
     let ratio = 3.0 / 4.0;
@@ -95,7 +140,10 @@ fn shards_draw_identical_trajectories() {
         trs.params = tr.params.clone();
         trs.cfg.train.shards = shards;
         let (w, x) = trs.sample_with_weights(33, key);
-        let bits = (x.iter().map(|v| v.to_bits()).collect(), w.iter().map(|v| v.to_bits()).collect());
+        let bits = (
+            x.iter().map(|v| v.to_bits()).collect(),
+            w.iter().map(|v| v.to_bits()).collect(),
+        );
         match &reference {
             None => reference = Some(bits),
             Some(r0) => assert_eq!(&bits, r0, "shards = {shards}"),
@@ -114,7 +162,10 @@ fn training_is_bitwise_reproducible() {
         c2.seed = seed;
         let mut tr = Trainer::new(&c2).unwrap();
         let rows: Vec<u64> = (0..4).map(|_| tr.step().unwrap().loss.to_bits()).collect();
-        (tr.params.iter().map(|p| p.to_bits()).collect::<Vec<u32>>(), rows)
+        (
+            tr.params.iter().map(|p| p.to_bits()).collect::<Vec<u32>>(),
+            rows,
+        )
     };
     let a = run(11);
     assert_eq!(a, run(11));

@@ -36,7 +36,12 @@ pub fn gradcheck(
 ) -> Result<GradcheckReport, GradcheckReport> {
     assert_eq!(x.len(), analytic.len(), "gradcheck: gradient length");
     let numeric = numeric_gradient(f, x, h);
-    let mut worst = GradcheckReport { worst_index: 0, analytic: 0.0, numeric: 0.0, abs_err: -1.0 };
+    let mut worst = GradcheckReport {
+        worst_index: 0,
+        analytic: 0.0,
+        numeric: 0.0,
+        abs_err: -1.0,
+    };
     let mut ok = true;
     for (i, (&a, &n)) in analytic.iter().zip(&numeric).enumerate() {
         let err = (a - n).abs();
@@ -45,10 +50,20 @@ pub fn gradcheck(
             ok = false;
         }
         if err > worst.abs_err {
-            worst = GradcheckReport { worst_index: i, analytic: a, numeric: n, abs_err: err };
+            worst = GradcheckReport {
+                worst_index: i,
+                analytic: a,
+                numeric: n,
+                abs_err: err,
+            };
         }
         if !ok && excess > 0.0 {
-            return Err(GradcheckReport { worst_index: i, analytic: a, numeric: n, abs_err: err });
+            return Err(GradcheckReport {
+                worst_index: i,
+                analytic: a,
+                numeric: n,
+                abs_err: err,
+            });
         }
     }
     Ok(worst)

@@ -19,15 +19,31 @@ pub enum Op<S> {
     /// y[B,H] = x[B,H] + src[row, :] broadcast over rows (the time embedding of one step).
     AddRow { x: Var, src: Var, row: usize },
     /// y[T,2F] = [sin(t·f + φ), cos(t·f + φ)]; only φ ([1,F]) is learned.
-    TimeFeatures { phase: Var, t: Vec<S>, freqs: Vec<S> },
+    TimeFeatures {
+        phase: Var,
+        t: Vec<S>,
+        freqs: Vec<S>,
+    },
     /// Langevin parametrization: y = o, then y[:, :D] += s[row, ·] ⊙ g, with g [B,D] a constant
     /// (clipped ∇log R) and s [R, 1] (scalar per step) or [R, D].
-    LangevinAdd { o: Var, scale: Var, row: usize, grad: Var },
+    LangevinAdd {
+        o: Var,
+        scale: Var,
+        row: usize,
+        grad: Var,
+    },
     /// y = clamp(x, −limit, limit); the gradient passes where −limit ≤ x ≤ limit (PyTorch).
     Clip { x: Var, limit: S },
     /// Per-row Euler–Maruyama transition log-density, y[B,1] = Σ_j log N(x'_j; x_j + u_j·dt,
     /// dt·e^{ℓ_j}), with u = o[:, :D] and ℓ = log σ² (fixed) or log σ² + range·tanh(o[:, D:2D]).
-    EmLogPf { o: Var, x: Var, x_next: Var, dt: S, log_sigma2: S, learned_range: Option<S> },
+    EmLogPf {
+        o: Var,
+        x: Var,
+        x_next: Var,
+        dt: S,
+        log_sigma2: S,
+        learned_range: Option<S>,
+    },
 }
 
 impl<S: Kernels> Tape<S> {
@@ -36,7 +52,11 @@ impl<S: Kernels> Tape<S> {
         let (xv, wv, bv) = (self.value(x), self.value(w), self.value(b));
         let (rows, k) = xv.shape();
         let o = wv.rows;
-        assert_eq!(wv.cols, k, "linear: x has {k} columns, w is {}×{}", wv.rows, wv.cols);
+        assert_eq!(
+            wv.cols, k,
+            "linear: x has {k} columns, w is {}×{}",
+            wv.rows, wv.cols
+        );
         assert_eq!(bv.len(), o, "linear: bias length {} ≠ {o}", bv.len());
         let mut y = Tensor::zeros(rows, o);
         S::linear_forward(&xv.data, &wv.data, &bv.data, &mut y.data, rows, k, o);
@@ -92,14 +112,27 @@ impl<S: Kernels> Tape<S> {
         assert!(sv.cols == 1 || sv.cols == d, "langevin_add: scale width");
         let s = sv.row(row);
         let mut y = ov.clone();
-        for (yr, gr) in y.data.chunks_exact_mut(ov.cols).zip(gv.data.chunks_exact(d)) {
+        for (yr, gr) in y
+            .data
+            .chunks_exact_mut(ov.cols)
+            .zip(gv.data.chunks_exact(d))
+        {
             for j in 0..d {
                 let sj = if s.len() == 1 { s[0] } else { s[j] };
                 yr[j] += sj * gr[j];
             }
         }
         let ng = self.needs_grad(o) || self.needs_grad(scale);
-        self.push(Op::LangevinAdd { o, scale, row, grad }, y, ng)
+        self.push(
+            Op::LangevinAdd {
+                o,
+                scale,
+                row,
+                grad,
+            },
+            y,
+            ng,
+        )
     }
 
     pub fn clip(&mut self, x: Var, limit: S) -> Var {
@@ -125,7 +158,11 @@ impl<S: Kernels> Tape<S> {
         let (ov, xv, nv) = (self.value(o), self.value(x), self.value(x_next));
         let d = xv.cols;
         let need = if learned_range.is_some() { 2 * d } else { d };
-        assert!(ov.cols >= need, "em_logpf: policy output has {} columns, needs {need}", ov.cols);
+        assert!(
+            ov.cols >= need,
+            "em_logpf: policy output has {} columns, needs {need}",
+            ov.cols
+        );
         assert_eq!(xv.shape(), nv.shape(), "em_logpf: state shapes");
         let mut y = Tensor::zeros(xv.rows, 1);
         let (half, tau) = (S::from_f64(0.5), S::from_f64(std::f64::consts::TAU));
@@ -149,7 +186,18 @@ impl<S: Kernels> Tape<S> {
             y.data[b] = acc;
         }
         let ng = self.needs_grad(o);
-        self.push(Op::EmLogPf { o, x, x_next, dt, log_sigma2, learned_range }, y, ng)
+        self.push(
+            Op::EmLogPf {
+                o,
+                x,
+                x_next,
+                dt,
+                log_sigma2,
+                learned_range,
+            },
+            y,
+            ng,
+        )
     }
 }
 
@@ -189,7 +237,15 @@ impl<S: Kernels> Op<S> {
                     grad_slot(grads, nodes, *b);
                     let mut dw = grads[w.0].take().expect("slot");
                     let mut db = grads[b.0].take().expect("slot");
-                    S::linear_backward_dw(&g.data, &xv.data, &mut dw.data, &mut db.data, rows, k, o);
+                    S::linear_backward_dw(
+                        &g.data,
+                        &xv.data,
+                        &mut dw.data,
+                        &mut db.data,
+                        rows,
+                        k,
+                        o,
+                    );
                     grads[w.0] = Some(dw);
                     grads[b.0] = Some(db);
                 }
@@ -198,7 +254,7 @@ impl<S: Kernels> Op<S> {
                 // dx = dy · GELU'(x): bitwise what `S::gelu_backward` computes from x.
                 let mut dx = g;
                 for (d, &k) in dx.data.iter_mut().zip(&deriv.data) {
-                    *d = *d * k;
+                    *d *= k;
                 }
                 accumulate(&mut grads[x.0], dx);
             }
@@ -206,7 +262,12 @@ impl<S: Kernels> Op<S> {
                 if ng(*src) {
                     let cols = g.cols;
                     let slot = grad_slot(grads, nodes, *src);
-                    S::col_sum_acc(&g.data, &mut slot.data[row * cols..(row + 1) * cols], g.rows, cols);
+                    S::col_sum_acc(
+                        &g.data,
+                        &mut slot.data[row * cols..(row + 1) * cols],
+                        g.rows,
+                        cols,
+                    );
                 }
                 if ng(*x) {
                     accumulate(&mut grads[x.0], g);
@@ -217,7 +278,12 @@ impl<S: Kernels> Op<S> {
                 let slot = grad_slot(grads, nodes, *phase);
                 S::time_features_backward(t, freqs, &pv.data, &g.data, &mut slot.data);
             }
-            Op::LangevinAdd { o, scale, row, grad } => {
+            Op::LangevinAdd {
+                o,
+                scale,
+                row,
+                grad,
+            } => {
                 if ng(*scale) {
                     let gv = nodes[grad.0].live_value();
                     let d = gv.cols;
@@ -245,8 +311,19 @@ impl<S: Kernels> Op<S> {
                 }
                 accumulate(&mut grads[x.0], dx);
             }
-            Op::EmLogPf { o, x, x_next, dt, log_sigma2, learned_range } => {
-                let (ov, xv, nv) = (nodes[o.0].live_value(), nodes[x.0].live_value(), nodes[x_next.0].live_value());
+            Op::EmLogPf {
+                o,
+                x,
+                x_next,
+                dt,
+                log_sigma2,
+                learned_range,
+            } => {
+                let (ov, xv, nv) = (
+                    nodes[o.0].live_value(),
+                    nodes[x.0].live_value(),
+                    nodes[x_next.0].live_value(),
+                );
                 let d = xv.cols;
                 let fixed_var = *dt * log_sigma2.exp();
                 let mut dout = Tensor::zeros(ov.rows, ov.cols);

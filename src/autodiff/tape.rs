@@ -24,7 +24,10 @@ pub struct Node<S> {
 impl<S> Node<S> {
     /// The value, which must not have been released.
     pub fn live_value(&self) -> &Tensor<S> {
-        assert!(!self.released, "a released tape value was read: its consumer was not its only use");
+        assert!(
+            !self.released,
+            "a released tape value was read: its consumer was not its only use"
+        );
         &self.value
     }
 }
@@ -68,7 +71,12 @@ impl<S: Kernels> Tape<S> {
     }
 
     pub(crate) fn push(&mut self, op: Op<S>, value: Tensor<S>, needs_grad: bool) -> Var {
-        self.nodes.push(Node { op, value, needs_grad, released: false });
+        self.nodes.push(Node {
+            op,
+            value,
+            needs_grad,
+            released: false,
+        });
         Var(self.nodes.len() - 1)
     }
 
@@ -76,7 +84,11 @@ impl<S: Kernels> Tape<S> {
     pub(crate) fn release(&mut self, v: Var) {
         let node = &mut self.nodes[v.0];
         if !matches!(node.op, Op::Leaf) {
-            node.value = Tensor { rows: node.value.rows, cols: node.value.cols, data: Vec::new() };
+            node.value = Tensor {
+                rows: node.value.rows,
+                cols: node.value.cols,
+                data: Vec::new(),
+            };
             node.released = true;
         }
     }
@@ -98,7 +110,12 @@ impl<S: Kernels> Tape<S> {
         let n = self.nodes.len();
         let mut grads: Vec<Option<Tensor<S>>> = (0..n).map(|_| None).collect();
         for (v, g) in seeds {
-            assert_eq!(g.shape(), self.nodes[v.0].value.shape(), "seed shape for node {}", v.0);
+            assert_eq!(
+                g.shape(),
+                self.nodes[v.0].value.shape(),
+                "seed shape for node {}",
+                v.0
+            );
             accumulate(&mut grads[v.0], g);
         }
         for i in (0..n).rev() {
@@ -114,7 +131,11 @@ impl<S: Kernels> Tape<S> {
                 node.op.vjp(before, &node.value, g, &mut grads);
             }
             // Nothing after this point reads node i's value: VJPs only read their inputs.
-            self.nodes[i].value = Tensor { rows: 0, cols: 0, data: Vec::new() };
+            self.nodes[i].value = Tensor {
+                rows: 0,
+                cols: 0,
+                data: Vec::new(),
+            };
         }
         grads
     }

@@ -19,7 +19,9 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::gelu::{gelu_backward_ref, gelu_forward_deriv_ref, gelu_forward_ref, FRAC_1_SQRT_2, FRAC_1_SQRT_2PI};
+use super::gelu::{
+    gelu_backward_ref, gelu_forward_deriv_ref, gelu_forward_ref, FRAC_1_SQRT_2, FRAC_1_SQRT_2PI,
+};
 use super::math::*;
 use super::reduce::{gt_select, logsumexp_special};
 
@@ -795,12 +797,22 @@ pub(crate) unsafe fn gelu_forward(x: &[f32], y: &mut [f32]) {
 /// AVX2+FMA present; `x`, `y`, `g` valid for 8·N f32.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_forward_deriv_block<const N: usize>(k: &VConsts, x: *const f32, y: *mut f32, g: *mut f32) {
+unsafe fn gelu_forward_deriv_block<const N: usize>(
+    k: &VConsts,
+    x: *const f32,
+    y: *mut f32,
+    g: *mut f32,
+) {
     // SAFETY: the 8·N elements are in bounds per the contract.
     let xv: [__m256; N] = each!(N, i => unsafe { _mm256_loadu_ps(x.add(8 * i)) });
     let q = each!(N, i => _mm256_mul_ps(_mm256_mul_ps(k.neg_half, xv[i]), xv[i]));
     // SAFETY: AVX2+FMA per this function's contract.
-    let (e, ex) = unsafe { (erf8(k, each!(N, i => _mm256_mul_ps(xv[i], k.frac_1_sqrt_2))), exp8(k, q)) };
+    let (e, ex) = unsafe {
+        (
+            erf8(k, each!(N, i => _mm256_mul_ps(xv[i], k.frac_1_sqrt_2))),
+            exp8(k, q),
+        )
+    };
     for i in 0..N {
         let h = _mm256_mul_ps(k.half, xv[i]);
         let cdf = _mm256_fmadd_ps(e[i], k.half, k.half);
@@ -825,12 +837,24 @@ pub(crate) unsafe fn gelu_forward_deriv(x: &[f32], y: &mut [f32], g: &mut [f32])
     // SAFETY (both loops): i + 8·INTERLEAVE (resp. 8) ≤ n = x.len() = y.len() = g.len().
     while i + 8 * INTERLEAVE <= n {
         unsafe {
-            gelu_forward_deriv_block::<INTERLEAVE>(&k, x.as_ptr().add(i), y.as_mut_ptr().add(i), g.as_mut_ptr().add(i))
+            gelu_forward_deriv_block::<INTERLEAVE>(
+                &k,
+                x.as_ptr().add(i),
+                y.as_mut_ptr().add(i),
+                g.as_mut_ptr().add(i),
+            )
         };
         i += 8 * INTERLEAVE;
     }
     while i + 8 <= n {
-        unsafe { gelu_forward_deriv_block::<1>(&k, x.as_ptr().add(i), y.as_mut_ptr().add(i), g.as_mut_ptr().add(i)) };
+        unsafe {
+            gelu_forward_deriv_block::<1>(
+                &k,
+                x.as_ptr().add(i),
+                y.as_mut_ptr().add(i),
+                g.as_mut_ptr().add(i),
+            )
+        };
         i += 8;
     }
     gelu_forward_deriv_ref::<f32>(&x[i..], &mut y[i..], &mut g[i..]);

@@ -24,14 +24,24 @@ pub fn trajectory_balance(log_z: f64, log_pf: &[f64], log_pb: &[f64], log_r: &[f
         d_log_z += delta;
         d_log_pf.push(delta / b);
     }
-    LossGrad { loss: loss / b, d_log_pf, d_log_z: d_log_z / b, log_z }
+    LossGrad {
+        loss: loss / b,
+        d_log_pf,
+        d_log_z: d_log_z / b,
+        log_z,
+    }
 }
 
 /// VarGrad: ζ_b = LF_b − LB_b − lr_b, L = (1/B) Σ_b ½ (ζ_b − ζ̄)². Because Σ_b(ζ_b − ζ̄) = 0 the
 /// batch mean's own dependence on LF drops out: ∂L/∂LF_b = (ζ_b − ζ̄)/B.
 pub fn vargrad(log_pf: &[f64], log_pb: &[f64], log_r: &[f64]) -> LossGrad {
     let b = log_pf.len() as f64;
-    let zeta: Vec<f64> = log_pf.iter().zip(log_pb).zip(log_r).map(|((&lf, &lb), &lr)| lf - lb - lr).collect();
+    let zeta: Vec<f64> = log_pf
+        .iter()
+        .zip(log_pb)
+        .zip(log_r)
+        .map(|((&lf, &lb), &lr)| lf - lb - lr)
+        .collect();
     let mean = zeta.iter().sum::<f64>() / b;
     let mut loss = 0.0;
     let d_log_pf = zeta
@@ -41,7 +51,12 @@ pub fn vargrad(log_pf: &[f64], log_pb: &[f64], log_r: &[f64]) -> LossGrad {
             (z - mean) / b
         })
         .collect();
-    LossGrad { loss: loss / b, d_log_pf, d_log_z: 0.0, log_z: -mean }
+    LossGrad {
+        loss: loss / b,
+        d_log_pf,
+        d_log_z: 0.0,
+        log_z: -mean,
+    }
 }
 
 #[cfg(test)]
@@ -51,7 +66,11 @@ mod tests {
     use crate::tolerance::GRADCHECK_F64;
 
     fn data() -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        (vec![1.0, -2.0, 0.5, 3.0], vec![0.2, 0.1, -0.4, 1.0], vec![-1.0, 0.3, 2.0, 0.7])
+        (
+            vec![1.0, -2.0, 0.5, 3.0],
+            vec![0.2, 0.1, -0.4, 1.0],
+            vec![-1.0, 0.3, 2.0, 0.7],
+        )
     }
 
     #[test]

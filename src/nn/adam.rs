@@ -64,7 +64,11 @@ impl Adam {
 /// Scale `grads` so their global L2 norm is at most `max_norm` (PyTorch `clip_grad_norm_`:
 /// factor max_norm / (norm + 1e−6) when norm > max_norm). Returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f64) -> f64 {
-    let norm = grads.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt();
+    let norm = grads
+        .iter()
+        .map(|&g| (g as f64) * (g as f64))
+        .sum::<f64>()
+        .sqrt();
     if norm > max_norm {
         let scale = (max_norm / (norm + 1e-6)) as f32;
         for g in grads.iter_mut() {
@@ -89,12 +93,16 @@ mod tests {
         adam.step(&layout, &mut p, &[0.5], &lr, &[]);
         // m̂ = 0.5, v̂ = 0.25 → step = 0.1·0.5/(0.5 + 1e−8).
         // f32 arithmetic: (1 − β₁) alone is off by 2.4e−8 relative; allow a few f32 ulps of 0.9.
-        assert!((p[0] as f64 - (1.0 - 0.1 * 0.5 / (0.5 + 1e-8))).abs() < 2e-6, "{}", p[0]);
+        assert!(
+            (p[0] as f64 - (1.0 - 0.1 * 0.5 / (0.5 + 1e-8))).abs() < 2e-6,
+            "{}",
+            p[0]
+        );
         adam.step(&layout, &mut p, &[-1.0], &lr, &[]);
-        let m = 0.9 * 0.05 + 0.1 * -1.0;
-        let v = 0.999 * 0.000_25 + 0.001 * 1.0;
+        let m: f64 = 0.9 * 0.05 - 0.1;
+        let v: f64 = 0.999 * 0.000_25 + 0.001 * 1.0;
         let mhat = m / (1.0 - 0.81);
-        let vhat_sqrt = (v as f64).sqrt() / (1.0f64 - 0.998_001).sqrt();
+        let vhat_sqrt = v.sqrt() / (1.0f64 - 0.998_001).sqrt();
         let want = 0.9 - 0.1 * mhat / (vhat_sqrt + 1e-8);
         assert!((p[0] as f64 - want).abs() < 2e-6, "{} vs {want}", p[0]);
     }

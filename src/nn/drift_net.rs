@@ -27,6 +27,8 @@ pub struct DriftNet {
     pub joint_layers: usize,
     /// `Some((layers, per_dim))` when the Langevin parametrization is on.
     pub langevin: Option<(usize, bool)>,
+    /// Clip of the raw output (`gfn_clip`).
+    pub out_clip: f64,
     pub layout: ParamLayout,
 }
 
@@ -38,7 +40,12 @@ pub struct NetVars {
 
 impl NetVars {
     fn get(&self, net: &DriftNet, name: &str) -> Var {
-        let i = net.layout.specs.iter().position(|s| s.name == name).unwrap_or_else(|| panic!("no parameter block {name}"));
+        let i = net
+            .layout
+            .specs
+            .iter()
+            .position(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no parameter block {name}"));
         self.leaves[i]
     }
 }
@@ -60,7 +67,9 @@ impl DriftNet {
         }
         l.add("joint.out.w", 2 * dim, h, Group::Policy);
         l.add("joint.out.b", 1, 2 * dim, Group::Policy);
-        let langevin = cfg.langevin.then_some((cfg.langevin_layers, cfg.langevin_per_dim));
+        let langevin = cfg
+            .langevin
+            .then_some((cfg.langevin_layers, cfg.langevin_per_dim));
         if let Some((layers, per_dim)) = langevin {
             let out = if per_dim { dim } else { 1 };
             l.add("lp.phase", 1, f, Group::Policy);
@@ -74,7 +83,15 @@ impl DriftNet {
             l.add("lp.out.b", 1, out, Group::Policy);
         }
         l.add("log_z", 1, 1, Group::Flow);
-        DriftNet { dim, hidden: h, harmonics: f, joint_layers: cfg.joint_layers, langevin, layout: l }
+        DriftNet {
+            dim,
+            hidden: h,
+            harmonics: f,
+            joint_layers: cfg.joint_layers,
+            langevin,
+            out_clip: cfg.out_clip,
+            layout: l,
+        }
     }
 
     /// P, the number of parameters.
@@ -85,7 +102,15 @@ impl DriftNet {
     /// The F fixed frequencies: linspace(0.1, 100, F).
     pub fn frequencies(&self) -> Vec<f64> {
         let f = self.harmonics;
-        (0..f).map(|k| if f == 1 { 0.1 } else { 0.1 + k as f64 * (99.9 / (f - 1) as f64) }).collect()
+        (0..f)
+            .map(|k| {
+                if f == 1 {
+                    0.1
+                } else {
+                    0.1 + k as f64 * (99.9 / (f - 1) as f64)
+                }
+            })
+            .collect()
     }
 
     /// Initial parameters from stream (seed, "init", 0): PyTorch's default Linear init
@@ -107,7 +132,11 @@ impl DriftNet {
                 block.fill(0.01);
             } else {
                 // Biases share their weight's fan-in (the block before a ".b" is its ".w").
-                let fan_in = if name.ends_with(".b") { self.layout.specs[i - 1].cols } else { s.cols };
+                let fan_in = if name.ends_with(".b") {
+                    self.layout.specs[i - 1].cols
+                } else {
+                    s.cols
+                };
                 let bound = 1.0 / (fan_in as f64).sqrt();
                 for v in block.iter_mut() {
                     *v = ((2.0 * rng::uniform_f64(&mut rng) - 1.0) * bound) as f32;
@@ -144,13 +173,22 @@ impl DriftNet {
     }
 
     /// s(t) for every time in `ts`: `[T, 1]` or `[T, D]`; `None` without LP.
-    pub fn langevin_scale<S: Kernels>(&self, tape: &mut Tape<S>, v: &NetVars, ts: &[f64]) -> Option<Var> {
+    pub fn langevin_scale<S: Kernels>(
+        &self,
+        tape: &mut Tape<S>,
+        v: &NetVars,
+        ts: &[f64],
+    ) -> Option<Var> {
         let (layers, _) = self.langevin?;
         let feats = self.features(tape, v.get(self, "lp.phase"), ts);
         let mut a = tape.linear(feats, v.get(self, "lp.lin1.w"), v.get(self, "lp.lin1.b"));
         for k in 0..layers - 1 {
             let g = tape.gelu_consuming(a);
-            a = tape.linear(g, v.get(self, &format!("lp.{k}.w")), v.get(self, &format!("lp.{k}.b")));
+            a = tape.linear(
+                g,
+                v.get(self, &format!("lp.{k}.w")),
+                v.get(self, &format!("lp.{k}.b")),
+            );
         }
         let g = tape.gelu_consuming(a);
         Some(tape.linear(g, v.get(self, "lp.out.w"), v.get(self, "lp.out.b")))
@@ -167,21 +205,24 @@ impl DriftNet {
         temb: Var,
         row: usize,
         lp: Option<(Var, Var)>,
-        out_clip: S,
     ) -> Var {
         let s = tape.linear(x, v.get(self, "s.lin.w"), v.get(self, "s.lin.b"));
         let h = tape.add_row(s, temb, row);
         // Pre-activations feed only their GELU: release them (the GELU keeps its derivative).
         let mut a = tape.gelu_consuming(h);
         for k in 0..self.joint_layers {
-            let z = tape.linear(a, v.get(self, &format!("joint.{k}.w")), v.get(self, &format!("joint.{k}.b")));
+            let z = tape.linear(
+                a,
+                v.get(self, &format!("joint.{k}.w")),
+                v.get(self, &format!("joint.{k}.b")),
+            );
             a = tape.gelu_consuming(z);
         }
         let mut o = tape.linear(a, v.get(self, "joint.out.w"), v.get(self, "joint.out.b"));
         if let Some((scale, grad)) = lp {
             o = tape.langevin_add(o, scale, row, grad);
         }
-        tape.clip(o, out_clip)
+        tape.clip(o, S::from_f64(self.out_clip))
     }
 
     /// Gather the parameter leaves' gradients (from [`Tape::backward`]) into a flat vector;

@@ -44,7 +44,13 @@ impl ParamLayout {
     /// Append a `rows × cols` block; returns its index.
     pub fn add(&mut self, name: &str, rows: usize, cols: usize, group: Group) -> usize {
         let offset = self.len();
-        self.specs.push(ParamSpec { name: name.to_string(), rows, cols, offset, group });
+        self.specs.push(ParamSpec {
+            name: name.to_string(),
+            rows,
+            cols,
+            offset,
+            group,
+        });
         self.specs.len() - 1
     }
 

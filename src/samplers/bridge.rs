@@ -41,7 +41,11 @@ pub fn sample_backward_states(
     for k in (1..t).rev() {
         let ratio = k as f64 / (k + 1) as f64;
         let std = (s.sigma2 * s.dt() * ratio).sqrt();
-        rng::normals_at(rng, (((t - 1 - k) * total_rows + row0) * d) as u64, &mut noise);
+        rng::normals_at(
+            rng,
+            (((t - 1 - k) * total_rows + row0) * d) as u64,
+            &mut noise,
+        );
         let (lo, hi) = states.split_at_mut((k + 1) * rows * d);
         let next = &hi[..rows * d];
         let cur = &mut lo[k * rows * d..];

@@ -19,12 +19,18 @@ mod tests {
 
     #[test]
     fn decays_linearly_then_stays_zero() {
-        let e = ExplorationConfig { std: 0.2, decay_iters: Some(5000) };
+        let e = ExplorationConfig {
+            std: 0.2,
+            decay_iters: Some(5000),
+        };
         assert_eq!(explore_std(Some(&e), 0), 0.2);
         assert!((explore_std(Some(&e), 2500) - 0.1).abs() < 1e-15);
         assert_eq!(explore_std(Some(&e), 5000), 0.0);
         assert_eq!(explore_std(Some(&e), 9000), 0.0);
-        let c = ExplorationConfig { std: 0.1, decay_iters: None };
+        let c = ExplorationConfig {
+            std: 0.1,
+            decay_iters: None,
+        };
         assert_eq!(explore_std(Some(&c), 100_000), 0.1);
         assert_eq!(explore_std(None, 3), 0.0);
     }

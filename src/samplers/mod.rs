@@ -22,8 +22,6 @@ pub struct Sampler {
     pub sigma2: f64,
     /// `Some(range)` when the log-variance is learned: ℓ = log σ² + range·tanh(v).
     pub learned_range: Option<f64>,
-    /// Clip of the raw network output.
-    pub out_clip: f64,
     /// Clip of ∇log R in the Langevin term.
     pub lgv_clip: f64,
 }
@@ -34,8 +32,10 @@ impl Sampler {
             dim: cfg.dim(),
             steps: cfg.sampler.steps,
             sigma2: cfg.sampler.sigma2,
-            learned_range: cfg.sampler.learned_variance.then_some(cfg.sampler.log_var_range),
-            out_clip: cfg.network.out_clip,
+            learned_range: cfg
+                .sampler
+                .learned_variance
+                .then_some(cfg.sampler.log_var_range),
             lgv_clip: cfg.network.lgv_clip,
         }
     }

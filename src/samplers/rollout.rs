@@ -15,7 +15,12 @@ pub enum Path<'a> {
     /// Sample forward from x₀ = 0 under the policy, with extra exploration std ε. The normal for
     /// (step i, row b, dim j) is number `(i·total_rows + row0 + b)·D + j` of the stream with key
     /// `noise_key`, so shards of a batch draw what the whole batch would.
-    Forward { noise_key: [u8; 32], row0: usize, total_rows: usize, explore_std: f64 },
+    Forward {
+        noise_key: [u8; 32],
+        row0: usize,
+        total_rows: usize,
+        explore_std: f64,
+    },
     /// Follow given states `[T+1, B, D]` (backward trajectories, or replays in f64).
     Given(&'a [f32]),
 }
@@ -60,17 +65,27 @@ pub fn rollout<S: Kernels>(
     let lp_scale = net.langevin_scale(&mut tape, &vars, &ts);
     let mark = tape.len();
 
-    let mut states = if keep_graph { Vec::with_capacity((t + 1) * rows * d) } else { Vec::new() };
+    let mut states = if keep_graph {
+        Vec::with_capacity((t + 1) * rows * d)
+    } else {
+        Vec::new()
+    };
     let mut x = vec![0f32; rows * d];
     if let Path::Given(s) = &path {
-        assert_eq!(s.len(), (t + 1) * rows * d, "given states must be [T+1, B, D]");
+        assert_eq!(
+            s.len(),
+            (t + 1) * rows * d,
+            "given states must be [T+1, B, D]"
+        );
         x.copy_from_slice(&s[..rows * d]);
     }
     if keep_graph {
         states.extend_from_slice(&x);
     }
     let mut noise_rng = match &path {
-        Path::Forward { noise_key, .. } => Some(<rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(*noise_key)),
+        Path::Forward { noise_key, .. } => {
+            Some(<rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(*noise_key))
+        }
         Path::Given(_) => None,
     };
     let mut noise = vec![0f32; rows * d];
@@ -90,9 +105,14 @@ pub fn rollout<S: Kernels>(
             }
             (scale, tape.constant(to_tensor(&grad, rows, d)))
         });
-        let o = net.policy(&mut tape, &vars, x_node, temb, i, lp, S::from_f64(sampler.out_clip));
+        let o = net.policy(&mut tape, &vars, x_node, temb, i, lp);
         let x_next: Vec<f32> = match &path {
-            Path::Forward { row0, total_rows, explore_std, .. } => {
+            Path::Forward {
+                row0,
+                total_rows,
+                explore_std,
+                ..
+            } => {
                 let rng = noise_rng.as_mut().expect("forward path has a stream");
                 rng::normals_at(rng, ((i * total_rows + row0) * d) as u64, &mut noise);
                 let ov = tape.value(o);
@@ -125,7 +145,12 @@ pub fn rollout<S: Kernels>(
             *acc += tape.value(lpf).data[b].to_f64();
         }
         for b in 0..rows {
-            log_pb[b] += log_pb_step(sampler, i, &x[b * d..(b + 1) * d], &x_next[b * d..(b + 1) * d]);
+            log_pb[b] += log_pb_step(
+                sampler,
+                i,
+                &x[b * d..(b + 1) * d],
+                &x_next[b * d..(b + 1) * d],
+            );
         }
         x = x_next;
         if keep_graph {
