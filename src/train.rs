@@ -140,6 +140,13 @@ pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: &(dyn Fn(T) -> R + Sync)) -> 
     })
 }
 
+/// Importance log-weights log R(x_T) + LB − LF of a rollout's rows.
+fn log_weights(roll: &Rollout<f32>, log_r: &[f64]) -> Vec<f64> {
+    (0..log_r.len())
+        .map(|b| log_r[b] + roll.log_pb[b] - roll.log_pf[b])
+        .collect()
+}
+
 /// One experiment's trainable state and everything needed to advance it.
 pub struct Trainer {
     pub cfg: ExperimentConfig,
@@ -202,17 +209,7 @@ impl Trainer {
                 total_rows: b,
                 explore_std: eps,
             };
-            let roll = rollout::<f32>(
-                &self.net,
-                &self.params,
-                &self.sampler,
-                &*self.energy,
-                r.len(),
-                path,
-                true,
-            );
-            let mut log_r = vec![0f64; r.len()];
-            self.energy.log_reward(&roll.x_final, &mut log_r);
+            let (roll, log_r) = self.rollout_rows(r.len(), path, true);
             ShardRollout { roll, log_r }
         });
         let cat = |f: &dyn Fn(&ShardRollout) -> &Vec<f64>| {
@@ -317,6 +314,27 @@ impl Trainer {
         })
     }
 
+    /// One shard's rollout with the current parameters, and log R of its terminal states.
+    fn rollout_rows(
+        &self,
+        rows: usize,
+        path: Path<'_>,
+        keep_graph: bool,
+    ) -> (Rollout<f32>, Vec<f64>) {
+        let roll = rollout::<f32>(
+            &self.net,
+            &self.params,
+            &self.sampler,
+            &*self.energy,
+            rows,
+            path,
+            keep_graph,
+        );
+        let mut log_r = vec![0f64; rows];
+        self.energy.log_reward(&roll.x_final, &mut log_r);
+        (roll, log_r)
+    }
+
     /// `n` on-policy trajectories from stream `key`: their log-weights
     /// log R(x_T) + LB − LF and their terminal states `[n, D]`.
     pub fn sample_with_weights(&self, n: usize, key: [u8; 32]) -> (Vec<f64>, Vec<f32>) {
@@ -328,21 +346,8 @@ impl Trainer {
                 total_rows: n,
                 explore_std: 0.0,
             };
-            let roll = rollout::<f32>(
-                &self.net,
-                &self.params,
-                &self.sampler,
-                &*self.energy,
-                r.len(),
-                path,
-                false,
-            );
-            let mut lr = vec![0f64; r.len()];
-            self.energy.log_reward(&roll.x_final, &mut lr);
-            let w: Vec<f64> = (0..r.len())
-                .map(|b| lr[b] + roll.log_pb[b] - roll.log_pf[b])
-                .collect();
-            (w, roll.x_final)
+            let (roll, lr) = self.rollout_rows(r.len(), path, false);
+            (log_weights(&roll, &lr), roll.x_final)
         });
         let mut w = Vec::with_capacity(n);
         let mut x = Vec::with_capacity(n * self.sampler.dim);
@@ -364,20 +369,9 @@ impl Trainer {
             let mut noise = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(key);
             let xt = &exact[r.start * d..r.end * d];
             let states = sample_backward_states(&self.sampler, xt, &mut noise, r.start, n);
-            let roll = rollout::<f32>(
-                &self.net,
-                &self.params,
-                &self.sampler,
-                &*self.energy,
-                r.len(),
-                Path::Given(&states),
-                false,
-            );
-            let mut lr = vec![0f64; r.len()];
-            self.energy.log_reward(xt, &mut lr);
-            (0..r.len())
-                .map(|b| lr[b] + roll.log_pb[b] - roll.log_pf[b])
-                .collect::<Vec<f64>>()
+            // x_T of a backward trajectory is the exact sample itself.
+            let (roll, lr) = self.rollout_rows(r.len(), Path::Given(&states), false);
+            log_weights(&roll, &lr)
         });
         let all: Vec<f64> = parts.into_iter().flatten().collect();
         all.iter().sum::<f64>() / n as f64
