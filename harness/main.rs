@@ -9,10 +9,12 @@ mod error;
 mod list;
 mod manifest;
 mod npy;
+mod plot;
 mod progress;
 mod record;
 mod run;
 mod run_dir;
+mod table;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +45,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// List the configs under DIR with the paper, table, row and values each replays.
     List(list::ListArgs),
+    /// Merge run folders (from any machines) into a paper-vs-replay table: Markdown and CSV.
+    Table(table::TableArgs),
 }
 
 /// Write `text` to stdout, ignoring a closed pipe (`repro list | head`).
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::cmd_run(args),
         Command::Verify(args) => verify::cmd_verify(args),
         Command::List(args) => list::cmd_list(args),
+        Command::Table(args) => table::cmd_table(args),
     };
     match result {
         Ok(code) => code,

@@ -51,6 +51,9 @@ pub struct Manifest {
     pub wall_seconds: f64,
     /// The paper row the config replays.
     pub paper: Option<PaperRef>,
+    /// PNG figures in the folder. Not digested: rasterised text depends on the machine's fonts.
+    #[serde(default)]
+    pub figures: Vec<String>,
 }
 
 impl Manifest {

@@ -71,6 +71,7 @@ pub fn build_run(
 
     let mut failure = rec.failure.map(|e| e.to_string());
     let mut metrics_json = None;
+    let mut samples: Option<(Vec<f32>, usize)> = None;
     if failure.is_none() {
         match rec.final_eval {
             None => failure = Some("training returned no final evaluation".to_string()),
@@ -90,9 +91,17 @@ pub fn build_run(
                     &npy::encode_f32(rows, fe.dim, &fe.samples),
                 )?;
                 metrics_json = Some(text);
+                samples = Some((fe.samples, fe.dim));
             }
         }
     }
+    let figures = crate::plot::write_figures(
+        staging.path(),
+        cfg,
+        &rec.curve,
+        &rec.evals,
+        samples.as_ref().map(|(x, d)| (x.as_slice(), *d)),
+    )?;
 
     let manifest = Manifest {
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -107,6 +116,7 @@ pub fn build_run(
         files,
         wall_seconds: start.elapsed().as_secs_f64(),
         paper: cfg.paper.clone(),
+        figures,
     };
     staging.write(manifest::MANIFEST, manifest.to_json().as_bytes())?;
     Ok(Built {

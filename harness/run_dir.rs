@@ -89,7 +89,6 @@ impl Staging {
         Ok(Staging { path, keep: false })
     }
 
-    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }
