@@ -14,6 +14,7 @@ mod progress;
 mod record;
 mod run;
 mod run_dir;
+mod sweep;
 mod table;
 mod verify;
 
@@ -28,7 +29,8 @@ use std::process::ExitCode;
     about = "Train and replay diffusion-sampler experiments from RON configs",
     after_help = "Exit codes: 0 success; 1 `verify` mismatch or `list` met an unreadable config; \
                   2 bad usage, bad config or unwritable output; 3 training failed (a partial run \
-                  folder with status \"failed\" is still written)."
+                  folder with status \"failed\" is still written); 130 interrupted by \
+                  SIGINT/SIGTERM (resume with `repro resume DIR`)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,6 +42,9 @@ enum Command {
     /// Train CONFIG and write a run folder (config, metrics, curves, samples, manifest); print
     /// the final metrics JSON on stdout.
     Run(run::RunArgs),
+    /// Continue an interrupted or crashed run from its last checkpoint (bitwise identical to an
+    /// uninterrupted run).
+    Resume(run::ResumeArgs),
     /// Replay a run folder from its resolved config and compare every file digest with its
     /// manifest.
     Verify(verify::VerifyArgs),
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::cmd_run(args),
+        Command::Resume(args) => run::cmd_resume(args),
         Command::Verify(args) => verify::cmd_verify(args),
         Command::List(args) => list::cmd_list(args),
         Command::Table(args) => table::cmd_table(args),

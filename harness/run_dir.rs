@@ -12,10 +12,45 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// A staging folder that is removed on drop unless committed.
+/// A staging folder that is removed on drop unless committed or kept.
 pub struct Staging {
     path: PathBuf,
     keep: bool,
+    /// The held lock of a resumable folder.
+    lock: Option<fs::File>,
+}
+
+/// Name of the lock file inside a resumable staging folder.
+pub const LOCK: &str = ".lock";
+
+/// `<DIR>.partial`: where a run of DIR is built and where an interrupted run waits.
+pub fn partial_path(target: &Path) -> Result<PathBuf, CliError> {
+    let name = target.file_name().ok_or_else(|| {
+        CliError::usage(format!("output path {} does not name a folder", target.display()))
+    })?;
+    let mut p = name.to_os_string();
+    p.push(".partial");
+    Ok(target.with_file_name(p))
+}
+
+/// Take the lock of an existing resumable folder, or say who holds it.
+fn lock_folder(path: &Path, target: &Path) -> Result<fs::File, CliError> {
+    let lock_path = path.join(LOCK);
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| CliError::io("open lock file", &lock_path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(CliError::usage(format!(
+            "another repro is running on {} (its lock {} is held); wait for it or stop it",
+            target.display(),
+            lock_path.display()
+        ))),
+        Err(fs::TryLockError::Error(e)) => Err(CliError::io("lock", &lock_path, e)),
+    }
 }
 
 /// `<parent>/<name><suffix>-<pid>`, the sibling of `target` used while building or replacing it.
@@ -79,6 +114,64 @@ impl Staging {
         Self::create(path).map_err(|e| unwritable(e.message))
     }
 
+    /// Start a resumable run of `target` in `<target>.partial`, locked. An existing partial folder
+    /// is refused while another process holds it; an abandoned one (interrupted or crashed) is
+    /// kept for `repro resume` unless `force` discards it.
+    pub fn new_partial(target: &Path, force: bool) -> Result<Self, CliError> {
+        // Creates the parent folders and gives the clear errors for unwritable locations.
+        let probe = Self::new_for(target)?;
+        drop(probe);
+        let path = partial_path(target)?;
+        if fs::symlink_metadata(&path).is_ok() {
+            let lock = lock_folder(&path, target)?;
+            if !force {
+                return Err(CliError::usage(format!(
+                    "an unfinished run of {} exists in {}; continue it with `repro resume {}` or \
+                     start over with --force",
+                    target.display(),
+                    path.display(),
+                    target.display()
+                )));
+            }
+            drop(lock);
+            fs::remove_dir_all(&path).map_err(|e| CliError::io("discard unfinished run", &path, e))?;
+        }
+        fs::create_dir(&path).map_err(|e| CliError::io("create folder", &path, e))?;
+        let lock = lock_folder(&path, target)?;
+        Ok(Staging { path, keep: false, lock: Some(lock) })
+    }
+
+    /// Reopen the resumable folder of `target` (after an interruption), locked.
+    pub fn reopen_partial(target: &Path) -> Result<Self, CliError> {
+        let path = partial_path(target)?;
+        if !path.is_dir() {
+            let done = target.join("manifest.json").is_file();
+            return Err(CliError::usage(if done {
+                format!("{} is already complete: nothing to resume", target.display())
+            } else {
+                format!("no unfinished run of {} ({} does not exist)", target.display(), path.display())
+            }));
+        }
+        let lock = lock_folder(&path, target)?;
+        // An interrupted folder must stay if resuming fails again.
+        Ok(Staging { path, keep: true, lock: Some(lock) })
+    }
+
+    /// Leave the folder in place (an interrupted run waiting for `repro resume`).
+    pub fn keep_for_resume(mut self) {
+        self.keep = true;
+    }
+
+    /// Delete a file of the folder if it exists (the checkpoint of a completed run).
+    pub fn remove(&self, name: &str) -> Result<(), CliError> {
+        let p = self.path.join(name);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CliError::io("remove", &p, e)),
+        }
+    }
+
     /// Create a staging folder at exactly `path` (which must not be in use).
     pub fn create(path: PathBuf) -> Result<Self, CliError> {
         // A leftover of an earlier process with the same pid: ours to clear.
@@ -86,7 +179,7 @@ impl Staging {
             fs::remove_dir_all(&path).map_err(|e| CliError::io("remove stale folder", &path, e))?;
         }
         fs::create_dir(&path).map_err(|e| CliError::io("create folder", &path, e))?;
-        Ok(Staging { path, keep: false })
+        Ok(Staging { path, keep: false, lock: None })
     }
 
     pub fn path(&self) -> &Path {
@@ -109,6 +202,10 @@ impl Staging {
     /// `force`: it is renamed aside, the new folder renamed in, and only then the old one removed.
     pub fn commit(mut self, target: &Path, force: bool) -> Result<(), CliError> {
         check_target(target, force)?;
+        if self.lock.take().is_some() {
+            // The lock file is bookkeeping, not part of the run.
+            let _ = fs::remove_file(self.path.join(LOCK));
+        }
         let exists = fs::symlink_metadata(target).is_ok();
         if !exists {
             fs::rename(&self.path, target)

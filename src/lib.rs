@@ -18,8 +18,10 @@
 
 pub mod alloc_tuning;
 pub mod autodiff;
+pub mod checkpoint;
 pub mod config;
 pub mod cpu;
+pub mod data;
 pub mod energies;
 pub mod losses;
 pub mod metrics;

@@ -5,6 +5,7 @@
 //! restored from a checkpoint continues bit for bit. [`run`] drives a trainer to the end and
 //! collects what the harness writes.
 
+use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::config::{ExperimentConfig, Method, TargetConfig};
 use crate::energies::{Energy, Funnel, Gmm, ManyWell};
 use crate::losses::{trajectory_balance, vargrad, LossGrad};
@@ -84,15 +85,47 @@ pub enum TrainError {
     NonFinite { iteration: usize, quantity: String },
     #[error("invalid experiment: {0}")]
     Invalid(String),
+    #[error("cannot resume: {0}")]
+    Resume(#[from] CheckpointError),
+    #[error("cannot write checkpoint at iteration {iteration}: {message}")]
+    Checkpoint { iteration: usize, message: String },
 }
 
-/// Everything a finished (or failed) run produced.
+/// Everything a finished, failed or interrupted run produced.
 #[derive(Debug)]
 pub struct RunRecord {
     pub curve: Vec<CurveRow>,
     pub evals: Vec<EvalRow>,
     pub final_eval: Option<FinalEval>,
     pub failure: Option<TrainError>,
+    /// `Some(n)`: stopped on request after n iterations, with a checkpoint at n.
+    pub interrupted_at: Option<usize>,
+    /// Iterations covered by the newest checkpoint handed to [`RunHooks::checkpoint`].
+    pub last_checkpoint: Option<usize>,
+}
+
+/// What a driver of [`run_from`] observes and controls.
+pub trait RunHooks {
+    /// After every iteration.
+    fn progress(&mut self, _p: &Progress) {}
+    /// A checkpoint is due (every `checkpoint_every` iterations, and on a stop request):
+    /// persist it. An error stops the run as a failure.
+    fn checkpoint(&mut self, _ck: &Checkpoint) -> Result<(), String> {
+        Ok(())
+    }
+    /// Polled after every iteration: true stops the run after checkpointing (Ctrl-C).
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
+}
+
+/// Hooks that only report progress.
+struct ProgressOnly<'a>(&'a mut dyn FnMut(&Progress));
+
+impl RunHooks for ProgressOnly<'_> {
+    fn progress(&mut self, p: &Progress) {
+        (self.0)(p)
+    }
 }
 
 /// Build the target named by a config.
@@ -186,6 +219,51 @@ impl Trainer {
         })
     }
 
+    /// The state after `self.iteration` iterations, with the records so far.
+    pub fn checkpoint(&self, curve: &[CurveRow], evals: &[EvalRow]) -> Checkpoint {
+        Checkpoint {
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            config_digest: self.cfg.digest(),
+            iteration: self.iteration as u64,
+            params: self.params.clone(),
+            adam_m: self.adam.m.clone(),
+            adam_v: self.adam.v.clone(),
+            adam_steps: self.adam.steps.clone(),
+            curve: curve.to_vec(),
+            evals: evals.to_vec(),
+        }
+    }
+
+    /// A trainer for `cfg` in the state `ck` recorded; refuses a checkpoint of another config,
+    /// crate version or network shape.
+    pub fn restore(cfg: &ExperimentConfig, ck: &Checkpoint) -> Result<Self, TrainError> {
+        ck.check_origin(&cfg.digest())?;
+        let mut tr = Trainer::new(cfg)?;
+        let p = tr.net.num_params();
+        let blocks = tr.net.layout.specs.len();
+        if ck.params.len() != p || ck.adam_steps.len() != blocks {
+            return Err(TrainError::Resume(CheckpointError::Malformed(format!(
+                "{} parameters in {} blocks, the network has {p} in {blocks}",
+                ck.params.len(),
+                ck.adam_steps.len()
+            ))));
+        }
+        if ck.iteration as usize > tr.total_iterations() || ck.curve.len() != ck.iteration as usize {
+            return Err(TrainError::Resume(CheckpointError::Malformed(format!(
+                "iteration {} with {} curve rows (config trains {})",
+                ck.iteration,
+                ck.curve.len(),
+                tr.total_iterations()
+            ))));
+        }
+        tr.params.clone_from(&ck.params);
+        tr.adam.m.clone_from(&ck.adam_m);
+        tr.adam.v.clone_from(&ck.adam_v);
+        tr.adam.steps.clone_from(&ck.adam_steps);
+        tr.iteration = ck.iteration as usize;
+        Ok(tr)
+    }
+
     pub fn total_iterations(&self) -> usize {
         self.cfg.train.iterations
     }
@@ -223,6 +301,9 @@ impl Trainer {
             cat(&|s| &s.roll.log_pb),
             cat(&|s| &s.log_r),
         );
+        if rolls.iter().any(|s| s.roll.x_final.iter().any(|v| !v.is_finite())) {
+            return Err(TrainError::NonFinite { iteration: it, quantity: "sampled states x_T".into() });
+        }
         let lg = match self.cfg.train.method {
             Method::Tb => trajectory_balance(self.learned_log_z(), &lf, &lb, &lr),
             Method::VarGrad => vargrad(&lf, &lb, &lr),
@@ -441,13 +522,37 @@ impl Trainer {
 
 /// Train `cfg` to the end and evaluate; `progress` is called after every iteration.
 pub fn run(cfg: &ExperimentConfig, progress: &mut dyn FnMut(&Progress)) -> RunRecord {
+    run_from(cfg, None, 0, &mut ProgressOnly(progress))
+}
+
+/// Train `cfg` from scratch or from `resume`, handing a checkpoint to `hooks` every
+/// `checkpoint_every` iterations (0: never) and whenever a stop is requested. A resumed run
+/// produces exactly the records an uninterrupted one does: the trainer state is restored bit
+/// for bit and all randomness is keyed by the iteration number.
+pub fn run_from(
+    cfg: &ExperimentConfig,
+    resume: Option<Checkpoint>,
+    checkpoint_every: usize,
+    hooks: &mut dyn RunHooks,
+) -> RunRecord {
     let mut rec = RunRecord {
         curve: Vec::new(),
         evals: Vec::new(),
         final_eval: None,
         failure: None,
+        interrupted_at: None,
+        last_checkpoint: None,
     };
-    let mut tr = match Trainer::new(cfg) {
+    let started = match resume {
+        None => Trainer::new(cfg),
+        Some(ck) => Trainer::restore(cfg, &ck).map(|t| {
+            rec.curve = ck.curve;
+            rec.evals = ck.evals;
+            rec.last_checkpoint = Some(t.iteration);
+            t
+        }),
+    };
+    let mut tr = match started {
         Ok(t) => t,
         Err(e) => {
             rec.failure = Some(e);
@@ -455,15 +560,11 @@ pub fn run(cfg: &ExperimentConfig, progress: &mut dyn FnMut(&Progress)) -> RunRe
         }
     };
     let total = tr.total_iterations();
+    let every = cfg.eval.every;
     while tr.iteration < total {
         match tr.step() {
             Ok(row) => {
-                progress(&Progress {
-                    iteration: row.iteration + 1,
-                    total,
-                    loss: row.loss,
-                    log_z: row.log_z,
-                });
+                hooks.progress(&Progress { iteration: row.iteration + 1, total, loss: row.loss, log_z: row.log_z });
                 rec.curve.push(row);
             }
             Err(e) => {
@@ -471,9 +572,22 @@ pub fn run(cfg: &ExperimentConfig, progress: &mut dyn FnMut(&Progress)) -> RunRe
                 return rec;
             }
         }
-        let every = cfg.eval.every;
         if every > 0 && tr.iteration % every == 0 && tr.iteration < total {
             rec.evals.push(tr.evaluate_periodic());
+        }
+        let due = checkpoint_every > 0 && tr.iteration % checkpoint_every == 0 && tr.iteration < total;
+        let stop = hooks.stop_requested();
+        if due || stop {
+            let ck = tr.checkpoint(&rec.curve, &rec.evals);
+            if let Err(message) = hooks.checkpoint(&ck) {
+                rec.failure = Some(TrainError::Checkpoint { iteration: tr.iteration, message });
+                return rec;
+            }
+            rec.last_checkpoint = Some(tr.iteration);
+        }
+        if stop && tr.iteration < total {
+            rec.interrupted_at = Some(tr.iteration);
+            return rec;
         }
     }
     match tr.evaluate_final() {
