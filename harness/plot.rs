@@ -4,8 +4,11 @@
 //! Figures are drawn with `plotters`' bitmap backend. The pixels depend only on the inputs and on
 //! the machine's fonts (text goes through fontconfig), which is why the manifest lists figures
 //! without digesting them. Each PNG is rendered into a temporary file beside its final name and
-//! renamed into place, so a folder never holds a half-written figure. Drawing errors (and any
-//! panic inside `plotters`) come back as a [`CliError`] naming the file.
+//! renamed into place, so a folder never holds a half-written figure.
+//!
+//! Figures are a by-product: a figure that cannot be drawn (no usable font on the machine, any
+//! `plotters` error or panic) is reported on stderr and left out of the list, and the run keeps
+//! its results. Only failing to sync or rename a drawn file is an error ([`CliError`]).
 
 use crate::error::CliError;
 use diffusion_samplers::config::{ExperimentConfig, FunnelVariant, Method, TargetConfig};
@@ -38,7 +41,7 @@ type DrawResult = Result<(), Box<dyn std::error::Error>>;
 /// Write the run's figures into `dir`; returns the file names written.
 ///
 /// `samples.png` is skipped when there are no samples (a failed run); `curve.png` when training
-/// recorded no iteration and no evaluation.
+/// recorded no iteration and no evaluation; either when it cannot be drawn (warning on stderr).
 pub fn write_figures(
     dir: &Path,
     cfg: &ExperimentConfig,
@@ -48,30 +51,33 @@ pub fn write_figures(
 ) -> Result<Vec<String>, CliError> {
     let energy = build_energy(cfg);
     let mut written = Vec::new();
-    if let Some((x, d)) = samples {
-        if d >= 2 && x.len() >= d {
-            render(dir, SAMPLES_PNG, SAMPLES_SIZE, |root| {
-                draw_samples(root, cfg, energy.as_ref(), x, d)
-            })?;
+    if let Some((x, d)) = samples.filter(|(x, d)| *d >= 2 && x.len() >= *d) {
+        let drawn = render(dir, SAMPLES_PNG, SAMPLES_SIZE, |root| {
+            draw_samples(root, cfg, energy.as_ref(), x, d)
+        })?;
+        if drawn {
             written.push(SAMPLES_PNG.to_string());
         }
     }
     if !curve.is_empty() || !evals.is_empty() {
-        render(dir, CURVE_PNG, CURVE_SIZE, |root| {
+        let drawn = render(dir, CURVE_PNG, CURVE_SIZE, |root| {
             draw_curve(root, cfg, energy.as_ref(), curve, evals)
         })?;
-        written.push(CURVE_PNG.to_string());
+        if drawn {
+            written.push(CURVE_PNG.to_string());
+        }
     }
     Ok(written)
 }
 
 /// Draw into `dir/.<stem>.tmp.png` (the extension picks the encoder), then rename to `name`.
+/// Returns whether the figure was written: a drawing failure is a warning, not an error.
 fn render(
     dir: &Path,
     name: &str,
     size: (u32, u32),
     draw: impl FnOnce(&Root<'_>) -> DrawResult,
-) -> Result<(), CliError> {
+) -> Result<bool, CliError> {
     let dst = dir.join(name);
     let stem = name.strip_suffix(".png").unwrap_or(name);
     let tmp = dir.join(format!(".{stem}.tmp.png"));
@@ -95,12 +101,18 @@ fn render(
     };
     if let Some(msg) = failure {
         let _ = fs::remove_file(&tmp);
-        return Err(CliError::io("draw", &dst, std::io::Error::other(msg)));
+        eprintln!(
+            "warning: {}",
+            CliError::io("draw", &dst, std::io::Error::other(msg))
+        );
+        eprintln!("warning: the run is kept without {name}");
+        return Ok(false);
     }
     fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(|e| CliError::io("sync", &tmp, e))?;
-    fs::rename(&tmp, &dst).map_err(|e| CliError::io("rename into place", &dst, e))
+    fs::rename(&tmp, &dst).map_err(|e| CliError::io("rename into place", &dst, e))?;
+    Ok(true)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,7 +225,10 @@ fn draw_samples(
     let pair = if d > 2 { ", coordinates (x0, x1)" } else { "" };
     let title = format!("{} (d = {d}): final samples{pair}", energy.name());
     let mut sub = match &cfg.paper {
-        Some(p) => format!("{}, {}, row \"{}\" · seed {}", p.paper, p.table, p.row, cfg.seed),
+        Some(p) => format!(
+            "{}, {}, row \"{}\" · seed {}",
+            p.paper, p.table, p.row, cfg.seed
+        ),
         None => format!("seed {}", cfg.seed),
     };
     sub.push_str(&format!(" · {n} samples"));
@@ -257,7 +272,7 @@ fn draw_samples(
             );
             let cells = grid.iter().enumerate().filter_map(|(k, &v)| {
                 let below = max - v; // ≥ 0, NaN for NaN
-                if !(below < SHADE_NATS) {
+                if below.is_nan() || below >= SHADE_NATS {
                     return None;
                 }
                 // Band 0 is the top band (darkest).
@@ -286,11 +301,7 @@ fn draw_samples(
 /// transients (a log Ẑ of −10⁴ at iteration 0) may not squash the converged part into a line.
 /// Points beyond it are drawn on the panel's edge.
 fn robust_range(points: &[(f64, f64)], last_iter: f64) -> Range<f64> {
-    let finite: Vec<(f64, f64)> = points
-        .iter()
-        .copied()
-        .filter(|p| p.1.is_finite())
-        .collect();
+    let finite: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
     if finite.is_empty() {
         return 0.0..1.0;
     }
@@ -359,7 +370,10 @@ fn draw_legend(area: &Root<'_>, entries: &[(String, Mark)]) -> DrawResult {
             }
             Mark::Dashed(c) => {
                 for x in [6, 17, 28] {
-                    area.draw(&PathElement::new(vec![(x, y), (x + 6, y)], c.stroke_width(1)))?;
+                    area.draw(&PathElement::new(
+                        vec![(x, y), (x + 6, y)],
+                        c.stroke_width(1),
+                    ))?;
                 }
             }
             Mark::Dot(c) => area.draw(&Circle::new((19, y), 4, c.filled()))?,
@@ -420,7 +434,14 @@ fn draw_curve(
         });
         // Whole decades: plotters labels a log axis only at powers of 10 and their multiples.
         let yr = 10f64.powf(lo.log10().floor())..10f64.powf(hi.log10().ceil());
-        loss_panel(&top, xr.clone(), yr.log_scale(), &loss, smooth, "loss (log scale)")?;
+        loss_panel(
+            &top,
+            xr.clone(),
+            yr.log_scale(),
+            &loss,
+            smooth,
+            "loss (log scale)",
+        )?;
     } else {
         let yr = robust_range(&loss, last);
         loss_panel(&top, xr.clone(), yr, &loss, smooth, "loss")?;

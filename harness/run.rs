@@ -12,11 +12,11 @@ use crate::run_dir::{self, Staging};
 use diffusion_samplers::checkpoint::{self, Checkpoint};
 use diffusion_samplers::config::{ExperimentConfig, DEFAULT_CHECKPOINT_EVERY};
 use diffusion_samplers::train::{self, Progress, RunHooks, RunRecord};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
@@ -99,7 +99,10 @@ fn write_outputs(
     let mut failure = rec.failure.map(|e| e.to_string());
     if let (Some(msg), Some(n), Some(dir)) = (failure.as_mut(), rec.last_checkpoint, final_dir) {
         let at = dir.join(CHECKPOINT);
-        msg.push_str(&format!("; last good checkpoint: iteration {n} ({})", at.display()));
+        msg.push_str(&format!(
+            "; last good checkpoint: iteration {n} ({})",
+            at.display()
+        ));
     }
     let mut metrics_json = None;
     let mut samples: Option<(Vec<f32>, usize)> = None;
@@ -117,7 +120,10 @@ fn write_outputs(
                 let text = record::metrics_json(&fe.metrics);
                 put(manifest::METRICS, text.as_bytes())?;
                 let rows = fe.samples.len() / fe.dim;
-                put(manifest::SAMPLES, &npy::encode_f32(rows, fe.dim, &fe.samples))?;
+                put(
+                    manifest::SAMPLES,
+                    &npy::encode_f32(rows, fe.dim, &fe.samples),
+                )?;
                 metrics_json = Some(text);
                 samples = Some((fe.samples, fe.dim));
             }
@@ -138,7 +144,11 @@ fn write_outputs(
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
         config_digest: cfg.digest(),
         seed: cfg.seed,
-        status: if failure.is_some() { Status::Failed } else { Status::Complete },
+        status: if failure.is_some() {
+            Status::Failed
+        } else {
+            Status::Complete
+        },
         failure,
         files,
         wall_seconds: start.elapsed().as_secs_f64(),
@@ -146,7 +156,10 @@ fn write_outputs(
         figures,
     };
     staging.write(manifest::MANIFEST, manifest.to_json().as_bytes())?;
-    Ok(Built { manifest, metrics_json })
+    Ok(Built {
+        manifest,
+        metrics_json,
+    })
 }
 
 /// The checkpoint file inside a run's `.partial` folder (kept in a failed run's folder).
@@ -182,7 +195,9 @@ impl RunHooks for HarnessHooks<'_> {
         self.reporter.update(p);
     }
     fn checkpoint(&mut self, ck: &Checkpoint) -> Result<(), String> {
-        self.staging.write(CHECKPOINT, &ck.encode()).map_err(|e| e.message)
+        self.staging
+            .write(CHECKPOINT, &ck.encode())
+            .map_err(|e| e.message)
     }
     fn stop_requested(&mut self) -> bool {
         self.stop.load(Ordering::SeqCst)
@@ -200,15 +215,26 @@ pub struct Job<'a> {
 
 /// Train (or resume) one run in its `.partial` folder and move the result into place.
 /// Interrupted runs stay in `.partial` with a checkpoint and return exit code 130.
-pub fn execute(job: &Job, staging: Staging, resume: Option<Checkpoint>) -> Result<ExitCode, CliError> {
+pub fn execute(
+    job: &Job,
+    staging: Staging,
+    resume: Option<Checkpoint>,
+) -> Result<ExitCode, CliError> {
     let start = Instant::now();
     let cfg = job.cfg;
     if resume.is_none() {
         staging.write(manifest::CONFIG, cfg.to_ron().as_bytes())?;
     }
-    let every = job.checkpoint_every.or(cfg.checkpoint_every).unwrap_or(DEFAULT_CHECKPOINT_EVERY);
+    let every = job
+        .checkpoint_every
+        .or(cfg.checkpoint_every)
+        .unwrap_or(DEFAULT_CHECKPOINT_EVERY);
     let mut reporter = Reporter::new("train", job.quiet);
-    let mut hooks = HarnessHooks { reporter: &mut reporter, staging: &staging, stop: stop_flag() };
+    let mut hooks = HarnessHooks {
+        reporter: &mut reporter,
+        staging: &staging,
+        stop: stop_flag(),
+    };
     let rec = train::run_from(cfg, resume, every, &mut hooks);
     reporter.finish();
     if let Some(at) = rec.interrupted_at {
@@ -231,7 +257,11 @@ pub fn execute(job: &Job, staging: Staging, resume: Option<Checkpoint>) -> Resul
     }
     crate::emit(&built.metrics_json.unwrap_or_default());
     if !job.quiet {
-        eprintln!("run written to {} ({:.1} s)", job.out.display(), built.manifest.wall_seconds);
+        eprintln!(
+            "run written to {} ({:.1} s)",
+            job.out.display(),
+            built.manifest.wall_seconds
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -241,17 +271,28 @@ pub fn cmd_run(args: RunArgs) -> Result<ExitCode, CliError> {
         return crate::sweep::cmd_sweep(&args);
     }
     if args.shard.is_some() || args.seeds != 1 {
-        return Err(CliError::usage("--shard and --seeds apply to a folder of configs"));
+        return Err(CliError::usage(
+            "--shard and --seeds apply to a folder of configs",
+        ));
     }
     let mut cfg = ExperimentConfig::load(&args.config)?;
     if let Some(seed) = args.seed {
         cfg.seed = seed;
     }
-    let out = args.out.clone().unwrap_or_else(|| default_out(&args.config, cfg.seed));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.config, cfg.seed));
     // Refuse before spending time training.
     run_dir::check_target(&out, args.force)?;
     let staging = Staging::new_partial(&out, args.force)?;
-    let job = Job { cfg: &cfg, out: &out, force: args.force, quiet: args.quiet, checkpoint_every: args.checkpoint_every };
+    let job = Job {
+        cfg: &cfg,
+        out: &out,
+        force: args.force,
+        quiet: args.quiet,
+        checkpoint_every: args.checkpoint_every,
+    };
     execute(&job, staging, None)
 }
 
@@ -273,7 +314,11 @@ pub fn cmd_resume(args: ResumeArgs) -> Result<ExitCode, CliError> {
 }
 
 /// Resume the unfinished run of `out` (shared with sweeps).
-pub fn resume_run(out: &Path, quiet: bool, checkpoint_every: Option<usize>) -> Result<ExitCode, CliError> {
+pub fn resume_run(
+    out: &Path,
+    quiet: bool,
+    checkpoint_every: Option<usize>,
+) -> Result<ExitCode, CliError> {
     let staging = Staging::reopen_partial(out)?;
     let cfg = ExperimentConfig::load(&staging.path().join(manifest::CONFIG))?;
     let ck_path = staging.path().join(CHECKPOINT);
@@ -291,14 +336,23 @@ pub fn resume_run(out: &Path, quiet: bool, checkpoint_every: Option<usize>) -> R
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(CliError::io("read", &ck_path, e)),
     };
-    let job = Job { cfg: &cfg, out, force: false, quiet, checkpoint_every };
+    let job = Job {
+        cfg: &cfg,
+        out,
+        force: false,
+        quiet,
+        checkpoint_every,
+    };
     execute(&job, staging, resume)
 }
 
 /// `I/N` with 0 ≤ I < N.
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 0/4")?;
-    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| "I is not a number")?, n.trim().parse().map_err(|_| "N is not a number")?);
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| "I is not a number")?,
+        n.trim().parse().map_err(|_| "N is not a number")?,
+    );
     if n == 0 || i >= n {
         return Err(format!("shard {i}/{n}: need 0 ≤ I < N"));
     }

@@ -26,7 +26,10 @@ pub const LOCK: &str = ".lock";
 /// `<DIR>.partial`: where a run of DIR is built and where an interrupted run waits.
 pub fn partial_path(target: &Path) -> Result<PathBuf, CliError> {
     let name = target.file_name().ok_or_else(|| {
-        CliError::usage(format!("output path {} does not name a folder", target.display()))
+        CliError::usage(format!(
+            "output path {} does not name a folder",
+            target.display()
+        ))
     })?;
     let mut p = name.to_os_string();
     p.push(".partial");
@@ -134,11 +137,16 @@ impl Staging {
                 )));
             }
             drop(lock);
-            fs::remove_dir_all(&path).map_err(|e| CliError::io("discard unfinished run", &path, e))?;
+            fs::remove_dir_all(&path)
+                .map_err(|e| CliError::io("discard unfinished run", &path, e))?;
         }
         fs::create_dir(&path).map_err(|e| CliError::io("create folder", &path, e))?;
         let lock = lock_folder(&path, target)?;
-        Ok(Staging { path, keep: false, lock: Some(lock) })
+        Ok(Staging {
+            path,
+            keep: false,
+            lock: Some(lock),
+        })
     }
 
     /// Reopen the resumable folder of `target` (after an interruption), locked.
@@ -147,14 +155,25 @@ impl Staging {
         if !path.is_dir() {
             let done = target.join("manifest.json").is_file();
             return Err(CliError::usage(if done {
-                format!("{} is already complete: nothing to resume", target.display())
+                format!(
+                    "{} is already complete: nothing to resume",
+                    target.display()
+                )
             } else {
-                format!("no unfinished run of {} ({} does not exist)", target.display(), path.display())
+                format!(
+                    "no unfinished run of {} ({} does not exist)",
+                    target.display(),
+                    path.display()
+                )
             }));
         }
         let lock = lock_folder(&path, target)?;
         // An interrupted folder must stay if resuming fails again.
-        Ok(Staging { path, keep: true, lock: Some(lock) })
+        Ok(Staging {
+            path,
+            keep: true,
+            lock: Some(lock),
+        })
     }
 
     /// Leave the folder in place (an interrupted run waiting for `repro resume`).
@@ -179,7 +198,11 @@ impl Staging {
             fs::remove_dir_all(&path).map_err(|e| CliError::io("remove stale folder", &path, e))?;
         }
         fs::create_dir(&path).map_err(|e| CliError::io("create folder", &path, e))?;
-        Ok(Staging { path, keep: false, lock: None })
+        Ok(Staging {
+            path,
+            keep: false,
+            lock: None,
+        })
     }
 
     pub fn path(&self) -> &Path {

@@ -41,17 +41,29 @@ pub fn config_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
 }
 
 /// All jobs of the sweep in their fixed order (configs by path, then seeds).
-pub fn plan(folder: &Path, out_root: &Path, seeds: usize, base_seed: &dyn Fn(&Path) -> Option<u64>) -> Result<Vec<SweepJob>, CliError> {
+pub fn plan(
+    folder: &Path,
+    out_root: &Path,
+    seeds: usize,
+    base_seed: &dyn Fn(&Path) -> Option<u64>,
+) -> Result<Vec<SweepJob>, CliError> {
     let mut jobs = Vec::new();
     for config in config_files(folder)? {
-        let rel = config.strip_prefix(folder).unwrap_or(&config).with_extension("");
+        let rel = config
+            .strip_prefix(folder)
+            .unwrap_or(&config)
+            .with_extension("");
         for k in 0..seeds as u64 {
             let seed = base_seed(&config).map(|s| s + k);
             let name = match seed {
                 Some(s) => format!("{}-seed{s}", rel.display()),
                 None => format!("{}-seed+{k}", rel.display()),
             };
-            jobs.push(SweepJob { config: config.clone(), seed_offset: k, out: out_root.join(name) });
+            jobs.push(SweepJob {
+                config: config.clone(),
+                seed_offset: k,
+                out: out_root.join(name),
+            });
         }
     }
     Ok(jobs)
@@ -69,13 +81,29 @@ pub fn cmd_sweep(args: &RunArgs) -> Result<ExitCode, CliError> {
     let out_root = args.out.clone().unwrap_or_else(|| PathBuf::from("runs"));
     // A config that does not parse still gets its jobs (named by offset) so the slicing never
     // depends on which configs are valid; it then fails as a job.
-    let base = |p: &Path| ExperimentConfig::load(p).ok().map(|c| args.seed.unwrap_or(c.seed));
+    let base = |p: &Path| {
+        ExperimentConfig::load(p)
+            .ok()
+            .map(|c| args.seed.unwrap_or(c.seed))
+    };
     let jobs = plan(&args.config, &out_root, args.seeds, &base)?;
     if jobs.is_empty() {
-        return Err(CliError::usage(format!("no .ron configs under {}", args.config.display())));
+        return Err(CliError::usage(format!(
+            "no .ron configs under {}",
+            args.config.display()
+        )));
     }
-    let mine: Vec<&SweepJob> = jobs.iter().enumerate().filter(|(j, _)| j % shards == shard).map(|(_, job)| job).collect();
-    eprintln!("shard {shard}/{shards}: {} of {} jobs", mine.len(), jobs.len());
+    let mine: Vec<&SweepJob> = jobs
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| j % shards == shard)
+        .map(|(_, job)| job)
+        .collect();
+    eprintln!(
+        "shard {shard}/{shards}: {} of {} jobs",
+        mine.len(),
+        jobs.len()
+    );
     let (mut done, mut ran, mut failed) = (0usize, 0usize, Vec::new());
     for job in mine {
         let label = job.out.display().to_string();
@@ -108,14 +136,27 @@ pub fn cmd_sweep(args: &RunArgs) -> Result<ExitCode, CliError> {
             }
         }
     }
-    eprintln!("shard {shard}/{shards}: {done} already complete, {ran} run, {} failed", failed.len());
-    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    eprintln!(
+        "shard {shard}/{shards}: {done} already complete, {ran} run, {} failed",
+        failed.len()
+    );
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn start_job(args: &RunArgs, job: &SweepJob) -> Result<ExitCode, CliError> {
     let mut cfg = ExperimentConfig::load(&job.config)?;
     cfg.seed = args.seed.unwrap_or(cfg.seed) + job.seed_offset;
     let staging = Staging::new_partial(&job.out, args.force)?;
-    let j = Job { cfg: &cfg, out: &job.out, force: args.force, quiet: args.quiet, checkpoint_every: args.checkpoint_every };
+    let j = Job {
+        cfg: &cfg,
+        out: &job.out,
+        force: args.force,
+        quiet: args.quiet,
+        checkpoint_every: args.checkpoint_every,
+    };
     run::execute(&j, staging, None)
 }

@@ -239,9 +239,8 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), CliError> {
 fn read_run(dir: &Path) -> Result<Run, CliError> {
     let mpath = dir.join(manifest::MANIFEST);
     let text = fs::read_to_string(&mpath).map_err(|e| CliError::io("read manifest", &mpath, e))?;
-    let manifest: ManifestView = serde_json::from_str(&text).map_err(|e| {
-        CliError::usage(format!("unreadable manifest {}: {e}", mpath.display()))
-    })?;
+    let manifest: ManifestView = serde_json::from_str(&text)
+        .map_err(|e| CliError::usage(format!("unreadable manifest {}: {e}", mpath.display())))?;
     let mut metrics = BTreeMap::new();
     if manifest.status == "complete" {
         let path = dir.join(manifest::METRICS);
@@ -280,10 +279,11 @@ fn read_run(dir: &Path) -> Result<Run, CliError> {
     })
 }
 
-/// The folder's name less a trailing `-seed<digits>`.
+/// The folder's name less a trailing `-seed<digits>` (or a sweep's `-seed+<digits>`).
 fn strip_seed(name: &str) -> &str {
     if let Some(at) = name.rfind("-seed") {
         let tail = &name[at + "-seed".len()..];
+        let tail = tail.strip_prefix('+').unwrap_or(tail);
         if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) {
             return &name[..at];
         }
@@ -655,7 +655,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     };
     fs::create_dir_all(parent).map_err(|e| CliError::io("create folder", parent, e))?;
     let name = path.file_name().ok_or_else(|| {
-        CliError::usage(format!("output path {} does not name a file", path.display()))
+        CliError::usage(format!(
+            "output path {} does not name a file",
+            path.display()
+        ))
     })?;
     let tmp = parent.join(format!(
         ".{}.tmp-{}",
@@ -682,6 +685,7 @@ mod tests {
     #[test]
     fn strip_seed_only_strips_a_numeric_suffix() {
         assert_eq!(strip_seed("gmm25_tb-seed12345"), "gmm25_tb");
+        assert_eq!(strip_seed("gmm25_tb-seed+2"), "gmm25_tb");
         assert_eq!(strip_seed("gmm25_tb-seed"), "gmm25_tb-seed");
         assert_eq!(strip_seed("a-seedx"), "a-seedx");
         assert_eq!(strip_seed("plain"), "plain");
@@ -710,7 +714,10 @@ mod tests {
         assert_eq!(fmt_num(164.696), "165");
         assert_eq!(fmt_num(-12.34), "-12.3");
         assert_eq!(fmt_num(1e-5), "1.00e-5");
-        assert_eq!(csv_field("Table 1 (25GMM, d = 2)"), "\"Table 1 (25GMM, d = 2)\"");
+        assert_eq!(
+            csv_field("Table 1 (25GMM, d = 2)"),
+            "\"Table 1 (25GMM, d = 2)\""
+        );
         assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
     }
 

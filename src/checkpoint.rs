@@ -103,10 +103,16 @@ impl Checkpoint {
     pub fn check_origin(&self, config_digest: &str) -> Result<(), CheckpointError> {
         let here = env!("CARGO_PKG_VERSION");
         if self.crate_version != here {
-            return Err(CheckpointError::CrateVersion { found: self.crate_version.clone(), expected: here.into() });
+            return Err(CheckpointError::CrateVersion {
+                found: self.crate_version.clone(),
+                expected: here.into(),
+            });
         }
         if self.config_digest != config_digest {
-            return Err(CheckpointError::Config { found: self.config_digest.clone(), expected: config_digest.into() });
+            return Err(CheckpointError::Config {
+                found: self.config_digest.clone(),
+                expected: config_digest.into(),
+            });
         }
         Ok(())
     }
@@ -137,40 +143,84 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
             b"ADAM" => &mut adam,
             b"CURV" => &mut curv,
             b"EVAL" => &mut eval,
-            other => return Err(CheckpointError::UnknownSection(String::from_utf8_lossy(other).into_owned())),
+            other => {
+                return Err(CheckpointError::UnknownSection(
+                    String::from_utf8_lossy(other).into_owned(),
+                ))
+            }
         };
         if slot.replace(payload).is_some() {
-            return Err(malformed(format!("section {} appears twice", String::from_utf8_lossy(tag))));
+            return Err(malformed(format!(
+                "section {} appears twice",
+                String::from_utf8_lossy(tag)
+            )));
         }
     }
-    let mut m = Reader { b: need(meta, "META")? };
+    let mut m = Reader {
+        b: need(meta, "META")?,
+    };
     let crate_version = m.string()?;
     let config_digest = m.string()?;
     let iteration = m.u64()?;
     m.end("META")?;
     let params = read_f32s(need(parm, "PARM")?)?;
-    let mut a = Reader { b: need(adam, "ADAM")? };
+    let mut a = Reader {
+        b: need(adam, "ADAM")?,
+    };
     let n = len_usize(a.u64()?)?;
     if n != params.len() {
-        return Err(malformed(format!("Adam moments cover {n} parameters, PARM has {}", params.len())));
+        return Err(malformed(format!(
+            "Adam moments cover {n} parameters, PARM has {}",
+            params.len()
+        )));
     }
-    let adam_m = read_f32s(a.take(n.checked_mul(4).ok_or_else(|| malformed("length overflow".into()))?)?)?;
+    let adam_m = read_f32s(
+        a.take(
+            n.checked_mul(4)
+                .ok_or_else(|| malformed("length overflow".into()))?,
+        )?,
+    )?;
     let adam_v = read_f32s(a.take(n * 4)?)?;
     let blocks = len_usize(a.u64()?)?;
     if blocks > a.b.len() / 8 {
-        return Err(malformed(format!("Adam declares {blocks} step counters, the section holds fewer")));
+        return Err(malformed(format!(
+            "Adam declares {blocks} step counters, the section holds fewer"
+        )));
     }
-    let adam_steps = (0..blocks).map(|_| a.u64()).collect::<Result<Vec<u64>, _>>()?;
+    let adam_steps = (0..blocks)
+        .map(|_| a.u64())
+        .collect::<Result<Vec<u64>, _>>()?;
     a.end("ADAM")?;
     let curve = records(need(curv, "CURV")?, 4, "CURV")?
         .into_iter()
-        .map(|(it, v)| CurveRow { iteration: it, loss: v[0], log_z: v[1], explore_std: v[2] })
+        .map(|(it, v)| CurveRow {
+            iteration: it,
+            loss: v[0],
+            log_z: v[1],
+            explore_std: v[2],
+        })
         .collect();
     let evals = records(need(eval, "EVAL")?, 5, "EVAL")?
         .into_iter()
-        .map(|(it, v)| EvalRow { iteration: it, log_z: v[0], log_z_rw: v[1], elbo: v[2], ess: v[3] })
+        .map(|(it, v)| EvalRow {
+            iteration: it,
+            log_z: v[0],
+            log_z_rw: v[1],
+            elbo: v[2],
+            ess: v[3],
+        })
         .collect();
-    Ok(Checkpoint { crate_version, config_digest, iteration, params, adam_m, adam_v, adam_steps, curve, evals })
+    Ok(Checkpoint {
+        crate_version,
+        config_digest,
+        iteration,
+        params,
+        adam_m,
+        adam_v,
+        adam_steps,
+        curve,
+        evals,
+    })
 }
 
 fn need<'a>(s: Option<&'a [u8]>, name: &str) -> Result<&'a [u8], CheckpointError> {
@@ -188,12 +238,18 @@ fn len_usize(v: u64) -> Result<usize, CheckpointError> {
 /// Fixed-size records of one u64 iteration followed by `fields − 1` f64 values.
 fn records(b: &[u8], fields: usize, name: &str) -> Result<Vec<(usize, Vec<f64>)>, CheckpointError> {
     let size = fields * 8;
-    if b.len() % size != 0 {
-        return Err(malformed(format!("section {name} is {} bytes, not a multiple of {size}", b.len())));
+    if !b.len().is_multiple_of(size) {
+        return Err(malformed(format!(
+            "section {name} is {} bytes, not a multiple of {size}",
+            b.len()
+        )));
     }
     b.chunks_exact(size)
         .map(|c| {
-            let words: Vec<u64> = c.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect();
+            let words: Vec<u64> = c
+                .chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+                .collect();
             let it = len_usize(words[0])?;
             Ok((it, words[1..].iter().map(|&w| f64::from_bits(w)).collect()))
         })
@@ -201,10 +257,12 @@ fn records(b: &[u8], fields: usize, name: &str) -> Result<Vec<(usize, Vec<f64>)>
 }
 
 fn read_f32s(b: &[u8]) -> Result<Vec<f32>, CheckpointError> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return Err(malformed(format!("an f32 array of {} bytes", b.len())));
     }
-    Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
+    Ok(b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect())
 }
 
 struct Reader<'a> {
@@ -214,24 +272,33 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], CheckpointError> {
         if n > self.b.len() {
-            return Err(malformed(format!("needs {n} more bytes, {} remain", self.b.len())));
+            return Err(malformed(format!(
+                "needs {n} more bytes, {} remain",
+                self.b.len()
+            )));
         }
         let (head, tail) = self.b.split_at(n);
         self.b = tail;
         Ok(head)
     }
     fn u64(&mut self) -> Result<u64, CheckpointError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn string(&mut self) -> Result<String, CheckpointError> {
         let n = len_usize(self.u64()?)?;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| malformed("a string is not UTF-8".into()))
+        String::from_utf8(self.take(n)?.to_vec())
+            .map_err(|_| malformed("a string is not UTF-8".into()))
     }
     fn end(&self, name: &str) -> Result<(), CheckpointError> {
         if self.b.is_empty() {
             Ok(())
         } else {
-            Err(malformed(format!("section {name} has {} trailing bytes", self.b.len())))
+            Err(malformed(format!(
+                "section {name} has {} trailing bytes",
+                self.b.len()
+            )))
         }
     }
 }
@@ -268,8 +335,19 @@ mod tests {
             adam_m: vec![0.1, 0.2, 0.3],
             adam_v: vec![0.01, 0.02, 0.03],
             adam_steps: vec![7, 0],
-            curve: vec![CurveRow { iteration: 6, loss: 0.5, log_z: -1.0, explore_std: 0.2 }],
-            evals: vec![EvalRow { iteration: 5, log_z: -2.0, log_z_rw: -1.0, elbo: -2.0, ess: 0.3 }],
+            curve: vec![CurveRow {
+                iteration: 6,
+                loss: 0.5,
+                log_z: -1.0,
+                explore_std: 0.2,
+            }],
+            evals: vec![EvalRow {
+                iteration: 5,
+                log_z: -2.0,
+                log_z_rw: -1.0,
+                elbo: -2.0,
+                ess: 0.3,
+            }],
         }
     }
 
@@ -297,9 +375,15 @@ mod tests {
     fn origin_is_checked() {
         let c = sample();
         assert!(c.check_origin("abc").is_ok());
-        assert!(matches!(c.check_origin("xyz"), Err(CheckpointError::Config { .. })));
+        assert!(matches!(
+            c.check_origin("xyz"),
+            Err(CheckpointError::Config { .. })
+        ));
         let mut old = c.clone();
         old.crate_version = "0.0.1".into();
-        assert!(matches!(old.check_origin("abc"), Err(CheckpointError::CrateVersion { .. })));
+        assert!(matches!(
+            old.check_origin("abc"),
+            Err(CheckpointError::CrateVersion { .. })
+        ));
     }
 }

@@ -248,7 +248,8 @@ impl Trainer {
                 ck.adam_steps.len()
             ))));
         }
-        if ck.iteration as usize > tr.total_iterations() || ck.curve.len() != ck.iteration as usize {
+        if ck.iteration as usize > tr.total_iterations() || ck.curve.len() != ck.iteration as usize
+        {
             return Err(TrainError::Resume(CheckpointError::Malformed(format!(
                 "iteration {} with {} curve rows (config trains {})",
                 ck.iteration,
@@ -301,8 +302,14 @@ impl Trainer {
             cat(&|s| &s.roll.log_pb),
             cat(&|s| &s.log_r),
         );
-        if rolls.iter().any(|s| s.roll.x_final.iter().any(|v| !v.is_finite())) {
-            return Err(TrainError::NonFinite { iteration: it, quantity: "sampled states x_T".into() });
+        if rolls
+            .iter()
+            .any(|s| s.roll.x_final.iter().any(|v| !v.is_finite()))
+        {
+            return Err(TrainError::NonFinite {
+                iteration: it,
+                quantity: "sampled states x_T".into(),
+            });
         }
         let lg = match self.cfg.train.method {
             Method::Tb => trajectory_balance(self.learned_log_z(), &lf, &lb, &lr),
@@ -545,11 +552,10 @@ pub fn run_from(
     };
     let started = match resume {
         None => Trainer::new(cfg),
-        Some(ck) => Trainer::restore(cfg, &ck).map(|t| {
+        Some(ck) => Trainer::restore(cfg, &ck).inspect(|t| {
             rec.curve = ck.curve;
             rec.evals = ck.evals;
             rec.last_checkpoint = Some(t.iteration);
-            t
         }),
     };
     let mut tr = match started {
@@ -564,7 +570,12 @@ pub fn run_from(
     while tr.iteration < total {
         match tr.step() {
             Ok(row) => {
-                hooks.progress(&Progress { iteration: row.iteration + 1, total, loss: row.loss, log_z: row.log_z });
+                hooks.progress(&Progress {
+                    iteration: row.iteration + 1,
+                    total,
+                    loss: row.loss,
+                    log_z: row.log_z,
+                });
                 rec.curve.push(row);
             }
             Err(e) => {
@@ -575,12 +586,16 @@ pub fn run_from(
         if every > 0 && tr.iteration % every == 0 && tr.iteration < total {
             rec.evals.push(tr.evaluate_periodic());
         }
-        let due = checkpoint_every > 0 && tr.iteration % checkpoint_every == 0 && tr.iteration < total;
+        let due =
+            checkpoint_every > 0 && tr.iteration % checkpoint_every == 0 && tr.iteration < total;
         let stop = hooks.stop_requested();
         if due || stop {
             let ck = tr.checkpoint(&rec.curve, &rec.evals);
             if let Err(message) = hooks.checkpoint(&ck) {
-                rec.failure = Some(TrainError::Checkpoint { iteration: tr.iteration, message });
+                rec.failure = Some(TrainError::Checkpoint {
+                    iteration: tr.iteration,
+                    message,
+                });
                 return rec;
             }
             rec.last_checkpoint = Some(tr.iteration);

@@ -15,7 +15,11 @@ fn out(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn digests(run: &Path) -> serde_json::Value {
@@ -39,7 +43,15 @@ fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 fn spawn_run(cfg: &Path, dir: &Path) -> Child {
     repro()
-        .args(["run", cfg.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--checkpoint-every", "13", "-q"])
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+            "--checkpoint-every",
+            "13",
+            "-q",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -54,7 +66,13 @@ fn partial(dir: &Path) -> PathBuf {
 
 /// Resume until the run is complete (a resumed run is never interrupted here).
 fn resume(dir: &Path) {
-    let o = out(&["resume", dir.to_str().unwrap(), "-q", "--checkpoint-every", "13"]);
+    let o = out(&[
+        "resume",
+        dir.to_str().unwrap(),
+        "-q",
+        "--checkpoint-every",
+        "13",
+    ]);
     assert!(o.status.success(), "resume failed: {}", text(&o));
 }
 
@@ -64,7 +82,13 @@ fn sigkill_at_random_points_then_resume_is_bitwise_identical() {
     let cfg = write_config(tmp.path(), "long.ron", LONG);
     let reference = tmp.path().join("reference");
     let t0 = Instant::now();
-    let o = out(&["run", cfg.to_str().unwrap(), "--out", reference.to_str().unwrap(), "-q"]);
+    let o = out(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        reference.to_str().unwrap(),
+        "-q",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let full = t0.elapsed();
     let want = digests(&reference);
@@ -85,10 +109,16 @@ fn sigkill_at_random_points_then_resume_is_bitwise_identical() {
             assert!(!dir.exists(), "a killed run must not appear finished");
             resume(&dir);
         }
-        assert!(!partial(&dir).exists(), "kill {k}: partial folder left behind");
+        assert!(
+            !partial(&dir).exists(),
+            "kill {k}: partial folder left behind"
+        );
         assert_eq!(digests(&dir), want, "kill {k} after {delay:?}");
     }
-    assert!(interrupted >= 10, "only {interrupted}/20 kills landed mid-run: the test run is too short");
+    assert!(
+        interrupted >= 10,
+        "only {interrupted}/20 kills landed mid-run: the test run is too short"
+    );
 }
 
 #[test]
@@ -96,12 +126,24 @@ fn ctrl_c_checkpoints_and_resume_finishes_identically() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), "long.ron", LONG);
     let reference = tmp.path().join("reference");
-    assert!(out(&["run", cfg.to_str().unwrap(), "--out", reference.to_str().unwrap(), "-q"]).status.success());
+    assert!(out(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        reference.to_str().unwrap(),
+        "-q"
+    ])
+    .status
+    .success());
     let dir = tmp.path().join("interrupted");
     let child = spawn_run(&cfg, &dir);
     std::thread::sleep(Duration::from_millis(300));
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(130), "{err}");
@@ -110,7 +152,10 @@ fn ctrl_c_checkpoints_and_resume_finishes_identically() {
     assert!(!dir.exists());
     resume(&dir);
     assert_eq!(digests(&dir), digests(&reference));
-    assert!(!dir.join("checkpoint.bin").exists(), "a complete run keeps no checkpoint");
+    assert!(
+        !dir.join("checkpoint.bin").exists(),
+        "a complete run keeps no checkpoint"
+    );
 }
 
 #[test]
@@ -124,7 +169,14 @@ fn a_second_repro_on_the_same_folder_is_refused() {
     while !partial(&dir).join(".lock").exists() && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let second = out(&["run", cfg.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--force", "-q"]);
+    let second = out(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "--force",
+        "-q",
+    ]);
     let third = out(&["resume", dir.to_str().unwrap(), "-q"]);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -133,7 +185,13 @@ fn a_second_repro_on_the_same_folder_is_refused() {
         assert!(text(o).contains("another repro is running"), "{}", text(o));
     }
     // The killed run is abandoned, not locked: run without --force points to resume.
-    let again = out(&["run", cfg.to_str().unwrap(), "--out", dir.to_str().unwrap(), "-q"]);
+    let again = out(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "-q",
+    ]);
     assert_eq!(again.status.code(), Some(2));
     assert!(text(&again).contains("repro resume"), "{}", text(&again));
 }
@@ -150,18 +208,45 @@ fn divergence_names_iteration_quantity_and_last_good_checkpoint() {
           train: (method: Tb, iterations: 50, batch: 8, lr_flow: 1e37), eval: (samples: 8, every: 0))",
     );
     let dir = tmp.path().join("run");
-    let o = out(&["run", cfg.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--checkpoint-every", "1", "-q"]);
+    let o = out(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "--checkpoint-every",
+        "1",
+        "-q",
+    ]);
     let msg = text(&o);
     assert_eq!(o.status.code(), Some(3), "{msg}");
-    assert!(msg.contains("non-finite") && msg.contains("at iteration"), "{msg}");
-    assert!(msg.contains("at iteration 1") && msg.contains("parameters"), "{msg}");
+    assert!(
+        msg.contains("non-finite") && msg.contains("at iteration"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("at iteration 1") && msg.contains("parameters"),
+        "{msg}"
+    );
     assert!(msg.contains("last good checkpoint: iteration 1"), "{msg}");
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["status"], "failed");
-    let ck = diffusion_samplers::checkpoint::decode(&std::fs::read(dir.join("checkpoint.bin")).unwrap()).unwrap();
-    assert!(ck.params.iter().all(|p| p.is_finite()), "the kept checkpoint is a good one");
+    let ck =
+        diffusion_samplers::checkpoint::decode(&std::fs::read(dir.join("checkpoint.bin")).unwrap())
+            .unwrap();
+    assert!(
+        ck.params.iter().all(|p| p.is_finite()),
+        "the kept checkpoint is a good one"
+    );
     assert_eq!(ck.iteration, 1);
-    assert_eq!(std::fs::read_to_string(dir.join("curve.csv")).unwrap().lines().count(), 2, "header + the good iteration");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("curve.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        2,
+        "header + the good iteration"
+    );
 }
 
 #[test]
@@ -173,17 +258,26 @@ fn a_checkpoint_of_another_config_is_refused() {
     for (cfg, dir) in [(&a, &da), (&b, &db)] {
         let mut c = spawn_run(cfg, dir);
         let t0 = Instant::now();
-        while !partial(dir).join("checkpoint.bin").exists() && t0.elapsed() < Duration::from_secs(20) {
+        while !partial(dir).join("checkpoint.bin").exists()
+            && t0.elapsed() < Duration::from_secs(20)
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         c.kill().unwrap();
         c.wait().unwrap();
     }
-    std::fs::copy(partial(&da).join("checkpoint.bin"), partial(&db).join("checkpoint.bin")).unwrap();
+    std::fs::copy(
+        partial(&da).join("checkpoint.bin"),
+        partial(&db).join("checkpoint.bin"),
+    )
+    .unwrap();
     let o = out(&["resume", db.to_str().unwrap(), "-q"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("another config"), "{}", text(&o));
-    assert!(partial(&db).exists(), "a refused resume leaves the folder for inspection");
+    assert!(
+        partial(&db).exists(),
+        "a refused resume leaves the folder for inspection"
+    );
 }
 
 #[test]
@@ -202,18 +296,44 @@ fn sweep_shards_cover_every_job_once_and_rerun_skips() {
     let root = tmp.path().join("runs");
     let folder = tmp.path().join("configs");
     for shard in ["0/3", "1/3", "2/3"] {
-        let o = out(&["run", folder.to_str().unwrap(), "--shard", shard, "--seeds", "2", "--out", root.to_str().unwrap(), "-q"]);
+        let o = out(&[
+            "run",
+            folder.to_str().unwrap(),
+            "--shard",
+            shard,
+            "--seeds",
+            "2",
+            "--out",
+            root.to_str().unwrap(),
+            "-q",
+        ]);
         assert!(o.status.success(), "{shard}: {}", text(&o));
     }
-    let mut made: Vec<String> = std::fs::read_dir(root.join("sub")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut made: Vec<String> = std::fs::read_dir(root.join("sub"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     made.sort();
     assert_eq!(made, ["x-seed10", "x-seed11", "y-seed20", "y-seed21"]);
     for name in &made {
         digests(&root.join("sub").join(name));
     }
-    let again = out(&["run", folder.to_str().unwrap(), "--shard", "1/3", "--seeds", "2", "--out", root.to_str().unwrap()]);
+    let again = out(&[
+        "run",
+        folder.to_str().unwrap(),
+        "--shard",
+        "1/3",
+        "--seeds",
+        "2",
+        "--out",
+        root.to_str().unwrap(),
+    ]);
     assert!(again.status.success());
-    assert!(text(&again).contains("[skip]") && !text(&again).contains("[run]"), "{}", text(&again));
+    assert!(
+        text(&again).contains("[skip]") && !text(&again).contains("[run]"),
+        "{}",
+        text(&again)
+    );
     let bad = out(&["run", folder.to_str().unwrap(), "--shard", "3/3"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 }

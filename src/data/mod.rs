@@ -196,7 +196,7 @@ pub fn gunzip_prefix(bytes: &[u8], n: usize) -> Result<Vec<u8>, DataError> {
     Ok(out)
 }
 
-/// A `Read` over a byte slice that never panics: `take(n)` returns `None` when fewer than `n`
+/// A reader over a byte slice that never panics: `take(n)` returns `None` when fewer than `n`
 /// bytes remain.
 pub(crate) struct Cursor<'a> {
     pub(crate) rest: &'a [u8],
