@@ -1,14 +1,14 @@
 //! `repro`: train paper configs into self-describing run folders, replay them, list them.
 //!
-//! One module per job: [`run`] (the `run` command and the run-folder builder shared with
-//! `verify`), [`run_dir`] (atomic staging + rename), [`record`] (CSV / JSON bytes), [`npy`]
-//! (the `.npy` writer), [`manifest`], [`progress`] (stderr), [`verify`], [`list`], [`error`]
+//! One module per job: [`run`] (the `run` / `resume` commands and the run-folder builder shared
+//! with `verify`), [`sweep`] (folder × seeds, sharded), [`run_dir`] (atomic staging + rename,
+//! locked resumable folders), [`record`] (CSV / JSON bytes), [`plot`] (PNG figures),
+//! [`table`] (paper vs replay), [`manifest`], [`progress`] (stderr), [`verify`], [`list`], [`error`]
 //! (messages and exit codes). Results go to stdout, progress and errors to stderr.
 
 mod error;
 mod list;
 mod manifest;
-mod npy;
 mod plot;
 mod progress;
 mod record;

@@ -5,12 +5,12 @@
 
 use crate::error::CliError;
 use crate::manifest::{self, Manifest, Status};
-use crate::npy;
 use crate::progress::Reporter;
 use crate::record;
 use crate::run_dir::{self, Staging};
 use diffusion_samplers::checkpoint::{self, Checkpoint};
 use diffusion_samplers::config::{ExperimentConfig, DEFAULT_CHECKPOINT_EVERY};
+use diffusion_samplers::data::npy;
 use diffusion_samplers::train::{self, Progress, RunHooks, RunRecord};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

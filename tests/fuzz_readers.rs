@@ -1081,6 +1081,41 @@ fn sums_structured() -> BoxedStrategy<Vec<u8>> {
         .boxed()
 }
 
+const RON_FIELDS: &[&str] = &[
+    "seed",
+    "steps",
+    "sigma2",
+    "hidden",
+    "harmonics",
+    "joint_layers",
+    "iterations",
+    "batch",
+    "std",
+    "decay_iters",
+    "samples",
+    "every",
+];
+const RON_VALUES: &[&str] = &[
+    "0",
+    "-1",
+    "1e999",
+    "-1e999",
+    "NaN",
+    "inf",
+    "18446744073709551616",
+    "4294967296",
+    "1.5",
+    "\"x\"",
+    "None",
+    "Some(3)",
+    "()",
+    "[]",
+    "true",
+    "0x10",
+    "1_000",
+    "'c'",
+];
+
 fn ron_structured() -> BoxedStrategy<Vec<u8>> {
     let smoke =
         String::from_utf8_lossy(&read(manifest().join("paper-configs/smoke.ron"))).into_owned();
@@ -1094,8 +1129,8 @@ fn ron_structured() -> BoxedStrategy<Vec<u8>> {
         1 => (0usize..5000, select(&["(", "[", "{", "Some(", "(seed:", "(target:Funnel(variant:"][..]))
             .prop_map(|(n, t)| t.repeat(n).into_bytes()),
         // Smoke config with one field's value replaced by an extreme or wrong-typed one.
-        3 => (select(&["seed", "steps", "sigma2", "hidden", "harmonics", "joint_layers", "iterations", "batch", "std", "decay_iters", "samples", "every"][..]),
-              select(&["0", "-1", "1e999", "-1e999", "NaN", "inf", "18446744073709551616", "4294967296", "1.5", "\"x\"", "None", "Some(3)", "()", "[]", "true", "0x10", "1_000", "'c'"][..]))
+        3 => (select(RON_FIELDS),
+              select(RON_VALUES))
             .prop_map(move |(field, value)| replace_value(&smoke, field, value).into_bytes()),
     ]
     .boxed()
@@ -1263,18 +1298,18 @@ fn fuzz(r: Reader) {
     });
     let accepted = ACCEPTED.with(|c| c.get());
     let secs = start.elapsed().as_secs_f64();
-    eprintln!(
+    let summary = format!(
         "fuzz {}: {cases} cases in {secs:.1} s ({:.1} µs/case), {accepted} accepted, FUZZ_SEED={seed}",
         r.name(),
         1e6 * secs / f64::from(cases.max(1))
     );
     match result {
-        Ok(()) => {}
+        Ok(()) => eprintln!("{summary}"),
         Err(TestError::Fail(why, bytes)) => {
             let path = save_to_corpus(r, &bytes);
             panic!(
-                "fuzz {}: {why}\nminimal input ({} bytes) saved to {} — fix the reader and keep \
-                 the file as a regression case\n{:?}",
+                "fuzz {} failed (FUZZ_SEED={seed}): {why}\nminimal input ({} bytes) saved to {} \
+                 — fix the reader and keep the file as a regression case\n{:?}",
                 r.name(),
                 bytes.len(),
                 path.display(),
