@@ -481,6 +481,7 @@ impl Trainer {
 
     /// The final evaluation (spec §6): estimators, deltas, EUBO and W2 against exact samples.
     pub fn evaluate_final(&self) -> Result<FinalEval, TrainError> {
+        crate::alloc_tuning::release_freed_memory();
         let n = self.cfg.eval.samples;
         let d = self.sampler.dim;
         let key = rng::stream_key(self.cfg.seed, "final-eval", 0);

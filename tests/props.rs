@@ -27,7 +27,7 @@ fn randn(rows: usize, cols: usize, seed: u64, tag: u64) -> Tensor<f64> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// linear → GELU → add_row → linear → em_logpf, random shapes: tape gradients of every
     /// input equal f64 central differences.
