@@ -48,6 +48,10 @@ fn linear(c: &mut Criterion) {
     g.bench_function(format!("gelu_backward/{rows}x{o}"), |bch| {
         bch.iter(|| f32::gelu_backward(black_box(&x), &dy, &mut dx))
     });
+    let mut deriv = vec![0f32; rows * o];
+    g.bench_function(format!("gelu_forward_deriv/{rows}x{o}"), |bch| {
+        bch.iter(|| f32::gelu_forward_deriv(black_box(&x), &mut y, &mut deriv))
+    });
     g.finish();
 }
 
