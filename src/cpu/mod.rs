@@ -120,82 +120,61 @@ pub fn simd_available() -> bool {
 
 /// The f32 portable path: the scalar references at f32 (with the in-crate f32 math). What
 /// [`Kernels`] for f32 runs on CPUs without AVX2+FMA; public so tests can compare it with [`simd`].
+/// The scalar references as a full set of kernels at scalar type `$t`: generates both the f32
+/// portable path ([`portable`]) and `Kernels for f64`, so the list exists once.
+macro_rules! reference_kernels {
+    ($vis:vis $t:ty) => {
+        #[inline]
+        $vis fn linear_forward(x: &[$t], w: &[$t], b: &[$t], y: &mut [$t], rows: usize, k: usize, o: usize) {
+            linear_forward_ref(x, w, b, y, rows, k, o)
+        }
+        #[inline]
+        $vis fn linear_backward_dx(dy: &[$t], w: &[$t], dx: &mut [$t], rows: usize, k: usize, o: usize) {
+            linear_backward_dx_ref(dy, w, dx, rows, k, o)
+        }
+        #[inline]
+        $vis fn linear_backward_dw(dy: &[$t], x: &[$t], dw: &mut [$t], db: &mut [$t], rows: usize, k: usize, o: usize) {
+            linear_backward_dw_ref(dy, x, dw, db, rows, k, o)
+        }
+        #[inline]
+        $vis fn gelu_forward(x: &[$t], y: &mut [$t]) {
+            gelu_forward_ref(x, y)
+        }
+        #[inline]
+        $vis fn gelu_backward(x: &[$t], dy: &[$t], dx: &mut [$t]) {
+            gelu_backward_ref(x, dy, dx)
+        }
+        #[inline]
+        $vis fn gelu_forward_deriv(x: &[$t], y: &mut [$t], g: &mut [$t]) {
+            gelu_forward_deriv_ref(x, y, g)
+        }
+        #[inline]
+        $vis fn col_sum_acc(dy: &[$t], out: &mut [$t], rows: usize, cols: usize) {
+            col_sum_acc_ref(dy, out, rows, cols)
+        }
+        #[inline]
+        $vis fn time_features(t: &[$t], freqs: &[$t], phase: &[$t], out: &mut [$t]) {
+            time_features_ref(t, freqs, phase, out)
+        }
+        #[inline]
+        $vis fn time_features_backward(t: &[$t], freqs: &[$t], phase: &[$t], dout: &[$t], dphase: &mut [$t]) {
+            time_features_backward_ref(t, freqs, phase, dout, dphase)
+        }
+        #[inline]
+        $vis fn sum(x: &[$t]) -> $t {
+            sum_ref(x)
+        }
+        #[inline]
+        $vis fn logsumexp(x: &[$t]) -> $t {
+            logsumexp_ref(x)
+        }
+    };
+}
+
 pub mod portable {
     use super::*;
 
-    #[inline]
-    pub fn linear_forward(
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        y: &mut [f32],
-        rows: usize,
-        k: usize,
-        o: usize,
-    ) {
-        linear_forward_ref(x, w, b, y, rows, k, o)
-    }
-    #[inline]
-    pub fn linear_backward_dx(
-        dy: &[f32],
-        w: &[f32],
-        dx: &mut [f32],
-        rows: usize,
-        k: usize,
-        o: usize,
-    ) {
-        linear_backward_dx_ref(dy, w, dx, rows, k, o)
-    }
-    #[inline]
-    pub fn linear_backward_dw(
-        dy: &[f32],
-        x: &[f32],
-        dw: &mut [f32],
-        db: &mut [f32],
-        rows: usize,
-        k: usize,
-        o: usize,
-    ) {
-        linear_backward_dw_ref(dy, x, dw, db, rows, k, o)
-    }
-    #[inline]
-    pub fn gelu_forward(x: &[f32], y: &mut [f32]) {
-        gelu_forward_ref(x, y)
-    }
-    #[inline]
-    pub fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-        gelu_backward_ref(x, dy, dx)
-    }
-    #[inline]
-    pub fn gelu_forward_deriv(x: &[f32], y: &mut [f32], g: &mut [f32]) {
-        gelu_forward_deriv_ref(x, y, g)
-    }
-    #[inline]
-    pub fn col_sum_acc(dy: &[f32], out: &mut [f32], rows: usize, cols: usize) {
-        col_sum_acc_ref(dy, out, rows, cols)
-    }
-    #[inline]
-    pub fn time_features(t: &[f32], freqs: &[f32], phase: &[f32], out: &mut [f32]) {
-        time_features_ref(t, freqs, phase, out)
-    }
-    #[inline]
-    pub fn time_features_backward(
-        t: &[f32],
-        freqs: &[f32],
-        phase: &[f32],
-        dout: &[f32],
-        dphase: &mut [f32],
-    ) {
-        time_features_backward_ref(t, freqs, phase, dout, dphase)
-    }
-    #[inline]
-    pub fn sum(x: &[f32]) -> f32 {
-        sum_ref(x)
-    }
-    #[inline]
-    pub fn logsumexp(x: &[f32]) -> f32 {
-        logsumexp_ref(x)
-    }
+    reference_kernels!(pub f32);
 }
 
 /// The f32 AVX2+FMA path, behind safe wrappers that assert the shapes and [`simd_available`]
@@ -327,72 +306,7 @@ pub mod simd {
 }
 
 impl Kernels for f64 {
-    #[inline]
-    fn linear_forward(
-        x: &[f64],
-        w: &[f64],
-        b: &[f64],
-        y: &mut [f64],
-        rows: usize,
-        k: usize,
-        o: usize,
-    ) {
-        linear_forward_ref(x, w, b, y, rows, k, o)
-    }
-    #[inline]
-    fn linear_backward_dx(dy: &[f64], w: &[f64], dx: &mut [f64], rows: usize, k: usize, o: usize) {
-        linear_backward_dx_ref(dy, w, dx, rows, k, o)
-    }
-    #[inline]
-    fn linear_backward_dw(
-        dy: &[f64],
-        x: &[f64],
-        dw: &mut [f64],
-        db: &mut [f64],
-        rows: usize,
-        k: usize,
-        o: usize,
-    ) {
-        linear_backward_dw_ref(dy, x, dw, db, rows, k, o)
-    }
-    #[inline]
-    fn gelu_forward(x: &[f64], y: &mut [f64]) {
-        gelu_forward_ref(x, y)
-    }
-    #[inline]
-    fn gelu_backward(x: &[f64], dy: &[f64], dx: &mut [f64]) {
-        gelu_backward_ref(x, dy, dx)
-    }
-    #[inline]
-    fn gelu_forward_deriv(x: &[f64], y: &mut [f64], g: &mut [f64]) {
-        gelu_forward_deriv_ref(x, y, g)
-    }
-    #[inline]
-    fn col_sum_acc(dy: &[f64], out: &mut [f64], rows: usize, cols: usize) {
-        col_sum_acc_ref(dy, out, rows, cols)
-    }
-    #[inline]
-    fn time_features(t: &[f64], freqs: &[f64], phase: &[f64], out: &mut [f64]) {
-        time_features_ref(t, freqs, phase, out)
-    }
-    #[inline]
-    fn time_features_backward(
-        t: &[f64],
-        freqs: &[f64],
-        phase: &[f64],
-        dout: &[f64],
-        dphase: &mut [f64],
-    ) {
-        time_features_backward_ref(t, freqs, phase, dout, dphase)
-    }
-    #[inline]
-    fn sum(x: &[f64]) -> f64 {
-        sum_ref(x)
-    }
-    #[inline]
-    fn logsumexp(x: &[f64]) -> f64 {
-        logsumexp_ref(x)
-    }
+    reference_kernels!(f64);
 }
 
 /// f32: the AVX2 path when available, else the portable path (bitwise the same results).
