@@ -23,6 +23,8 @@ pub mod config;
 pub mod cpu;
 pub mod data;
 pub mod energies;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod losses;
 pub mod metrics;
 pub mod nn;

@@ -1,0 +1,180 @@
+//! Criterion benches of the WGSL kernels, `gpu/<op>/<shape>` beside `cpu/<op>/<shape>` at the same
+//! shapes (house rule §3.9). GPU timing uses `iter_custom`: each iteration records the prepared
+//! dispatch (pipeline + bind group built once, as a training loop would) into a fresh encoder and
+//! submits it; the device is waited on BEFORE the timer stops, so the time covers the kernels.
+//! Pipelines are compiled by `warm_up()` before any timing.
+//!
+//! Sizes are small on purpose: on lavapipe (Mesa's software Vulkan, this machine and CI) WGSL runs
+//! on the CPU cores, and the whole bench must finish in about a minute. 4096 rows = a TB batch of
+//! B = 300 at ~14 time steps; the paper-size rollout (B·T = 30 000 rows) is benches/kernels.rs on
+//! the CPU. Napkin math for linear_forward 4096×64×64: 2·4096·64·64 = 33.6 MFLOP, reading
+//! 1 MiB of x and writing 1 MiB of y.
+//!
+//! `cargo bench --bench gpu_kernels` (feature `gpu`, on by default). Without an adapter only the
+//! CPU benches run.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use diffusion_samplers::cpu::Kernels;
+use diffusion_samplers::gpu::kernels::{gelu, linear, reduce, time_features};
+use diffusion_samplers::gpu::{Dispatch, GpuContext, GpuVec};
+use diffusion_samplers::rng;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const ROWS: usize = 4096;
+const K: usize = 64;
+const O: usize = 64;
+const F: usize = 32;
+
+fn randv(n: usize, tag: u64) -> Vec<f32> {
+    let mut v = vec![0f32; n];
+    rng::fill_normals(&mut rng::stream(7, "gpu-bench", tag), &mut v);
+    v
+}
+
+/// Times `iters` submissions of `record` and waits for the device before stopping the clock.
+fn time_gpu(ctx: &GpuContext, iters: u64, record: &dyn Fn(&mut wgpu::CommandEncoder)) -> Duration {
+    ctx.wait().expect("idle before timing");
+    let start = Instant::now();
+    for _ in 0..iters {
+        let mut enc = ctx.encoder("bench");
+        record(&mut enc);
+        ctx.submit(enc);
+    }
+    ctx.wait().expect("device wait");
+    start.elapsed()
+}
+
+fn gpu_one(c: &mut Criterion, ctx: &GpuContext, name: String, elements: u64, d: &Dispatch) {
+    let mut g = c.benchmark_group("gpu");
+    g.throughput(Throughput::Elements(elements));
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| time_gpu(ctx, iters, &|enc| d.record(enc)))
+    });
+    g.finish();
+}
+
+fn gpu_benches(c: &mut Criterion) {
+    let ctx = match GpuContext::shared() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("skipped gpu/* benches: no GPU adapter ({e})");
+            return;
+        }
+    };
+    eprintln!("gpu benches on {}", ctx.describe());
+    ctx.warm_up().expect("compile pipelines");
+    let flops = (2 * ROWS * K * O) as u64;
+    let up = |v: &[f32], l: &str| GpuVec::from_slice(ctx, v, l);
+    let x = up(&randv(ROWS * K, 1), "x");
+    let w = up(&randv(O * K, 2), "w");
+    let b = up(&randv(O, 3), "b");
+    let dy = up(&randv(ROWS * O, 4), "dy");
+    let y = GpuVec::zeros(ctx, ROWS * O, "y");
+    let dx = GpuVec::zeros(ctx, ROWS * K, "dx");
+    let dw = GpuVec::zeros(ctx, O * K, "dw");
+    let db = GpuVec::zeros(ctx, O, "db");
+    let gg = GpuVec::zeros(ctx, ROWS * O, "g");
+    let shape = format!("{ROWS}x{K}x{O}");
+
+    let d = linear::prepare_linear_forward(ctx, &x, &w, &b, &y, ROWS, K, O).expect("prepare");
+    gpu_one(c, ctx, format!("linear_forward/{shape}"), flops, &d);
+    let d = linear::prepare_linear_backward_dx(ctx, &dy, &w, &dx, ROWS, K, O).expect("prepare");
+    gpu_one(c, ctx, format!("linear_backward_dx/{shape}"), flops, &d);
+    let d =
+        linear::prepare_linear_backward_dw(ctx, &dy, &x, &dw, &db, ROWS, K, O).expect("prepare");
+    gpu_one(c, ctx, format!("linear_backward_dw/{shape}"), flops, &d);
+
+    let n = (ROWS * O) as u64;
+    let d = gelu::prepare_gelu_forward(ctx, &dy, &y).expect("prepare");
+    gpu_one(c, ctx, format!("gelu_forward/{ROWS}x{O}"), n, &d);
+    let d = gelu::prepare_gelu_backward(ctx, &dy, &y, &dx).expect("prepare");
+    gpu_one(c, ctx, format!("gelu_backward/{ROWS}x{O}"), n, &d);
+    let d = gelu::prepare_gelu_forward_deriv(ctx, &dy, &y, &gg).expect("prepare");
+    gpu_one(c, ctx, format!("gelu_forward_deriv/{ROWS}x{O}"), n, &d);
+
+    let t = up(&randv(ROWS, 5), "t");
+    let freqs = up(&randv(F, 6), "freqs");
+    let phase = up(&randv(F, 7), "phase");
+    let feats = GpuVec::zeros(ctx, ROWS * 2 * F, "features");
+    let d = time_features::prepare_time_features(ctx, &t, &freqs, &phase, &feats).expect("prepare");
+    gpu_one(
+        c,
+        ctx,
+        format!("time_features/{ROWS}x{F}"),
+        (ROWS * F) as u64,
+        &d,
+    );
+
+    let sum_out = GpuVec::zeros(ctx, 1, "sum");
+    let s = reduce::prepare_sum(ctx, &dy, &sum_out, 1, ROWS * O).expect("prepare");
+    let mut g = c.benchmark_group("gpu");
+    g.throughput(Throughput::Elements(n));
+    g.bench_function(format!("sum/{}", ROWS * O), |bch| {
+        bch.iter_custom(|iters| time_gpu(ctx, iters, &|enc| s.record(enc)))
+    });
+    g.finish();
+}
+
+fn cpu_benches(c: &mut Criterion) {
+    let (x, w, b, dy) = (
+        randv(ROWS * K, 1),
+        randv(O * K, 2),
+        randv(O, 3),
+        randv(ROWS * O, 4),
+    );
+    let flops = (2 * ROWS * K * O) as u64;
+    let shape = format!("{ROWS}x{K}x{O}");
+    let mut g = c.benchmark_group("cpu");
+    g.throughput(Throughput::Elements(flops));
+    let mut y = vec![0f32; ROWS * O];
+    g.bench_function(format!("linear_forward/{shape}"), |bch| {
+        bch.iter(|| f32::linear_forward(black_box(&x), &w, &b, &mut y, ROWS, K, O))
+    });
+    let mut dx = vec![0f32; ROWS * K];
+    g.bench_function(format!("linear_backward_dx/{shape}"), |bch| {
+        bch.iter(|| f32::linear_backward_dx(black_box(&dy), &w, &mut dx, ROWS, K, O))
+    });
+    let (mut dw, mut db) = (vec![0f32; O * K], vec![0f32; O]);
+    g.bench_function(format!("linear_backward_dw/{shape}"), |bch| {
+        bch.iter(|| f32::linear_backward_dw(black_box(&dy), &x, &mut dw, &mut db, ROWS, K, O))
+    });
+    let n = (ROWS * O) as u64;
+    g.throughput(Throughput::Elements(n));
+    g.bench_function(format!("gelu_forward/{ROWS}x{O}"), |bch| {
+        bch.iter(|| f32::gelu_forward(black_box(&dy), &mut y))
+    });
+    g.bench_function(format!("gelu_backward/{ROWS}x{O}"), |bch| {
+        bch.iter(|| f32::gelu_backward(black_box(&dy), &y, &mut dx))
+    });
+    let mut gg = vec![0f32; ROWS * O];
+    g.bench_function(format!("gelu_forward_deriv/{ROWS}x{O}"), |bch| {
+        bch.iter(|| f32::gelu_forward_deriv(black_box(&dy), &mut y, &mut gg))
+    });
+    let (t, freqs, phase) = (randv(ROWS, 5), randv(F, 6), randv(F, 7));
+    let mut feats = vec![0f32; ROWS * 2 * F];
+    g.throughput(Throughput::Elements((ROWS * F) as u64));
+    g.bench_function(format!("time_features/{ROWS}x{F}"), |bch| {
+        bch.iter(|| f32::time_features(black_box(&t), &freqs, &phase, &mut feats))
+    });
+    g.throughput(Throughput::Elements(n));
+    g.bench_function(format!("sum/{}", ROWS * O), |bch| {
+        bch.iter(|| f32::sum(black_box(&dy)))
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    // Small and short: lavapipe is slow, and the whole file should run in about a minute.
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = gpu_benches, cpu_benches
+}
+criterion_main!(benches);

@@ -1,0 +1,79 @@
+//! The WGSL sources, compiled into the binary (candle's `source.rs`): one `include_str!` constant
+//! per file under `shaders/` and [`Shader`], the enum the pipeline cache is keyed by.
+//!
+//! WGSL has no `#include`, so the shared f32 math (`shaders/math.wgsl`: exp, erf, sin/cos — the
+//! same operation sequences as `src/cpu/math.rs`) is a *prelude*: [`Shader::source`] is the
+//! prelude followed by the op file for every shader whose header carries the line
+//! `// Prelude:   math.wgsl …`. `tests/shaders.rs` checks that rule against the files and
+//! validates exactly the strings returned here.
+
+/// `shaders/math.wgsl`: the prelude (no entry points).
+pub const MATH: &str = include_str!("../../shaders/math.wgsl");
+/// `shaders/linear.wgsl`.
+pub const LINEAR: &str = include_str!("../../shaders/linear.wgsl");
+/// `shaders/gelu.wgsl` (needs the prelude).
+pub const GELU: &str = include_str!("../../shaders/gelu.wgsl");
+/// `shaders/reduce.wgsl`.
+pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+/// `shaders/time_features.wgsl` (needs the prelude).
+pub const TIME_FEATURES: &str = include_str!("../../shaders/time_features.wgsl");
+
+/// One shader module = one `shaders/<stem>.wgsl` op family (with its prelude, if any).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Shader {
+    Linear,
+    Gelu,
+    Reduce,
+    TimeFeatures,
+}
+
+impl Shader {
+    /// Every shader module, for tests and warm-up.
+    pub const ALL: [Shader; 4] = [
+        Shader::Linear,
+        Shader::Gelu,
+        Shader::Reduce,
+        Shader::TimeFeatures,
+    ];
+
+    /// The file stem under `shaders/` (also the module's debug label).
+    pub fn name(self) -> &'static str {
+        match self {
+            Shader::Linear => "linear",
+            Shader::Gelu => "gelu",
+            Shader::Reduce => "reduce",
+            Shader::TimeFeatures => "time_features",
+        }
+    }
+
+    /// The op file alone, as it is on disk.
+    pub fn file_source(self) -> &'static str {
+        match self {
+            Shader::Linear => LINEAR,
+            Shader::Gelu => GELU,
+            Shader::Reduce => REDUCE,
+            Shader::TimeFeatures => TIME_FEATURES,
+        }
+    }
+
+    /// Whether the file declares `Prelude: math.wgsl` in its header.
+    pub fn uses_math_prelude(self) -> bool {
+        matches!(self, Shader::Gelu | Shader::TimeFeatures)
+    }
+
+    /// The module source handed to the device: prelude (if used) + the op file.
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Linear => LINEAR,
+            Shader::Gelu => concat!(
+                include_str!("../../shaders/math.wgsl"),
+                include_str!("../../shaders/gelu.wgsl")
+            ),
+            Shader::Reduce => REDUCE,
+            Shader::TimeFeatures => concat!(
+                include_str!("../../shaders/math.wgsl"),
+                include_str!("../../shaders/time_features.wgsl")
+            ),
+        }
+    }
+}
