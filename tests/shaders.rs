@@ -237,6 +237,12 @@ mod with_host {
                     Shader::Gelu => kernels::gelu::WORKGROUP_SIZE,
                     Shader::Reduce => kernels::reduce::WORKGROUP_SIZE,
                     Shader::TimeFeatures => kernels::time_features::WORKGROUP_SIZE,
+                    Shader::AddRow => kernels::add_row::WORKGROUP_SIZE,
+                    Shader::Clip => kernels::clip::WORKGROUP_SIZE,
+                    Shader::Losses => kernels::losses::WORKGROUP_SIZE,
+                    Shader::Adam => kernels::adam::WORKGROUP_SIZE,
+                    Shader::EmStep => kernels::em_step::WORKGROUP_SIZE,
+                    Shader::Energies => kernels::energies::WORKGROUP_SIZE,
                 };
                 assert_eq!(wg, host_wg, "{}: @workgroup_size != host constant", ep.name);
             }

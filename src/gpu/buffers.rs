@@ -6,6 +6,12 @@
 //! `tests/shaders.rs` compares them with naga's layout of the WGSL structs (no GPU needed).
 //! Uniform structs are padded to 16 bytes (the uniform address space rounds struct sizes up to 16).
 
+use super::kernels::adam::AdamParams;
+use super::kernels::add_row::AddRowParams;
+use super::kernels::clip::ClipParams;
+use super::kernels::em_step::EmStepParams;
+use super::kernels::energies::EnergyParams;
+use super::kernels::losses::LossParams;
 use super::shaders::Shader;
 use super::{GpuContext, GpuError};
 use bytemuck::{Pod, Zeroable};
@@ -108,6 +114,92 @@ pub const PARAMS_LAYOUTS: &[ParamsLayout] = &[
             ("f", offset_of!(TimeFeaturesParams, f)),
             ("_pad0", offset_of!(TimeFeaturesParams, _pad0)),
             ("_pad1", offset_of!(TimeFeaturesParams, _pad1)),
+        ],
+    },
+    ParamsLayout {
+        name: "AddRowParams",
+        shader: Shader::AddRow,
+        size: size_of::<AddRowParams>(),
+        fields: &[
+            ("rows", offset_of!(AddRowParams, rows)),
+            ("cols", offset_of!(AddRowParams, cols)),
+            ("row", offset_of!(AddRowParams, row)),
+            ("_pad", offset_of!(AddRowParams, _pad)),
+        ],
+    },
+    ParamsLayout {
+        name: "ClipParams",
+        shader: Shader::Clip,
+        size: size_of::<ClipParams>(),
+        fields: &[
+            ("n", offset_of!(ClipParams, n)),
+            ("limit", offset_of!(ClipParams, limit)),
+            ("_pad0", offset_of!(ClipParams, _pad0)),
+            ("_pad1", offset_of!(ClipParams, _pad1)),
+        ],
+    },
+    ParamsLayout {
+        name: "LossParams",
+        shader: Shader::Losses,
+        size: size_of::<LossParams>(),
+        fields: &[
+            ("n", offset_of!(LossParams, n)),
+            ("method", offset_of!(LossParams, method)),
+            ("_pad0", offset_of!(LossParams, _pad0)),
+            ("_pad1", offset_of!(LossParams, _pad1)),
+        ],
+    },
+    ParamsLayout {
+        name: "AdamParams",
+        shader: Shader::Adam,
+        size: size_of::<AdamParams>(),
+        fields: &[
+            ("n", offset_of!(AdamParams, n)),
+            ("slot", offset_of!(AdamParams, slot)),
+            ("clip", offset_of!(AdamParams, clip)),
+            ("_pad0", offset_of!(AdamParams, _pad0)),
+            ("max_norm", offset_of!(AdamParams, max_norm)),
+            ("beta1", offset_of!(AdamParams, beta1)),
+            ("one_minus_beta1", offset_of!(AdamParams, one_minus_beta1)),
+            ("beta2", offset_of!(AdamParams, beta2)),
+            ("one_minus_beta2", offset_of!(AdamParams, one_minus_beta2)),
+            ("step_size", offset_of!(AdamParams, step_size)),
+            ("bc2_sqrt", offset_of!(AdamParams, bc2_sqrt)),
+            ("eps", offset_of!(AdamParams, eps)),
+        ],
+    },
+    ParamsLayout {
+        name: "EmStepParams",
+        shader: Shader::EmStep,
+        size: size_of::<EmStepParams>(),
+        fields: &[
+            ("rows", offset_of!(EmStepParams, rows)),
+            ("dim", offset_of!(EmStepParams, dim)),
+            ("o_cols", offset_of!(EmStepParams, o_cols)),
+            ("with_pb", offset_of!(EmStepParams, with_pb)),
+            ("dt", offset_of!(EmStepParams, dt)),
+            ("var_f", offset_of!(EmStepParams, var_f)),
+            ("norm_f", offset_of!(EmStepParams, norm_f)),
+            ("ratio_b", offset_of!(EmStepParams, ratio_b)),
+            ("var_b", offset_of!(EmStepParams, var_b)),
+            ("norm_b", offset_of!(EmStepParams, norm_b)),
+            ("accumulate", offset_of!(EmStepParams, accumulate)),
+            ("_pad", offset_of!(EmStepParams, _pad)),
+        ],
+    },
+    ParamsLayout {
+        name: "EnergyParams",
+        shader: Shader::Energies,
+        size: size_of::<EnergyParams>(),
+        fields: &[
+            ("rows", offset_of!(EnergyParams, rows)),
+            ("dim", offset_of!(EnergyParams, dim)),
+            ("n_axis", offset_of!(EnergyParams, n_axis)),
+            ("_pad0", offset_of!(EnergyParams, _pad0)),
+            ("variance", offset_of!(EnergyParams, variance)),
+            ("log_const", offset_of!(EnergyParams, log_const)),
+            ("_pad1", offset_of!(EnergyParams, _pad1)),
+            ("_pad2", offset_of!(EnergyParams, _pad2)),
         ],
     },
 ];

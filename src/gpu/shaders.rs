@@ -17,6 +17,19 @@ pub const GELU: &str = include_str!("../../shaders/gelu.wgsl");
 pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 /// `shaders/time_features.wgsl` (needs the prelude).
 pub const TIME_FEATURES: &str = include_str!("../../shaders/time_features.wgsl");
+/// `shaders/em_step.wgsl`.
+pub const EM_STEP: &str = include_str!("../../shaders/em_step.wgsl");
+/// `shaders/energies.wgsl` (needs the prelude).
+pub const ENERGIES: &str = include_str!("../../shaders/energies.wgsl");
+
+/// `shaders/add_row.wgsl`.
+pub const ADD_ROW: &str = include_str!("../../shaders/add_row.wgsl");
+/// `shaders/clip.wgsl`.
+pub const CLIP: &str = include_str!("../../shaders/clip.wgsl");
+/// `shaders/losses.wgsl`.
+pub const LOSSES: &str = include_str!("../../shaders/losses.wgsl");
+/// `shaders/adam.wgsl`.
+pub const ADAM: &str = include_str!("../../shaders/adam.wgsl");
 
 /// One shader module = one `shaders/<stem>.wgsl` op family (with its prelude, if any).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,15 +38,27 @@ pub enum Shader {
     Gelu,
     Reduce,
     TimeFeatures,
+    AddRow,
+    Clip,
+    Losses,
+    Adam,
+    EmStep,
+    Energies,
 }
 
 impl Shader {
     /// Every shader module, for tests and warm-up.
-    pub const ALL: [Shader; 4] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Linear,
         Shader::Gelu,
         Shader::Reduce,
         Shader::TimeFeatures,
+        Shader::AddRow,
+        Shader::Clip,
+        Shader::Losses,
+        Shader::Adam,
+        Shader::EmStep,
+        Shader::Energies,
     ];
 
     /// The file stem under `shaders/` (also the module's debug label).
@@ -43,6 +68,12 @@ impl Shader {
             Shader::Gelu => "gelu",
             Shader::Reduce => "reduce",
             Shader::TimeFeatures => "time_features",
+            Shader::AddRow => "add_row",
+            Shader::Clip => "clip",
+            Shader::Losses => "losses",
+            Shader::Adam => "adam",
+            Shader::EmStep => "em_step",
+            Shader::Energies => "energies",
         }
     }
 
@@ -53,12 +84,21 @@ impl Shader {
             Shader::Gelu => GELU,
             Shader::Reduce => REDUCE,
             Shader::TimeFeatures => TIME_FEATURES,
+            Shader::AddRow => ADD_ROW,
+            Shader::Clip => CLIP,
+            Shader::Losses => LOSSES,
+            Shader::Adam => ADAM,
+            Shader::EmStep => EM_STEP,
+            Shader::Energies => ENERGIES,
         }
     }
 
     /// Whether the file declares `Prelude: math.wgsl` in its header.
     pub fn uses_math_prelude(self) -> bool {
-        matches!(self, Shader::Gelu | Shader::TimeFeatures)
+        matches!(
+            self,
+            Shader::Gelu | Shader::TimeFeatures | Shader::Energies
+        )
     }
 
     /// The module source handed to the device: prelude (if used) + the op file.
@@ -70,9 +110,18 @@ impl Shader {
                 include_str!("../../shaders/gelu.wgsl")
             ),
             Shader::Reduce => REDUCE,
+            Shader::AddRow => ADD_ROW,
+            Shader::Clip => CLIP,
+            Shader::Losses => LOSSES,
+            Shader::Adam => ADAM,
             Shader::TimeFeatures => concat!(
                 include_str!("../../shaders/math.wgsl"),
                 include_str!("../../shaders/time_features.wgsl")
+            ),
+            Shader::EmStep => EM_STEP,
+            Shader::Energies => concat!(
+                include_str!("../../shaders/math.wgsl"),
+                include_str!("../../shaders/energies.wgsl")
             ),
         }
     }

@@ -12,8 +12,14 @@
 //! Shapes are asserted (a wrong length is a programming error, as in `cpu::`); device and
 //! validation failures are `GpuError`s.
 
+pub mod adam;
+pub mod add_row;
+pub mod clip;
+pub mod em_step;
+pub mod energies;
 pub mod gelu;
 pub mod linear;
+pub mod losses;
 pub mod reduce;
 pub mod time_features;
 
@@ -32,6 +38,20 @@ pub static ALL_ENTRY_POINTS: &[&EntryPoint] = &[
     &reduce::SUM_PARTIALS,
     &reduce::SUM_FINISH,
     &time_features::TIME_FEATURES,
+    &add_row::ADD_ROW,
+    &add_row::COL_SUM_INTO_ROW,
+    &clip::CLIP_FORWARD,
+    &clip::CLIP_BACKWARD,
+    &losses::LOSS_GRAD,
+    &adam::SUM_SQUARES,
+    &adam::CLIP_SCALE,
+    &adam::ADAM_STEP,
+    &time_features::TIME_FEATURES_BACKWARD,
+    &em_step::EM_STEP,
+    &em_step::EM_LOGPF_BACKWARD,
+    &energies::LOG_REWARD_GRAD_GMM,
+    &energies::LOG_REWARD_GRAD_MANYWELL,
+    &energies::LOG_REWARD_GRAD_FUNNEL,
 ];
 
 /// Most workgroups per grid dimension every WebGPU device accepts.
