@@ -14,8 +14,11 @@
 //! CPU benches run.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use diffusion_samplers::config::Method;
 use diffusion_samplers::cpu::Kernels;
-use diffusion_samplers::gpu::kernels::{gelu, linear, reduce, time_features};
+use diffusion_samplers::gpu::kernels::{
+    adam, add_row, clip, gelu, linear, losses, reduce, time_features,
+};
 use diffusion_samplers::gpu::{Dispatch, GpuContext, GpuVec};
 use diffusion_samplers::rng;
 use std::hint::black_box;
@@ -114,6 +117,53 @@ fn gpu_benches(c: &mut Criterion) {
         bch.iter_custom(|iters| time_gpu(ctx, iters, &|enc| s.record(enc)))
     });
     g.finish();
+
+    // Training-iteration ops: the time-embedding row add and its VJP, the clip, the TB loss over
+    // a batch of ROWS trajectories, and Σ g² + Adam over one 64×64 weight block.
+    let table = up(&randv(8 * O, 8), "table");
+    let d = add_row::prepare_add_row(ctx, &dy, &table, &y, ROWS, O, 3).expect("prepare");
+    gpu_one(c, ctx, format!("add_row/{ROWS}x{O}"), n, &d);
+    let d = add_row::prepare_col_sum_into_row(ctx, &dy, &dw, ROWS, O, 3).expect("prepare");
+    gpu_one(c, ctx, format!("col_sum_into_row/{ROWS}x{O}"), n, &d);
+    let d = clip::prepare_clip_forward(ctx, &dy, &y, 1.0).expect("prepare");
+    gpu_one(c, ctx, format!("clip_forward/{ROWS}x{O}"), n, &d);
+
+    let (lf, lb, lr) = (
+        up(&randv(ROWS, 9), "log_pf"),
+        up(&randv(ROWS, 10), "log_pb"),
+        up(&randv(ROWS, 11), "log_r"),
+    );
+    let (lz, d_lz) = (up(&[0.5], "log_z"), GpuVec::zeros(ctx, 1, "d_log_z"));
+    let (d_lf, stats) = (
+        GpuVec::zeros(ctx, ROWS, "d_log_pf"),
+        GpuVec::zeros(ctx, losses::STATS_LEN, "stats"),
+    );
+    let bufs = losses::LossBuffers {
+        log_pf: &lf,
+        log_pb: &lb,
+        log_r: &lr,
+        log_z: &lz,
+        d_log_pf: &d_lf,
+        d_log_z: &d_lz,
+        stats: &stats,
+    };
+    let d = losses::prepare_loss_grad(ctx, Method::Tb, &bufs).expect("prepare");
+    gpu_one(c, ctx, format!("loss_grad_tb/{ROWS}"), ROWS as u64, &d);
+
+    let nw = O * K;
+    let (p, m, v) = (
+        up(&randv(nw, 12), "param"),
+        GpuVec::zeros(ctx, nw, "m"),
+        GpuVec::zeros(ctx, nw, "v"),
+    );
+    let grad = up(&randv(nw, 13), "grad");
+    let partials = GpuVec::zeros(ctx, 1, "partials");
+    let scale = up(&[1.0, 0.0], "scale");
+    let d = adam::prepare_sum_squares(ctx, &grad, &partials, 0).expect("prepare");
+    gpu_one(c, ctx, format!("sum_squares/{O}x{K}"), nw as u64, &d);
+    let cfg = adam::AdamStepConfig::new(1e-3, 1);
+    let a = adam::prepare_adam_step(ctx, &p, &grad, &m, &v, &scale, &cfg).expect("prepare");
+    gpu_one(c, ctx, format!("adam_step/{O}x{K}"), nw as u64, &a.dispatch);
 }
 
 fn cpu_benches(c: &mut Criterion) {

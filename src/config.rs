@@ -35,6 +35,41 @@ pub struct ExperimentConfig {
     /// unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<usize>,
+    /// Where training runs (`repro run --backend` overrides it). The two backends agree within
+    /// named tolerances, not bitwise, so a run folder's resolved config names the backend that
+    /// actually ran (`Auto` resolved by [`ExperimentConfig::resolve_backend`]); `Cpu`, the
+    /// default, is left out so CPU configs keep their digests.
+    #[serde(default, skip_serializing_if = "Backend::is_cpu")]
+    pub backend: Backend,
+}
+
+/// The compute backend of a run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The SIMD CPU kernels and the tape (the reference).
+    #[default]
+    Cpu,
+    /// The WGSL kernels through wgpu on any adapter (software ones included); no adapter is an
+    /// error.
+    Gpu,
+    /// A hardware GPU when one is present and the config is supported there, else the CPU.
+    Auto,
+}
+
+impl Backend {
+    pub fn is_cpu(&self) -> bool {
+        *self == Backend::Cpu
+    }
+
+    /// `cpu`, `gpu` or `auto` (the CLI's spelling).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Backend::Cpu),
+            "gpu" => Ok(Backend::Gpu),
+            "auto" => Ok(Backend::Auto),
+            other => Err(format!("unknown backend {other:?} (expected cpu, gpu or auto)")),
+        }
+    }
 }
 
 /// Iterations between checkpoints when a config does not say: a few minutes of paper-size

@@ -6,7 +6,7 @@
 //! collects what the harness writes.
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
-use crate::config::{ExperimentConfig, Method, TargetConfig};
+use crate::config::{Backend, ExperimentConfig, Method, TargetConfig};
 use crate::energies::{Energy, Funnel, Gmm, ManyWell};
 use crate::losses::{trajectory_balance, vargrad, LossGrad};
 use crate::metrics;
@@ -89,6 +89,8 @@ pub enum TrainError {
     Resume(#[from] CheckpointError),
     #[error("cannot write checkpoint at iteration {iteration}: {message}")]
     Checkpoint { iteration: usize, message: String },
+    #[error("GPU backend: {0}")]
+    Device(String),
 }
 
 /// Everything a finished, failed or interrupted run produced.
@@ -191,6 +193,59 @@ pub struct Trainer {
     pub adam: Adam,
     /// Iterations completed.
     pub iteration: usize,
+    /// The device-resident state when the run trains on the GPU. Then `params` and `adam` on
+    /// the host are refreshed only by [`Trainer::sync_from_device`] (before evaluations and
+    /// checkpoints); `adam.steps` is always current.
+    #[cfg(feature = "gpu")]
+    pub device: Option<crate::gpu::trainer::GpuTrainer>,
+    host_stale: bool,
+}
+
+/// Resolves `cfg.backend = Auto` to the backend this machine will use (a hardware GPU when
+/// present and the config is supported there, else the CPU), returning why Auto chose the CPU.
+/// `Gpu` on a machine without an adapter, or for a config the GPU backend does not support, is
+/// an error naming the problem.
+pub fn resolve_backend(cfg: &mut ExperimentConfig) -> Result<Option<String>, TrainError> {
+    #[cfg(feature = "gpu")]
+    {
+        use crate::gpu::{select_device, DeviceRequest, SelectedDevice};
+        let unsupported = crate::gpu::trainer::unsupported(cfg);
+        match cfg.backend {
+            Backend::Cpu => Ok(None),
+            Backend::Gpu => {
+                if let Some(why) = unsupported {
+                    return Err(TrainError::Device(why));
+                }
+                select_device(DeviceRequest::Gpu).map_err(|e| TrainError::Device(e.to_string()))?;
+                Ok(None)
+            }
+            Backend::Auto => {
+                let why = match (unsupported, select_device(DeviceRequest::Auto)) {
+                    (Some(why), _) => Some(why),
+                    (None, Ok(SelectedDevice::Gpu(_))) => None,
+                    (None, Ok(SelectedDevice::Cpu { reason })) => reason,
+                    (None, Err(e)) => Some(e.to_string()),
+                };
+                cfg.backend = if why.is_some() {
+                    Backend::Cpu
+                } else {
+                    Backend::Gpu
+                };
+                Ok(why)
+            }
+        }
+    }
+    #[cfg(not(feature = "gpu"))]
+    match cfg.backend {
+        Backend::Cpu => Ok(None),
+        Backend::Gpu => Err(TrainError::Device(
+            "this build has no GPU backend (built without the `gpu` feature)".into(),
+        )),
+        Backend::Auto => {
+            cfg.backend = Backend::Cpu;
+            Ok(Some("built without the `gpu` feature".into()))
+        }
+    }
 }
 
 /// Per-shard output of a training rollout: the tape, and log R(x_T) of its rows.
@@ -208,15 +263,64 @@ impl Trainer {
         let net = DriftNet::new(energy.dim(), &cfg.network);
         let params = net.init(cfg.seed);
         let adam = Adam::new(&net.layout);
+        let mut cfg = cfg.clone();
+        resolve_backend(&mut cfg)?;
+        let sampler = Sampler::from_config(&cfg);
+        #[cfg(feature = "gpu")]
+        let device = match cfg.backend {
+            Backend::Gpu => {
+                let ctx = crate::gpu::GpuContext::shared()
+                    .map_err(|e| TrainError::Device(e.to_string()))?;
+                Some(
+                    crate::gpu::trainer::GpuTrainer::new(ctx, &cfg, &net, &sampler, &params)
+                        .map_err(|e| TrainError::Device(e.to_string()))?,
+                )
+            }
+            _ => None,
+        };
         Ok(Trainer {
-            sampler: Sampler::from_config(cfg),
-            cfg: cfg.clone(),
+            sampler,
+            cfg,
             energy,
             net,
             params,
             adam,
             iteration: 0,
+            #[cfg(feature = "gpu")]
+            device,
+            host_stale: false,
         })
+    }
+
+    /// Copies the device's parameters and Adam moments to the host (no-op on the CPU backend or
+    /// when nothing changed since the last copy).
+    pub fn sync_from_device(&mut self) -> Result<(), TrainError> {
+        #[cfg(feature = "gpu")]
+        if let (true, Some(dev)) = (self.host_stale, &self.device) {
+            let (p, m, v) = dev
+                .download()
+                .map_err(|e| TrainError::Device(e.to_string()))?;
+            self.params = p;
+            self.adam.m = m;
+            self.adam.v = v;
+        }
+        self.host_stale = false;
+        Ok(())
+    }
+
+    /// Overwrites the parameters (host and device) — tests and tools start from chosen values.
+    pub fn set_params(&mut self, params: Vec<f32>) {
+        assert_eq!(params.len(), self.net.num_params(), "parameter vector length");
+        self.params = params;
+        #[cfg(feature = "gpu")]
+        if let Some(dev) = &self.device {
+            dev.upload(&self.params, &self.adam.m, &self.adam.v);
+        }
+    }
+
+    /// The backend this trainer runs on (`Auto` already resolved).
+    pub fn backend(&self) -> Backend {
+        self.cfg.backend
     }
 
     /// The state after `self.iteration` iterations, with the records so far.
@@ -262,6 +366,10 @@ impl Trainer {
         tr.adam.v.clone_from(&ck.adam_v);
         tr.adam.steps.clone_from(&ck.adam_steps);
         tr.iteration = ck.iteration as usize;
+        #[cfg(feature = "gpu")]
+        if let Some(dev) = &tr.device {
+            dev.upload(&tr.params, &tr.adam.m, &tr.adam.v);
+        }
         Ok(tr)
     }
 
@@ -358,6 +466,10 @@ impl Trainer {
 
     /// One training iteration: trajectories, loss, gradient, Adam step.
     pub fn step(&mut self) -> Result<CurveRow, TrainError> {
+        #[cfg(feature = "gpu")]
+        if self.device.is_some() {
+            return self.step_on_device();
+        }
         let it = self.iteration;
         let (lg, mut grad) = self.loss_and_grad(it)?;
         if let Some(c) = self.cfg.train.grad_clip {
@@ -399,6 +511,53 @@ impl Trainer {
             loss: lg.loss,
             log_z: lg.log_z,
             explore_std: explore_std(self.cfg.train.exploration.as_ref(), it),
+        })
+    }
+
+    /// [`Self::step`] on the GPU: one submission (rollout, loss, backward, clip, Adam), one
+    /// readback of the loss, log Z, the non-finite count and the gradient norm. A non-finite
+    /// value stops the run as on the CPU; the device has already applied that step's update,
+    /// which no checkpoint ever records.
+    #[cfg(feature = "gpu")]
+    fn step_on_device(&mut self) -> Result<CurveRow, TrainError> {
+        let it = self.iteration;
+        let eps = explore_std(self.cfg.train.exploration.as_ref(), it);
+        let (lr_policy, lr_flow) = (self.cfg.train.lr_policy, self.cfg.train.lr_flow);
+        let lr = move |g: Group| match g {
+            Group::Policy => lr_policy,
+            Group::Flow => lr_flow,
+        };
+        let frozen: &[Group] = match self.cfg.train.method {
+            Method::Tb => &[],
+            Method::VarGrad => &[Group::Flow],
+        };
+        let seed = self.cfg.seed;
+        let dev = self.device.as_mut().expect("device trainer");
+        let stats = dev
+            .step(seed, it, eps, &mut self.adam.steps, &lr, frozen)
+            .map_err(|e| TrainError::Device(e.to_string()))?;
+        self.host_stale = true;
+        let bad = |what: &str| {
+            Err(TrainError::NonFinite {
+                iteration: it,
+                quantity: what.into(),
+            })
+        };
+        if stats.non_finite > 0 {
+            return bad("log p_F, log p_B or log R(x_T) of a trajectory (GPU)");
+        }
+        if !stats.loss.is_finite() {
+            return bad("loss (GPU)");
+        }
+        if !stats.grad_norm.is_finite() {
+            return bad("gradient norm (GPU)");
+        }
+        self.iteration += 1;
+        Ok(CurveRow {
+            iteration: it,
+            loss: stats.loss,
+            log_z: stats.log_z,
+            explore_std: eps,
         })
     }
 
@@ -585,12 +744,20 @@ pub fn run_from(
             }
         }
         if every > 0 && tr.iteration % every == 0 && tr.iteration < total {
+            if let Err(e) = tr.sync_from_device() {
+                rec.failure = Some(e);
+                return rec;
+            }
             rec.evals.push(tr.evaluate_periodic());
         }
         let due =
             checkpoint_every > 0 && tr.iteration % checkpoint_every == 0 && tr.iteration < total;
         let stop = hooks.stop_requested();
         if due || stop {
+            if let Err(e) = tr.sync_from_device() {
+                rec.failure = Some(e);
+                return rec;
+            }
             let ck = tr.checkpoint(&rec.curve, &rec.evals);
             if let Err(message) = hooks.checkpoint(&ck) {
                 rec.failure = Some(TrainError::Checkpoint {
@@ -605,6 +772,10 @@ pub fn run_from(
             rec.interrupted_at = Some(tr.iteration);
             return rec;
         }
+    }
+    if let Err(e) = tr.sync_from_device() {
+        rec.failure = Some(e);
+        return rec;
     }
     match tr.evaluate_final() {
         Ok(f) => {

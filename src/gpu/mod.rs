@@ -25,6 +25,7 @@ pub mod buffers;
 pub mod kernels;
 pub mod pipelines;
 pub mod shaders;
+pub mod trainer;
 
 pub use buffers::GpuVec;
 pub use kernels::Dispatch;

@@ -95,10 +95,7 @@ impl Shader {
 
     /// Whether the file declares `Prelude: math.wgsl` in its header.
     pub fn uses_math_prelude(self) -> bool {
-        matches!(
-            self,
-            Shader::Gelu | Shader::TimeFeatures | Shader::Energies
-        )
+        matches!(self, Shader::Gelu | Shader::TimeFeatures | Shader::Energies)
     }
 
     /// The module source handed to the device: prelude (if used) + the op file.

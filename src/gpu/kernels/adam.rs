@@ -15,6 +15,7 @@ use crate::gpu::pipelines::{BindingKind::*, EntryPoint};
 use crate::gpu::shaders::Shader;
 use crate::gpu::{GpuContext, GpuError};
 use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
 
 /// Threads per workgroup of every adam.wgsl entry point (`@workgroup_size`, `TPB`; the
 /// sum_squares tree is shaped for it).
@@ -208,7 +209,14 @@ pub fn prepare_adam_step(
     }
     assert_eq!(scale.len(), SCALE_LEN, "gpu adam_step: scale.len() != 2");
     let groups = to_u32(n, "gpu adam_step: n").div_ceil(WORKGROUP_SIZE);
-    let pb = params_buffer(ctx, &cfg.params(n), "AdamParams");
+    // Like `params_buffer`, plus COPY_DST so `set_step` can rewrite it.
+    let pb = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("AdamParams (adam_step)"),
+            contents: bytemuck::bytes_of(&cfg.params(n)),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        });
     let d = dispatch(
         ctx,
         &ADAM_STEP,

@@ -52,7 +52,11 @@ fn params(
 ) -> AddRowParams {
     assert!(cols > 0, "gpu {what}: cols = 0");
     assert_eq!(batch, rows * cols, "gpu {what}: batch length != rows·cols");
-    assert_eq!(table % cols, 0, "gpu {what}: table length is not a multiple of cols");
+    assert_eq!(
+        table % cols,
+        0,
+        "gpu {what}: table length is not a multiple of cols"
+    );
     assert!(
         row < table / cols,
         "gpu {what}: row {row} out of range (table has {} rows)",
@@ -85,7 +89,12 @@ pub fn prepare_add_row(
     dispatch(
         ctx,
         &ADD_ROW,
-        &[(0, &pb), (1, x.buffer()), (2, src.buffer()), (3, h.buffer())],
+        &[
+            (0, &pb),
+            (1, x.buffer()),
+            (2, src.buffer()),
+            (3, h.buffer()),
+        ],
         grid_1d(n.div_ceil(WORKGROUP_SIZE)),
     )
 }
