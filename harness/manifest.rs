@@ -54,6 +54,9 @@ pub struct Manifest {
     /// PNG figures in the folder. Not digested: rasterised text depends on the machine's fonts.
     #[serde(default)]
     pub figures: Vec<String>,
+    /// The GPU adapter of a `backend: Gpu` run (GPU results replay bitwise on the same device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl Manifest {

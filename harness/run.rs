@@ -9,7 +9,7 @@ use crate::progress::Reporter;
 use crate::record;
 use crate::run_dir::{self, Staging};
 use diffusion_samplers::checkpoint::{self, Checkpoint};
-use diffusion_samplers::config::{ExperimentConfig, DEFAULT_CHECKPOINT_EVERY};
+use diffusion_samplers::config::{Backend, ExperimentConfig, DEFAULT_CHECKPOINT_EVERY};
 use diffusion_samplers::data::npy;
 use diffusion_samplers::train::{self, Progress, RunHooks, RunRecord};
 use std::collections::BTreeMap;
@@ -40,6 +40,11 @@ pub struct RunArgs {
     /// Override the config's seed; the run folder records the seed actually used.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Train on `cpu`, `gpu` (WGSL kernels; an error without an adapter) or `auto` (a hardware
+    /// GPU when present, else the CPU) [default: the config's `backend`, else cpu]. The run
+    /// folder's config records the backend that ran.
+    #[arg(long, value_name = "cpu|gpu|auto", value_parser = Backend::parse)]
+    pub backend: Option<Backend>,
     /// Replace an existing run folder (the old one is removed only after the new one is in place).
     #[arg(long)]
     pub force: bool,
@@ -53,6 +58,35 @@ pub struct Built {
     pub manifest: Manifest,
     /// The `metrics.json` text, when the run completed.
     pub metrics_json: Option<String>,
+}
+
+/// Applies `--backend` and resolves `auto` (saying why it chose the CPU); a requested GPU that
+/// is missing or cannot run the config is an error naming the problem.
+pub fn choose_backend(
+    cfg: &mut ExperimentConfig,
+    backend: Option<Backend>,
+    quiet: bool,
+) -> Result<(), CliError> {
+    if let Some(b) = backend {
+        cfg.backend = b;
+    }
+    let why = train::resolve_backend(cfg).map_err(|e| CliError::usage(e.to_string()))?;
+    if let (Some(why), false) = (why, quiet) {
+        eprintln!("backend auto: training on the CPU ({why})");
+    }
+    Ok(())
+}
+
+/// The adapter a GPU run trained on (results are bitwise reproducible per device only).
+fn device_description(cfg: &ExperimentConfig) -> Option<String> {
+    #[cfg(feature = "gpu")]
+    if cfg.backend == Backend::Gpu {
+        return diffusion_samplers::gpu::GpuContext::shared()
+            .ok()
+            .map(|c| c.describe());
+    }
+    let _ = cfg;
+    None
 }
 
 /// `runs/<config file stem>-seed<seed>`.
@@ -154,6 +188,7 @@ fn write_outputs(
         wall_seconds: start.elapsed().as_secs_f64(),
         paper: cfg.paper.clone(),
         figures,
+        device: device_description(cfg),
     };
     staging.write(manifest::MANIFEST, manifest.to_json().as_bytes())?;
     Ok(Built {
@@ -279,6 +314,7 @@ pub fn cmd_run(args: RunArgs) -> Result<ExitCode, CliError> {
     if let Some(seed) = args.seed {
         cfg.seed = seed;
     }
+    choose_backend(&mut cfg, args.backend, args.quiet)?;
     let out = args
         .out
         .clone()

@@ -150,6 +150,7 @@ pub fn cmd_sweep(args: &RunArgs) -> Result<ExitCode, CliError> {
 fn start_job(args: &RunArgs, job: &SweepJob) -> Result<ExitCode, CliError> {
     let mut cfg = ExperimentConfig::load(&job.config)?;
     cfg.seed = args.seed.unwrap_or(cfg.seed) + job.seed_offset;
+    run::choose_backend(&mut cfg, args.backend, args.quiet)?;
     let staging = Staging::new_partial(&job.out, args.force)?;
     let j = Job {
         cfg: &cfg,

@@ -30,7 +30,7 @@
 //   (½·r·r is (0.5·r)·r, the CPU's operation order.) The error of this order is at most
 //   (⌈B/256⌉ + 9)·u·Σ|terms| per sum, u = 2^-24.
 // Matches:   src/losses/tb.rs trajectory_balance / vargrad (f64 there, f32 here) within the named
-//            tolerances GPU_TB_* of tests/gpu_train_ops.rs; bitwise equal to itself run to run.
+//            tolerance GPU_LOSS of tests/gpu_train_ops.rs; bitwise equal to itself run to run.
 // Tested by: tests/gpu_train_ops.rs tb_loss, vargrad_loss, loss_is_reproducible.
 
 struct LossParams {

@@ -392,7 +392,7 @@ fn loss_bounds(method: Method, lf: &[f32], lb: &[f32], lr: &[f32], cpu: &LossGra
 /// One method at every batch size: loss, ∂L/∂LF, ∂L/∂log Z, log Z within [`GPU_LOSS`].
 fn loss_check(method: Method) {
     let Some(ctx) = gpu() else { return };
-    let mut worst = 0f64;
+    let (mut worst, mut loss_rel) = (0f64, 0f64);
     for (k, &b) in BATCHES.iter().enumerate() {
         let (lf, lb, lr) = loss_inputs(b, k as u64);
         let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
@@ -403,6 +403,9 @@ fn loss_check(method: Method) {
         let gpu = ok(losses::run_loss_grad(ctx, method, LOG_Z, &lf, &lb, &lr));
         let bounds = loss_bounds(method, &lf, &lb, &lr, &cpu);
         let what = format!("{method:?} B={b}");
+        if cpu.loss != 0.0 {
+            loss_rel = loss_rel.max((gpu.loss as f64 - cpu.loss).abs() / cpu.loss.abs());
+        }
         worst = worst.max(check(
             GPU_LOSS,
             &format!("{what} loss"),
@@ -449,7 +452,7 @@ fn loss_check(method: Method) {
         }
     }
     eprintln!(
-        "{method:?}: max |gpu − cpu| = {worst:.3} of the {} bound",
+        "{method:?}: max |gpu − cpu| = {worst:.3} of the {} bound; loss relative error ≤ {loss_rel:.2e}",
         GPU_LOSS.name
     );
 }
@@ -511,12 +514,13 @@ fn loss_is_reproducible() {
 #[test]
 fn sum_squares() {
     let Some(ctx) = gpu() else { return };
-    let mut worst = 0f64;
+    let (mut worst, mut rel) = (0f64, 0f64);
     for (k, &n) in [1usize, 7, 255, 256, 257, 4097, 100_003].iter().enumerate() {
         let g = randv(n, 1000 + k as u64, 0.1, 0.0);
         let exact: f64 = g.iter().map(|&v| (v as f64) * (v as f64)).sum();
         let got = ok(adam::run_sum_squares(ctx, &g));
         let bound = (n.div_ceil(256) + 9) as f64 * U32 * exact;
+        rel = rel.max((got as f64 - exact).abs() / exact);
         worst = worst.max(check(
             GPU_SUM_SQUARES,
             &format!("sum_squares n={n}"),
@@ -530,7 +534,7 @@ fn sum_squares() {
         }
     }
     eprintln!(
-        "sum_squares: max |gpu − f64| = {worst:.3} of the {} bound",
+        "sum_squares: max |gpu − f64| = {worst:.3} of the {} bound, relative ≤ {rel:.2e}",
         GPU_SUM_SQUARES.name
     );
 }

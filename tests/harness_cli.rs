@@ -514,3 +514,72 @@ fn repo_paper_configs_all_parse() {
         assert!(e["error"].is_null(), "{e}");
     }
 }
+
+/// Whether this machine has a GPU adapter (lavapipe counts); with
+/// DIFFUSION_SAMPLERS_REQUIRE_GPU=1 a missing one fails instead of skipping.
+#[cfg(feature = "gpu")]
+fn have_gpu() -> bool {
+    match diffusion_samplers::gpu::GpuContext::shared() {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var_os("DIFFUSION_SAMPLERS_REQUIRE_GPU").is_some_and(|v| v == "1") {
+                panic!("DIFFUSION_SAMPLERS_REQUIRE_GPU=1 but {e}");
+            }
+            eprintln!("skipped: no GPU adapter ({e})");
+            false
+        }
+    }
+}
+
+#[cfg(feature = "gpu")]
+#[test]
+fn gpu_run_records_its_backend_and_device_and_verifies() {
+    // (trains)
+    if !have_gpu() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "tiny.ron", TINY);
+    let o = repro(
+        tmp.path(),
+        &["run", cfg.to_str().unwrap(), "--backend", "gpu", "--out", "g", "-q"],
+    );
+    expect_code(&o, 0);
+    let resolved = std::fs::read_to_string(tmp.path().join("g/config.ron")).unwrap();
+    assert!(resolved.contains("backend: Gpu"), "{resolved}");
+    let m = manifest(&tmp.path().join("g"));
+    assert!(m["device"].as_str().is_some_and(|d| !d.is_empty()), "{m}");
+    // Same device: verify replays the GPU run bit for bit.
+    expect_code(&repro(tmp.path(), &["verify", "g", "-q"]), 0);
+    // A CPU run of the same config is a different config (digest) and has no device.
+    expect_code(
+        &repro(tmp.path(), &["run", cfg.to_str().unwrap(), "--out", "c", "-q"]),
+        0,
+    );
+    let mc = manifest(&tmp.path().join("c"));
+    assert!(mc["device"].is_null());
+    assert_ne!(mc["config_digest"], m["config_digest"]);
+}
+
+#[test]
+fn missing_gpu_is_a_clear_error_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "tiny.ron", TINY);
+    // A backend wgpu was not built with on this OS: no adapter, whatever the machine has.
+    let o = Command::new(env!("CARGO_BIN_EXE_repro"))
+        .args(["run", cfg.to_str().unwrap(), "--backend", "gpu", "--out", "g"])
+        .env("WGPU_BACKEND", if cfg!(target_os = "macos") { "dx12" } else { "metal" })
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    expect_code(&o, 2);
+    let err = stderr(&o);
+    assert!(err.contains("GPU") && err.contains("no GPU adapter"), "{err}");
+    assert!(!tmp.path().join("g").exists());
+    let o = repro(
+        tmp.path(),
+        &["run", cfg.to_str().unwrap(), "--backend", "tpu", "--out", "t"],
+    );
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("cpu, gpu or auto"), "{}", stderr(&o));
+}
