@@ -13,11 +13,11 @@
 //! `cargo bench --bench gpu_kernels` (feature `gpu`, on by default). Without an adapter only the
 //! CPU benches run.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use diffusion_samplers::config::Method;
 use diffusion_samplers::cpu::Kernels;
 use diffusion_samplers::gpu::kernels::{
-    adam, add_row, clip, gelu, linear, losses, reduce, time_features,
+    adam, add_row, chacha, clip, gelu, linear, losses, reduce, time_features,
 };
 use diffusion_samplers::gpu::{Dispatch, GpuContext, GpuVec};
 use diffusion_samplers::rng;
@@ -214,6 +214,104 @@ fn cpu_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// `gpu/noise`: one training iteration's noise, T steps × [B·D] normals into T `GpuVec`s (the
+/// trainer's layout, stream (seed, "train-noise", it), normal (i·B + b)·D + j), two ways:
+/// - `upload/<shape>`: what `gpu::trainer` does — host `rng::normals_at` (f64 Box–Muller) per
+///   step + `GpuVec::write`, then a submit that flushes the staged writes, then device sync;
+///   moves 4·T·B·D bytes host → device per iteration;
+/// - `generate/<shape>`: the `chacha8_normals` kernel (f32 Box–Muller, not bitwise the CPU's),
+///   dispatches prepared once, per iteration a 32-byte key write + T dispatches in one pass +
+///   device sync; `generate_words/<shape>`: the same with `chacha8_words` (the bitwise part alone).
+/// Shapes: Manywell T = 100, B = 300, D = 32 (960 000 normals) and LGCP D = 1600 (48 000 000).
+/// Every iteration uses a new key, as training does. LGCP takes about a second per iteration on
+/// lavapipe, so the group samples flat (10 iterations, not criterion's 55 of linear sampling).
+fn noise_benches(c: &mut Criterion) {
+    let ctx = match GpuContext::shared() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("skipped gpu/noise benches: no GPU adapter ({e})");
+            return;
+        }
+    };
+    ctx.warm_up().expect("compile pipelines");
+    let mut g = c.benchmark_group("gpu/noise");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for (name, t, b, d) in [("manywell", 100usize, 300usize, 32usize), ("lgcp", 100, 300, 1600)] {
+        let n = b * d;
+        let shape = format!("{name}_T{t}xB{b}xD{d}");
+        eprintln!(
+            "gpu/noise {shape}: {} normals per iteration; upload moves {:.1} MB host → device",
+            t * n,
+            (4 * t * n) as f64 / 1e6
+        );
+        let bufs: Vec<GpuVec> = (0..t).map(|_| GpuVec::zeros(ctx, n, "noise")).collect();
+        g.throughput(Throughput::Elements((t * n) as u64));
+
+        let mut host = vec![0f32; n];
+        let mut it = 0u64;
+        g.bench_function(format!("upload/{shape}"), |bch| {
+            bch.iter_custom(|iters| {
+                ctx.wait().expect("idle before timing");
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let mut stream = rng::stream(1, "train-noise", it);
+                    it += 1;
+                    for (i, buf) in bufs.iter().enumerate() {
+                        rng::normals_at(&mut stream, (i * n) as u64, &mut host);
+                        buf.write(ctx, &host);
+                    }
+                    // queue.write_buffer is staged until the next submit
+                    ctx.submit(ctx.encoder("noise upload"));
+                }
+                ctx.wait().expect("device wait");
+                start.elapsed()
+            })
+        });
+
+        let key_buf = chacha::upload_key(ctx, &rng::stream_key(1, "train-noise", 0));
+        for (what, words) in [("generate", false), ("generate_words", true)] {
+            let dispatches: Vec<Dispatch> = bufs
+                .iter()
+                .enumerate()
+                .map(|(i, buf)| {
+                    let at = (i * n) as u64;
+                    if words {
+                        chacha::prepare_chacha8_words(ctx, &key_buf, at, buf)
+                    } else {
+                        chacha::prepare_chacha8_normals(ctx, &key_buf, at, buf)
+                    }
+                    .expect("prepare")
+                })
+                .collect();
+            let mut it = 0u64;
+            g.bench_function(format!("{what}/{shape}"), |bch| {
+                bch.iter_custom(|iters| {
+                    ctx.wait().expect("idle before timing");
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        chacha::write_key(ctx, &key_buf, &rng::stream_key(1, "train-noise", it));
+                        it += 1;
+                        let mut enc = ctx.encoder("noise generate");
+                        {
+                            let mut pass = enc.begin_compute_pass(&Default::default());
+                            for d in &dispatches {
+                                d.record_in_pass(&mut pass);
+                            }
+                        }
+                        ctx.submit(enc);
+                    }
+                    ctx.wait().expect("device wait");
+                    start.elapsed()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     // Small and short: lavapipe is slow, and the whole file should run in about a minute.
     Criterion::default()
@@ -225,6 +323,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = gpu_benches, cpu_benches
+    targets = gpu_benches, cpu_benches, noise_benches
 }
 criterion_main!(benches);

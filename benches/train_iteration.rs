@@ -2,6 +2,13 @@
 //! paper's shapes: B = 300, T = 100, H = 64, for 25GMM (D = 2) and Manywell (D = 32), with and
 //! without the Langevin parametrization. Throughput is the iteration's linear-layer FLOPs, so
 //! criterion's elements/s is the achieved FLOP rate to set against the machine's FMA peak.
+//!
+//! `gpu/tb_iteration/<target>/…`: the same iteration on the GPU backend (one submission: rollout,
+//! loss, backward, clip, Adam; the stats read back, so the device is synchronised before the
+//! timer stops), at 25GMM, Manywell and LGCP-sized shapes (D = 1600; Manywell(1600) stands in
+//! for the LGCP target, the kernels only see the shape). On a software adapter (lavapipe) the
+//! D = 1600 shape takes seconds per iteration and is skipped unless
+//! `DIFFUSION_SAMPLERS_BENCH_ALL=1`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use diffusion_samplers::config::ExperimentConfig;
@@ -50,5 +57,44 @@ fn iteration(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, iteration);
+#[cfg(feature = "gpu")]
+fn gpu_iteration(c: &mut Criterion) {
+    use diffusion_samplers::config::Backend;
+    use diffusion_samplers::gpu::GpuContext;
+    let ctx = match GpuContext::shared() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("gpu/tb_iteration skipped: {e}");
+            return;
+        }
+    };
+    eprintln!("gpu/tb_iteration on {}", ctx.describe());
+    let all = std::env::var_os("DIFFUSION_SAMPLERS_BENCH_ALL").is_some_and(|v| v == "1");
+    let mut g = c.benchmark_group("gpu/tb_iteration");
+    g.sample_size(10);
+    for (name, target, sigma2) in [
+        ("25gmm", "Gmm25", 5.0),
+        ("manywell32", "ManyWell(dim: 32)", 1.0),
+        ("lgcp_sized_d1600", "ManyWell(dim: 1600)", 1.0),
+    ] {
+        if name.ends_with("d1600") && ctx.is_software() && !all {
+            eprintln!("gpu/tb_iteration/{name} skipped on a software adapter");
+            continue;
+        }
+        let mut cfg = config(target, sigma2, false);
+        cfg.backend = Backend::Gpu;
+        let flops = linear_flops(&cfg);
+        let mut tr = Trainer::new(&cfg).unwrap();
+        g.throughput(Throughput::Elements(flops));
+        g.bench_function(format!("{name}/B300xT100xH64/{flops}flop"), |b| {
+            b.iter(|| tr.step().unwrap())
+        });
+    }
+    g.finish();
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_iteration(_: &mut Criterion) {}
+
+criterion_group!(benches, iteration, gpu_iteration);
 criterion_main!(benches);

@@ -67,7 +67,9 @@ impl Backend {
             "cpu" => Ok(Backend::Cpu),
             "gpu" => Ok(Backend::Gpu),
             "auto" => Ok(Backend::Auto),
-            other => Err(format!("unknown backend {other:?} (expected cpu, gpu or auto)")),
+            other => Err(format!(
+                "unknown backend {other:?} (expected cpu, gpu or auto)"
+            )),
         }
     }
 }

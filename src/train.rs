@@ -310,7 +310,11 @@ impl Trainer {
 
     /// Overwrites the parameters (host and device) — tests and tools start from chosen values.
     pub fn set_params(&mut self, params: Vec<f32>) {
-        assert_eq!(params.len(), self.net.num_params(), "parameter vector length");
+        assert_eq!(
+            params.len(),
+            self.net.num_params(),
+            "parameter vector length"
+        );
         self.params = params;
         #[cfg(feature = "gpu")]
         if let Some(dev) = &self.device {

@@ -163,7 +163,8 @@ fn step_reference(s: &Sampler, step: usize, eps: f64, o: &[f32], x: &[f32], xi: 
             pf_scale[b] += (d as f64 + 4.0) * terms + 4.0 * r_err;
             if step > 0 {
                 let sb = xr[j] as f64 - ratio * nr[j] as f64;
-                let tb = sb * sb / (2.0 * var_b) + (0.5 * (std::f64::consts::TAU * var_b).ln()).abs();
+                let tb =
+                    sb * sb / (2.0 * var_b) + (0.5 * (std::f64::consts::TAU * var_b).ln()).abs();
                 let sb_err = (xr[j].abs() + nr[j].abs()) as f64 * sb.abs() / var_b;
                 pb_scale[b] += (d as f64 + 4.0) * tb + 4.0 * sb_err;
             }
@@ -200,9 +201,27 @@ fn em_step_matches_the_cpu_rollout_step() {
                 let got = em_step::run_em_step(ctx, &cfg, dim, &o, &x, &xi).unwrap();
                 let r = step_reference(&s, step, eps, &o, &x, &xi);
                 let tag = format!("D={dim} B={rows} i={step}");
-                check(&format!("x' {tag}"), GPU_EM_STATE, &got.x_next, &r.x_next, &r.x_scale);
-                check(&format!("log p_F {tag}"), GPU_LOGP, &got.log_pf, &r.log_pf, &r.pf_scale);
-                check(&format!("log p_B {tag}"), GPU_LOGP, &got.log_pb, &r.log_pb, &r.pb_scale);
+                check(
+                    &format!("x' {tag}"),
+                    GPU_EM_STATE,
+                    &got.x_next,
+                    &r.x_next,
+                    &r.x_scale,
+                );
+                check(
+                    &format!("log p_F {tag}"),
+                    GPU_LOGP,
+                    &got.log_pf,
+                    &r.log_pf,
+                    &r.pf_scale,
+                );
+                check(
+                    &format!("log p_B {tag}"),
+                    GPU_LOGP,
+                    &got.log_pb,
+                    &r.log_pb,
+                    &r.pb_scale,
+                );
             }
         }
     }
@@ -222,7 +241,7 @@ fn em_step_accumulates_running_sums_in_step_order() {
     let (mut want_f, mut want_b) = (vec![0f64; rows], vec![0f64; rows]);
     let (mut scale_f, mut scale_b) = (vec![0f64; rows], vec![0f64; rows]);
     let mut enc = ctx.encoder("accumulate");
-    let mut states = vec![gx, gn];
+    let mut states = [gx, gn];
     let mut keep = Vec::new();
     for step in 0..4 {
         let o = normals(50 + step as u64, rows * 2 * dim, 2.0);
@@ -245,8 +264,10 @@ fn em_step_accumulates_running_sums_in_step_order() {
         let gxi = GpuVec::from_slice(ctx, &xi, "xi");
         let std = GpuVec::from_slice(ctx, &[cfg.step_std()], "std");
         let (cur, next) = (&states[0], &states[1]);
-        em_step::call_em_step(ctx, &mut enc, &cfg, dim, &go, cur, &gxi, next, &lf, &lb, &std)
-            .unwrap();
+        em_step::call_em_step(
+            ctx, &mut enc, &cfg, dim, &go, cur, &gxi, next, &lf, &lb, &std,
+        )
+        .unwrap();
         keep.extend([go, gxi, std]);
         states.swap(0, 1);
         // The GPU continues from its own x'; the CPU from its own (equal up to GPU_EM_STATE),
@@ -363,19 +384,30 @@ fn energies_match_the_f64_targets() {
                 })
                 .collect();
             let tag = format!("{} B={rows}", energy.name());
-            check(&format!("log R {tag}"), GPU_ENERGY, &log_r, &want_r, &row_scale);
+            check(
+                &format!("log R {tag}"),
+                GPU_ENERGY,
+                &log_r,
+                &want_r,
+                &row_scale,
+            );
             let g_scale: Vec<f64> = (0..rows * d)
                 .map(|k| {
                     let b = k / d;
                     let xr = &x[b * d..(b + 1) * d];
                     let m = xr.iter().map(|v| v.abs() as f64).fold(1.0, f64::max);
                     let e0 = (-(xr[0] as f64)).exp().max(1.0);
-                    (want_g[k].abs() as f64 + 4.0 * m.powi(3) + 12.0 * m) * e0 * d as f64
-                        + 40.0
+                    (want_g[k].abs() as f64 + 4.0 * m.powi(3) + 12.0 * m) * e0 * d as f64 + 40.0
                 })
                 .collect();
             let want_g: Vec<f64> = want_g.iter().map(|&v| v as f64).collect();
-            check(&format!("∇log R {tag}"), GPU_ENERGY, &grad, &want_g, &g_scale);
+            check(
+                &format!("∇log R {tag}"),
+                GPU_ENERGY,
+                &grad,
+                &want_g,
+                &g_scale,
+            );
         }
     }
 }
@@ -398,9 +430,7 @@ fn time_features_backward_matches_the_cpu_kernel() {
             .map(|k| {
                 init[k].abs() as f64
                     + (0..t_len)
-                        .map(|i| {
-                            (dout[i * 2 * f + k].abs() + dout[i * 2 * f + f + k].abs()) as f64
-                        })
+                        .map(|i| (dout[i * 2 * f + k].abs() + dout[i * 2 * f + f + k].abs()) as f64)
                         .sum::<f64>()
                         * (2 * t_len + 2) as f64
             })

@@ -542,7 +542,15 @@ fn gpu_run_records_its_backend_and_device_and_verifies() {
     let cfg = write(tmp.path(), "tiny.ron", TINY);
     let o = repro(
         tmp.path(),
-        &["run", cfg.to_str().unwrap(), "--backend", "gpu", "--out", "g", "-q"],
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--backend",
+            "gpu",
+            "--out",
+            "g",
+            "-q",
+        ],
     );
     expect_code(&o, 0);
     let resolved = std::fs::read_to_string(tmp.path().join("g/config.ron")).unwrap();
@@ -553,7 +561,10 @@ fn gpu_run_records_its_backend_and_device_and_verifies() {
     expect_code(&repro(tmp.path(), &["verify", "g", "-q"]), 0);
     // A CPU run of the same config is a different config (digest) and has no device.
     expect_code(
-        &repro(tmp.path(), &["run", cfg.to_str().unwrap(), "--out", "c", "-q"]),
+        &repro(
+            tmp.path(),
+            &["run", cfg.to_str().unwrap(), "--out", "c", "-q"],
+        ),
         0,
     );
     let mc = manifest(&tmp.path().join("c"));
@@ -567,18 +578,42 @@ fn missing_gpu_is_a_clear_error_and_writes_nothing() {
     let cfg = write(tmp.path(), "tiny.ron", TINY);
     // A backend wgpu was not built with on this OS: no adapter, whatever the machine has.
     let o = Command::new(env!("CARGO_BIN_EXE_repro"))
-        .args(["run", cfg.to_str().unwrap(), "--backend", "gpu", "--out", "g"])
-        .env("WGPU_BACKEND", if cfg!(target_os = "macos") { "dx12" } else { "metal" })
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--backend",
+            "gpu",
+            "--out",
+            "g",
+        ])
+        .env(
+            "WGPU_BACKEND",
+            if cfg!(target_os = "macos") {
+                "dx12"
+            } else {
+                "metal"
+            },
+        )
         .current_dir(tmp.path())
         .output()
         .unwrap();
     expect_code(&o, 2);
     let err = stderr(&o);
-    assert!(err.contains("GPU") && err.contains("no GPU adapter"), "{err}");
+    assert!(
+        err.contains("GPU") && err.contains("no GPU adapter"),
+        "{err}"
+    );
     assert!(!tmp.path().join("g").exists());
     let o = repro(
         tmp.path(),
-        &["run", cfg.to_str().unwrap(), "--backend", "tpu", "--out", "t"],
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--backend",
+            "tpu",
+            "--out",
+            "t",
+        ],
     );
     expect_code(&o, 2);
     assert!(stderr(&o).contains("cpu, gpu or auto"), "{}", stderr(&o));

@@ -8,6 +8,7 @@
 
 use super::kernels::adam::AdamParams;
 use super::kernels::add_row::AddRowParams;
+use super::kernels::chacha::ChaChaParams;
 use super::kernels::clip::ClipParams;
 use super::kernels::em_step::EmStepParams;
 use super::kernels::energies::EnergyParams;
@@ -200,6 +201,17 @@ pub const PARAMS_LAYOUTS: &[ParamsLayout] = &[
             ("log_const", offset_of!(EnergyParams, log_const)),
             ("_pad1", offset_of!(EnergyParams, _pad1)),
             ("_pad2", offset_of!(EnergyParams, _pad2)),
+        ],
+    },
+    ParamsLayout {
+        name: "ChaChaParams",
+        shader: Shader::ChaCha,
+        size: size_of::<ChaChaParams>(),
+        fields: &[
+            ("block_lo", offset_of!(ChaChaParams, block_lo)),
+            ("block_hi", offset_of!(ChaChaParams, block_hi)),
+            ("skip", offset_of!(ChaChaParams, skip)),
+            ("count", offset_of!(ChaChaParams, count)),
         ],
     },
 ];

@@ -30,6 +30,8 @@ pub const CLIP: &str = include_str!("../../shaders/clip.wgsl");
 pub const LOSSES: &str = include_str!("../../shaders/losses.wgsl");
 /// `shaders/adam.wgsl`.
 pub const ADAM: &str = include_str!("../../shaders/adam.wgsl");
+/// `shaders/chacha.wgsl` (needs the prelude).
+pub const CHACHA: &str = include_str!("../../shaders/chacha.wgsl");
 
 /// One shader module = one `shaders/<stem>.wgsl` op family (with its prelude, if any).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,11 +46,12 @@ pub enum Shader {
     Adam,
     EmStep,
     Energies,
+    ChaCha,
 }
 
 impl Shader {
     /// Every shader module, for tests and warm-up.
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Linear,
         Shader::Gelu,
         Shader::Reduce,
@@ -59,6 +62,7 @@ impl Shader {
         Shader::Adam,
         Shader::EmStep,
         Shader::Energies,
+        Shader::ChaCha,
     ];
 
     /// The file stem under `shaders/` (also the module's debug label).
@@ -74,6 +78,7 @@ impl Shader {
             Shader::Adam => "adam",
             Shader::EmStep => "em_step",
             Shader::Energies => "energies",
+            Shader::ChaCha => "chacha",
         }
     }
 
@@ -90,12 +95,16 @@ impl Shader {
             Shader::Adam => ADAM,
             Shader::EmStep => EM_STEP,
             Shader::Energies => ENERGIES,
+            Shader::ChaCha => CHACHA,
         }
     }
 
     /// Whether the file declares `Prelude: math.wgsl` in its header.
     pub fn uses_math_prelude(self) -> bool {
-        matches!(self, Shader::Gelu | Shader::TimeFeatures | Shader::Energies)
+        matches!(
+            self,
+            Shader::Gelu | Shader::TimeFeatures | Shader::Energies | Shader::ChaCha
+        )
     }
 
     /// The module source handed to the device: prelude (if used) + the op file.
@@ -119,6 +128,10 @@ impl Shader {
             Shader::Energies => concat!(
                 include_str!("../../shaders/math.wgsl"),
                 include_str!("../../shaders/energies.wgsl")
+            ),
+            Shader::ChaCha => concat!(
+                include_str!("../../shaders/math.wgsl"),
+                include_str!("../../shaders/chacha.wgsl")
             ),
         }
     }

@@ -53,6 +53,9 @@ struct StepBufs {
     o: GpuVec,
 }
 
+/// Parameters, Adam m, Adam v: flat host vectors in layout order.
+pub type HostState = (Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// What one GPU iteration reports.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GpuStepStats {
@@ -85,6 +88,9 @@ pub struct GpuTrainer {
     cleared: Vec<usize>,
     stats: GpuVec,
     scale: GpuVec,
+    /// One Adam dispatch per block, built on first use; its step constants are rewritten
+    /// (`set_step`) before each submission.
+    adam: Vec<Option<adam::AdamStepDispatch>>,
     states: Vec<GpuVec>,
     log_r: GpuVec,
     // Kept alive for the plan's bind groups.
@@ -368,6 +374,7 @@ impl GpuTrainer {
             cleared,
             stats,
             scale,
+            adam: Vec::new(),
             states,
             log_r,
             _keep: keep,
@@ -461,22 +468,31 @@ impl GpuTrainer {
         frozen: &[Group],
     ) -> Result<GpuStepStats, GpuError> {
         self.upload_noise(seed, it, explore_std);
-        let mut updates = Vec::new();
+        if self.adam.is_empty() {
+            self.adam = self.blocks.iter().map(|_| None).collect();
+        }
+        let mut updated = Vec::new();
         for (bi, bl) in self.blocks.iter().enumerate() {
             if frozen.contains(&bl.group) {
                 continue;
             }
             steps[bi] += 1;
             let ac = AdamStepConfig::new(lr(bl.group), steps[bi]);
-            updates.push(adam::prepare_adam_step(
-                self.ctx,
-                &bl.param,
-                &bl.grad,
-                &bl.m,
-                &bl.v,
-                &self.scale,
-                &ac,
-            )?);
+            match &self.adam[bi] {
+                Some(d) => d.set_step(self.ctx, &ac),
+                None => {
+                    self.adam[bi] = Some(adam::prepare_adam_step(
+                        self.ctx,
+                        &bl.param,
+                        &bl.grad,
+                        &bl.m,
+                        &bl.v,
+                        &self.scale,
+                        &ac,
+                    )?)
+                }
+            }
+            updated.push(bi);
         }
         let mut enc = self.ctx.encoder("gpu training iteration");
         for &k in &self.cleared {
@@ -490,8 +506,10 @@ impl GpuTrainer {
             for dsp in &self.plan {
                 dsp.record_in_pass(&mut pass);
             }
-            for u in &updates {
-                u.record_in_pass(&mut pass);
+            for &bi in &updated {
+                if let Some(d) = &self.adam[bi] {
+                    d.record_in_pass(&mut pass);
+                }
             }
         }
         self.ctx.submit(enc);
@@ -499,7 +517,7 @@ impl GpuTrainer {
     }
 
     /// Parameters, Adam m and v, each flat in layout order (waits for the device).
-    pub fn download(&self) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>), GpuError> {
+    pub fn download(&self) -> Result<HostState, GpuError> {
         let p: Vec<&GpuVec> = self.blocks.iter().map(|b| &b.param).collect();
         let m: Vec<&GpuVec> = self.blocks.iter().map(|b| &b.m).collect();
         let v: Vec<&GpuVec> = self.blocks.iter().map(|b| &b.v).collect();

@@ -136,7 +136,11 @@ pub fn prepare_em_step(
     let rows = rows_of(x, dim, "gpu em_step");
     assert_eq!(o.len(), rows * 2 * dim, "gpu em_step: o is not [B, 2D]");
     assert_eq!(xi.len(), x.len(), "gpu em_step: xi.len() != x.len()");
-    assert_eq!(x_next.len(), x.len(), "gpu em_step: x_next.len() != x.len()");
+    assert_eq!(
+        x_next.len(),
+        x.len(),
+        "gpu em_step: x_next.len() != x.len()"
+    );
     assert_eq!(log_pf.len(), rows, "gpu em_step: log_pf is not [B]");
     assert_eq!(log_pb.len(), rows, "gpu em_step: log_pb is not [B]");
     assert_eq!(step_std.len(), 1, "gpu em_step: step_std is not [1]");
@@ -172,8 +176,16 @@ pub fn prepare_em_logpf_backward(
     du: &GpuVec,
 ) -> Result<Dispatch, GpuError> {
     let rows = rows_of(x, dim, "gpu em_logpf_backward");
-    assert_eq!(o.len(), rows * 2 * dim, "gpu em_logpf_backward: o is not [B, 2D]");
-    assert_eq!(du.len(), o.len(), "gpu em_logpf_backward: du.len() != o.len()");
+    assert_eq!(
+        o.len(),
+        rows * 2 * dim,
+        "gpu em_logpf_backward: o is not [B, 2D]"
+    );
+    assert_eq!(
+        du.len(),
+        o.len(),
+        "gpu em_logpf_backward: du.len() != o.len()"
+    );
     assert_eq!(x_next.len(), x.len(), "gpu em_logpf_backward: x_next.len()");
     assert_eq!(g.len(), rows, "gpu em_logpf_backward: g is not [B]");
     let p = EmStepParams::new(rows, dim, cfg);

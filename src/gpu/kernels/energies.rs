@@ -163,13 +163,21 @@ pub fn prepare_log_reward_grad(
     grad: &GpuVec,
 ) -> Result<Dispatch, GpuError> {
     assert!(dim > 0, "gpu energies: dim must be positive");
-    assert_eq!(x.len() % dim, 0, "gpu energies: x.len() not a multiple of dim");
+    assert_eq!(
+        x.len() % dim,
+        0,
+        "gpu energies: x.len() not a multiple of dim"
+    );
     let rows = x.len() / dim;
     assert_eq!(log_r.len(), rows, "gpu energies: log_r is not [B]");
     assert_eq!(grad.len(), x.len(), "gpu energies: grad.len() != x.len()");
     let p = target.params(rows, dim);
     if let Target::Gmm { axis, .. } = target {
-        assert_eq!(data.len(), axis.len(), "gpu energies: data is not the GMM axis");
+        assert_eq!(
+            data.len(),
+            axis.len(),
+            "gpu energies: data is not the GMM axis"
+        );
     }
     let pb = params_buffer(ctx, &p, "EnergyParams");
     let grid = grid_1d(p.rows.div_ceil(WORKGROUP_SIZE));
@@ -234,5 +242,8 @@ pub fn run_log_reward_grad(
     call_log_reward_grad(ctx, &mut enc, target, dim, &data, &gx, &gr, &gg)?;
     ctx.submit(enc);
     let mut out = ctx.read_many(&[&gr, &gg])?.into_iter();
-    Ok((out.next().unwrap_or_default(), out.next().unwrap_or_default()))
+    Ok((
+        out.next().unwrap_or_default(),
+        out.next().unwrap_or_default(),
+    ))
 }

@@ -14,6 +14,7 @@
 
 pub mod adam;
 pub mod add_row;
+pub mod chacha;
 pub mod clip;
 pub mod em_step;
 pub mod energies;
@@ -52,6 +53,9 @@ pub static ALL_ENTRY_POINTS: &[&EntryPoint] = &[
     &energies::LOG_REWARD_GRAD_GMM,
     &energies::LOG_REWARD_GRAD_MANYWELL,
     &energies::LOG_REWARD_GRAD_FUNNEL,
+    &chacha::CHACHA8_WORDS,
+    &chacha::CHACHA8_NORMALS,
+    &chacha::BOX_MULLER_WORDS,
 ];
 
 /// Most workgroups per grid dimension every WebGPU device accepts.

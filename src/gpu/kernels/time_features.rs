@@ -60,8 +60,16 @@ pub fn prepare_time_features_backward(
     dphase: &GpuVec,
 ) -> Result<Dispatch, GpuError> {
     let f = freqs.len();
-    assert_eq!(phase.len(), f, "time_features_backward: phase.len() != freqs.len()");
-    assert_eq!(dphase.len(), f, "time_features_backward: dphase.len() != freqs.len()");
+    assert_eq!(
+        phase.len(),
+        f,
+        "time_features_backward: phase.len() != freqs.len()"
+    );
+    assert_eq!(
+        dphase.len(),
+        f,
+        "time_features_backward: dphase.len() != freqs.len()"
+    );
     assert_eq!(
         dout.len(),
         t.len() * 2 * f,
