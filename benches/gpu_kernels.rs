@@ -222,6 +222,7 @@ fn cpu_benches(c: &mut Criterion) {
 /// - `generate/<shape>`: the `chacha8_normals` kernel (f32 Box–Muller, not bitwise the CPU's),
 ///   dispatches prepared once, per iteration a 32-byte key write + T dispatches in one pass +
 ///   device sync; `generate_words/<shape>`: the same with `chacha8_words` (the bitwise part alone).
+///
 /// Shapes: Manywell T = 100, B = 300, D = 32 (960 000 normals) and LGCP D = 1600 (48 000 000).
 /// Every iteration uses a new key, as training does. LGCP takes about a second per iteration on
 /// lavapipe, so the group samples flat (10 iterations, not criterion's 55 of linear sampling).
@@ -239,7 +240,10 @@ fn noise_benches(c: &mut Criterion) {
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    for (name, t, b, d) in [("manywell", 100usize, 300usize, 32usize), ("lgcp", 100, 300, 1600)] {
+    for (name, t, b, d) in [
+        ("manywell", 100usize, 300usize, 32usize),
+        ("lgcp", 100, 300, 1600),
+    ] {
         let n = b * d;
         let shape = format!("{name}_T{t}xB{b}xD{d}");
         eprintln!(

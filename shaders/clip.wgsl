@@ -14,6 +14,7 @@
 //            so NaN ↦ −c. WGSL's min/max/clamp leave NaN unspecified and a driver may assume no
 //            NaN in float comparisons, so NaN is detected on the bits (exponent all ones, mantissa
 //            ≠ 0) and every result is chosen with `select` — no arithmetic, so bitwise on any device.
+// Prelude:   math.wgsl (clip_f32, clip_passes_f32).
 // Matches:   src/autodiff/ops.rs Tape::clip (forward) and the Op::Clip VJP
 //            (`if !(v >= −c && v <= c) { d = 0 }`), bitwise.
 // Tested by: tests/gpu_train_ops.rs clip_forward, clip_backward (bitwise, NaN and ±∞ included).
@@ -38,9 +39,6 @@ fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * (nwg.x * WG);
 }
 
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
 
 @compute @workgroup_size(64)
 fn clip_forward(@builtin(global_invocation_id) gid: vec3<u32>,
@@ -49,11 +47,7 @@ fn clip_forward(@builtin(global_invocation_id) gid: vec3<u32>,
     if (i >= params.n) {
         return;
     }
-    let c = params.limit;
-    let xi = x[i];
-    // x.max(−c): −c for x < −c or NaN; then .min(c).
-    let lo = select(xi, -c, is_nan(xi) || xi < -c);
-    y[i] = select(lo, c, lo > c);
+    y[i] = clip_f32(x[i], params.limit);
 }
 
 @compute @workgroup_size(64)
@@ -63,8 +57,5 @@ fn clip_backward(@builtin(global_invocation_id) gid: vec3<u32>,
     if (i >= params.n) {
         return;
     }
-    let c = params.limit;
-    let xi = x[i];
-    let inside = !is_nan(xi) && xi >= -c && xi <= c;
-    dx[i] = select(0.0, dy[i], inside);
+    dx[i] = select(0.0, dy[i], clip_passes_f32(x[i], params.limit));
 }

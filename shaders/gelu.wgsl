@@ -1,7 +1,7 @@
 // gelu.wgsl — exact-erf GELU, its backward, and the fused forward+derivative, elementwise.
 //
 // Purpose:   y = GELU(x) = ½·x·(1 + erf(x/√2)); dx = dy·GELU'(x), GELU'(x) = Φ(x) + x·φ(x).
-// Prelude:   math.wgsl (erf_f32, exp_f32).
+// Prelude:   math.wgsl (gelu_f32, gelu_slope_f32).
 // Bindings (group 0; each entry point uses the subset listed):
 //   0  params : uniform GeluParams              all
 //   1  x      : storage, read       [N]         all
@@ -30,8 +30,6 @@ struct GeluParams {
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(5) var<storage, read_write> g: array<f32>;
 
-const FRAC_1_SQRT_2: f32 = 0x1.6a09e6p-1f; // 0x3f3504f3 = 1/√2 rounded to f32
-const FRAC_1_SQRT_2PI: f32 = 0x1.988454p-2f; // 0x3ecc422a = 1/√(2π) rounded to f32
 
 // 64 = a multiple of every common SIMD/warp width (8 lanes on lavapipe's AVX2, 32/64 on GPUs).
 const WG: u32 = 64u;
@@ -48,10 +46,7 @@ fn gelu_forward(@builtin(global_invocation_id) gid: vec3<u32>,
     if (i >= params.n) {
         return;
     }
-    let xi = x[i];
-    let e = erf_f32(xi * FRAC_1_SQRT_2);
-    let h = 0.5 * xi;
-    y[i] = fma(h, e, h);
+    y[i] = gelu_f32(x[i]);
 }
 
 // dx = dy · fma(x, pdf, cdf), cdf = fma(e, 0.5, 0.5), pdf = exp((−0.5·x)·x)·(1/√(2π)).
@@ -62,11 +57,7 @@ fn gelu_backward(@builtin(global_invocation_id) gid: vec3<u32>,
     if (i >= params.n) {
         return;
     }
-    let xi = x[i];
-    let e = erf_f32(xi * FRAC_1_SQRT_2);
-    let cdf = fma(e, 0.5, 0.5);
-    let pdf = exp_f32((-0.5 * xi) * xi) * FRAC_1_SQRT_2PI;
-    dx[i] = dy[i] * fma(xi, pdf, cdf);
+    dx[i] = dy[i] * gelu_slope_f32(x[i]);
 }
 
 // y = GELU(x) and g = GELU'(x) from one erf and one exp.

@@ -1,4 +1,5 @@
-// math.wgsl — f32 elementary functions shared by the kernels: exp, erf, sin/cos.
+// math.wgsl — f32 elementary functions shared by the kernels: exp, erf, sin/cos, and the scalar
+// GELU / clip of the drift network.
 //
 // Purpose:   the SAME operation sequence as src/cpu/math.rs (`exp_f32`, `exp_f32_moderate`,
 //            `erf_f32`, `sin_cos_f32`), constant for constant and fma for fma, so a kernel built on
@@ -12,7 +13,8 @@
 //            constant is a hexadecimal float literal (exact: no decimal rounding in the WGSL
 //            front end) followed by its bit pattern as in math.rs; tests/shaders.rs checks that
 //            naga reads each literal as exactly those bits.
-// Tested by: tests/cpu_vs_gpu.rs through the kernels that use it (gelu, time_features).
+// Tested by: tests/cpu_vs_gpu.rs through the kernels that use it (gelu, time_features), and
+//            tests/gpu_train_ops.rs (clip), tests/gpu_training.rs (policy_step).
 //
 // x86 SSE semantics are spelled out where the CPU code does (max_sse/min_sse/cvtt_sse): WGSL's
 // min/max leave NaN handling to the implementation, `select` on a comparison does not.
@@ -178,4 +180,42 @@ fn sin_cos_f32(x: f32) -> vec2<f32> {
     let sin_sign = u32(j & 2) << 30u;
     let cos_sign = u32((j + 1) & 2) << 30u;
     return vec2<f32>(bitcast<f32>(bitcast<u32>(s) ^ sin_sign), bitcast<f32>(bitcast<u32>(c) ^ cos_sign));
+}
+
+// ---------------------------------------------------------------------------------------------
+// GELU and clip (src/cpu/gelu.rs gelu_forward_deriv_ref; src/autodiff/ops.rs Tape::clip / Op::Clip)
+// ---------------------------------------------------------------------------------------------
+
+const FRAC_1_SQRT_2: f32 = 0x1.6a09e6p-1f; // 0x3f3504f3 = 1/√2 rounded to f32
+const FRAC_1_SQRT_2PI: f32 = 0x1.988454p-2f; // 0x3ecc422a = 1/√(2π) rounded to f32
+
+// GELU(x) = fma(h, e, h), h = 0.5·x, e = erf(x·(1/√2)).
+fn gelu_f32(x: f32) -> f32 {
+    let e = erf_f32(x * FRAC_1_SQRT_2);
+    let h = 0.5 * x;
+    return fma(h, e, h);
+}
+
+// GELU'(x) = fma(x, pdf, cdf), cdf = fma(e, 0.5, 0.5), pdf = exp((−0.5·x)·x)·(1/√(2π)).
+fn gelu_slope_f32(x: f32) -> f32 {
+    let e = erf_f32(x * FRAC_1_SQRT_2);
+    let cdf = fma(e, 0.5, 0.5);
+    let pdf = exp_f32((-0.5 * x) * x) * FRAC_1_SQRT_2PI;
+    return fma(x, pdf, cdf);
+}
+
+// NaN from the bit pattern (a driver assuming finite math cannot fold it away).
+fn is_nan_f32(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// Rust's x.max(−c).min(c): −c for x < −c or NaN, c for x > c.
+fn clip_f32(x: f32, c: f32) -> f32 {
+    let lo = select(x, -c, is_nan_f32(x) || x < -c);
+    return select(lo, c, lo > c);
+}
+
+// Whether the clip passes the gradient: −c ≤ x ≤ c (NaN: no).
+fn clip_passes_f32(x: f32, c: f32) -> bool {
+    return !is_nan_f32(x) && x >= -c && x <= c;
 }

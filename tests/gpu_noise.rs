@@ -36,7 +36,7 @@ fn gpu_or_skip() -> Option<&'static GpuContext> {
 /// z = [`box_muller_exact`]. The shader keeps the error relative everywhere (ln u₁ via log1p of
 /// 1 − u₁ near u₁ = 1, the angle reduced to a quarter turn in integer arithmetic), so there is no
 /// absolute floor: the error is a few f32 roundings (u's int→f32 conversion, FreeBSD's logf
-/// kernel < 1 ulp, sqrt, α = (d + ½)·π·2⁻³², the sin/cos polynomials, the final product), a few
+/// kernel < 1 ulp, sqrt, α = (d + ½)·π·2⁻³¹, the sin/cos polynomials, the final product), a few
 /// units of 2⁻²⁴ ≈ 6e-8. Measured on lavapipe (printed by the tests): ≤ 2.6e-7 (4.4 ulp) over
 /// the 2¹⁷ stream normals here, ≤ 1.6e-7 (2.7 ulp) on the tail words, 3.2e-7 (5.4 ulp) over 2²³
 /// stream normals in a one-off run. Against the CPU's f32 normals: about 55% bitwise equal, the
@@ -201,7 +201,7 @@ fn compare_normals(got: &[f32], words: &[u32], first: usize) -> Diff {
     for (i, &g) in got.iter().enumerate() {
         let n = first + i;
         let p = n / 2 * 2 - (first / 2 * 2);
-        let pick = |(a, b): (f64, f64)| if n % 2 == 0 { a } else { b };
+        let pick = |(a, b): (f64, f64)| if n.is_multiple_of(2) { a } else { b };
         let exact = pick(box_muller_exact(words[p], words[p + 1]));
         let cpu = pick(rng::box_muller(words[p], words[p + 1]));
         assert!(g.is_finite(), "normal {n}: {g}");
@@ -214,8 +214,14 @@ fn compare_normals(got: &[f32], words: &[u32], first: usize) -> Diff {
         d.max_excess_vs_cpu = d.max_excess_vs_cpu.max(excess);
         d.max_abs_vs_f32 = d.max_abs_vs_f32.max((g - cpu as f32).abs() as f64);
         d.equal_bits += usize::from(g.to_bits() == (cpu as f32).to_bits());
-        assert_eq!(g.is_sign_negative(), cpu.is_sign_negative(), "normal {n}: sign");
-        d.max_ulps_vs_f32 = d.max_ulps_vs_f32.max(g.to_bits().abs_diff((cpu as f32).to_bits()));
+        assert_eq!(
+            g.is_sign_negative(),
+            cpu.is_sign_negative(),
+            "normal {n}: sign"
+        );
+        d.max_ulps_vs_f32 = d
+            .max_ulps_vs_f32
+            .max(g.to_bits().abs_diff((cpu as f32).to_bits()));
     }
     d
 }
@@ -265,7 +271,11 @@ fn chacha8_normals_within_tolerance_of_f64_box_muller() {
         // compare_normals' CPU f32 values are rng::normals_at's, element for element
         let mut cpu = vec![0f32; count];
         rng::normals_at(&mut ChaCha8Rng::from_seed(key), start, &mut cpu);
-        let max_abs = got.iter().zip(&cpu).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let max_abs = got
+            .iter()
+            .zip(&cpu)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert_eq!(max_abs as f64, d.max_abs_vs_f32);
         check(&format!("stream normals from {start}"), &d, count);
     }
@@ -279,9 +289,29 @@ fn chacha8_normals_within_tolerance_of_f64_box_muller() {
 fn box_muller_tail_words_within_tolerance() {
     let Some(ctx) = gpu_or_skip() else { return };
     let w1s = [
-        0u32, 1, 2, 3, 0xff, 0xb504, 0xb505, 0x5a82_7999, 0x5a82_799a, 0x7fff_fffe, 0x7fff_ffff,
-        0x8000_0000, 0x8000_0001, 0x95f6_1998, 0xb504_f333, 0xb504_f334, 0xb504_f335, 0xd413_cccf,
-        0xffff_0000, 0xffff_fff0, 0xffff_fffd, 0xffff_fffe, 0xffff_ffff,
+        0u32,
+        1,
+        2,
+        3,
+        0xff,
+        0xb504,
+        0xb505,
+        0x5a82_7999,
+        0x5a82_799a,
+        0x7fff_fffe,
+        0x7fff_ffff,
+        0x8000_0000,
+        0x8000_0001,
+        0x95f6_1998,
+        0xb504_f333,
+        0xb504_f334,
+        0xb504_f335,
+        0xd413_cccf,
+        0xffff_0000,
+        0xffff_fff0,
+        0xffff_fffd,
+        0xffff_fffe,
+        0xffff_ffff,
     ];
     let mut w2s = vec![];
     for q in 0u32..8 {

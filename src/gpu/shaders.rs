@@ -103,7 +103,11 @@ impl Shader {
     pub fn uses_math_prelude(self) -> bool {
         matches!(
             self,
-            Shader::Gelu | Shader::TimeFeatures | Shader::Energies | Shader::ChaCha
+            Shader::Gelu
+                | Shader::TimeFeatures
+                | Shader::Energies
+                | Shader::ChaCha
+                | Shader::Clip
         )
     }
 
@@ -117,7 +121,10 @@ impl Shader {
             ),
             Shader::Reduce => REDUCE,
             Shader::AddRow => ADD_ROW,
-            Shader::Clip => CLIP,
+            Shader::Clip => concat!(
+                include_str!("../../shaders/math.wgsl"),
+                include_str!("../../shaders/clip.wgsl")
+            ),
             Shader::Losses => LOSSES,
             Shader::Adam => ADAM,
             Shader::TimeFeatures => concat!(

@@ -160,7 +160,11 @@ pub fn prepare_box_muller_words(
     pairs: &GpuVec,
     out: &GpuVec,
 ) -> Result<Dispatch, GpuError> {
-    assert_eq!(pairs.len(), out.len(), "gpu box_muller: pairs.len() != out.len()");
+    assert_eq!(
+        pairs.len(),
+        out.len(),
+        "gpu box_muller: pairs.len() != out.len()"
+    );
     assert_eq!(pairs.len() % 2, 0, "gpu box_muller: odd number of words");
     let n = to_u32(pairs.len(), "gpu box_muller: n");
     let params = ChaChaParams {
