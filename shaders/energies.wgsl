@@ -16,7 +16,7 @@
 // Prelude:   math.wgsl (exp_f32).
 // Bindings (group 0; each entry point uses the subset listed):
 //   0  params : uniform EnergyParams        all
-//   1  x      : storage, read       [B, D]  all
+//   1  x      : storage, read       [≥ row0 + B, D]  all (rows row0 … row0 + B − 1 are read)
 //   2  axis   : storage, read       [n]     log_reward_grad_gmm (grid coordinates of one axis)
 //   3  log_r  : storage, read_write [B]     all
 //   4  grad   : storage, read_write [B, D]  all
@@ -29,7 +29,8 @@ struct EnergyParams {
     rows: u32,
     dim: u32,
     n_axis: u32,
-    _pad0: u32,
+    // x rows start here: row b reads x[row0 + b] (a slice of a longer state buffer).
+    row0: u32,
     // gmm: the per-coordinate variance v; funnel: Var(x₀) = s².
     variance: f32,
     // Constant added to log R (see the header).
@@ -76,8 +77,9 @@ fn log_reward_grad_gmm(@builtin(global_invocation_id) gid: vec3<u32>,
     if (b >= params.rows) {
         return;
     }
-    let f0 = gmm_factor(x[2u * b]);
-    let f1 = gmm_factor(x[2u * b + 1u]);
+    let xb = params.row0 + b;
+    let f0 = gmm_factor(x[2u * xb]);
+    let f1 = gmm_factor(x[2u * xb + 1u]);
     log_r[b] = (f0.x + f1.x) + params.log_const;
     grad[2u * b] = f0.y;
     grad[2u * b + 1u] = f1.y;
@@ -93,8 +95,8 @@ fn log_reward_grad_manywell(@builtin(global_invocation_id) gid: vec3<u32>,
     let d = params.dim;
     var s = 0.0;
     for (var k = 0u; k < d; k = k + 2u) {
-        let a = x[b * d + k];
-        let bb = x[b * d + k + 1u];
+        let a = x[(params.row0 + b) * d + k];
+        let bb = x[(params.row0 + b) * d + k + 1u];
         let a2 = a * a;
         s = s + ((-a2 * a2 + 6.0 * a2 + 0.5 * a) - 0.5 * bb * bb);
         grad[b * d + k] = -4.0 * a * a * a + 12.0 * a + 0.5;
@@ -111,11 +113,12 @@ fn log_reward_grad_funnel(@builtin(global_invocation_id) gid: vec3<u32>,
         return;
     }
     let d = params.dim;
-    let x0 = x[b * d];
+    let xr = (params.row0 + b) * d;
+    let x0 = x[xr];
     let e = exp_f32(-x0);
     var sum_sq = 0.0;
     for (var i = 1u; i < d; i = i + 1u) {
-        let v = x[b * d + i];
+        let v = x[xr + i];
         sum_sq = sum_sq + v * v;
         grad[b * d + i] = -v * e;
     }

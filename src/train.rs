@@ -272,8 +272,15 @@ impl Trainer {
                 let ctx = crate::gpu::GpuContext::shared()
                     .map_err(|e| TrainError::Device(e.to_string()))?;
                 Some(
-                    crate::gpu::trainer::GpuTrainer::new(ctx, &cfg, &net, &sampler, &params)
-                        .map_err(|e| TrainError::Device(e.to_string()))?,
+                    crate::gpu::trainer::GpuTrainer::new(
+                        ctx,
+                        &cfg,
+                        &net,
+                        &sampler,
+                        &params,
+                        Default::default(),
+                    )
+                    .map_err(|e| TrainError::Device(e.to_string()))?,
                 )
             }
             _ => None,

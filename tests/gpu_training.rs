@@ -9,7 +9,7 @@
 #![cfg(feature = "gpu")]
 
 use diffusion_samplers::config::{Backend, ExperimentConfig};
-use diffusion_samplers::gpu::trainer::GpuTrainer;
+use diffusion_samplers::gpu::trainer::{GpuTrainer, NoiseSource};
 use diffusion_samplers::gpu::GpuContext;
 use diffusion_samplers::rng;
 use diffusion_samplers::train::{self, Trainer};
@@ -79,7 +79,15 @@ fn check_iteration(cfg: &ExperimentConfig) {
     for it in [0usize, 3] {
         let (lg, g_cpu) = cpu.loss_and_grad(it).unwrap();
         let eps = diffusion_samplers::samplers::explore_std(cfg.train.exploration.as_ref(), it);
-        let mut gpu = GpuTrainer::new(ctx, cfg, &cpu.net, &cpu.sampler, &params).unwrap();
+        let mut gpu = GpuTrainer::new(
+            ctx,
+            cfg,
+            &cpu.net,
+            &cpu.sampler,
+            &params,
+            NoiseSource::Upload,
+        )
+        .unwrap();
         let (stats, g_gpu) = gpu.loss_and_grad(cfg.seed, it, eps).unwrap();
         let what = format!("{:?} {:?} it {it}", cfg.target, cfg.train.method);
         assert_eq!(stats.non_finite, 0, "{what}");

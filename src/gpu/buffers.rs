@@ -13,6 +13,7 @@ use super::kernels::clip::ClipParams;
 use super::kernels::em_step::EmStepParams;
 use super::kernels::energies::EnergyParams;
 use super::kernels::losses::LossParams;
+use super::kernels::policy_step::PolicyParams;
 use super::shaders::Shader;
 use super::{GpuContext, GpuError};
 use bytemuck::{Pod, Zeroable};
@@ -196,11 +197,34 @@ pub const PARAMS_LAYOUTS: &[ParamsLayout] = &[
             ("rows", offset_of!(EnergyParams, rows)),
             ("dim", offset_of!(EnergyParams, dim)),
             ("n_axis", offset_of!(EnergyParams, n_axis)),
-            ("_pad0", offset_of!(EnergyParams, _pad0)),
+            ("row0", offset_of!(EnergyParams, row0)),
             ("variance", offset_of!(EnergyParams, variance)),
             ("log_const", offset_of!(EnergyParams, log_const)),
             ("_pad1", offset_of!(EnergyParams, _pad1)),
             ("_pad2", offset_of!(EnergyParams, _pad2)),
+        ],
+    },
+    ParamsLayout {
+        name: "PolicyParams",
+        shader: Shader::PolicyStep,
+        size: size_of::<PolicyParams>(),
+        fields: &[
+            ("batch", offset_of!(PolicyParams, batch)),
+            ("dim", offset_of!(PolicyParams, dim)),
+            ("hidden", offset_of!(PolicyParams, hidden)),
+            ("layers", offset_of!(PolicyParams, layers)),
+            ("step", offset_of!(PolicyParams, step)),
+            ("steps", offset_of!(PolicyParams, steps)),
+            ("with_pb", offset_of!(PolicyParams, with_pb)),
+            ("accumulate", offset_of!(PolicyParams, accumulate)),
+            ("dt", offset_of!(PolicyParams, dt)),
+            ("var_f", offset_of!(PolicyParams, var_f)),
+            ("norm_f", offset_of!(PolicyParams, norm_f)),
+            ("ratio_b", offset_of!(PolicyParams, ratio_b)),
+            ("var_b", offset_of!(PolicyParams, var_b)),
+            ("norm_b", offset_of!(PolicyParams, norm_b)),
+            ("out_clip", offset_of!(PolicyParams, out_clip)),
+            ("_pad", offset_of!(PolicyParams, _pad)),
         ],
     },
     ParamsLayout {

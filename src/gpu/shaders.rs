@@ -32,6 +32,8 @@ pub const LOSSES: &str = include_str!("../../shaders/losses.wgsl");
 pub const ADAM: &str = include_str!("../../shaders/adam.wgsl");
 /// `shaders/chacha.wgsl` (needs the prelude).
 pub const CHACHA: &str = include_str!("../../shaders/chacha.wgsl");
+/// `shaders/policy_step.wgsl` (needs the prelude).
+pub const POLICY_STEP: &str = include_str!("../../shaders/policy_step.wgsl");
 
 /// One shader module = one `shaders/<stem>.wgsl` op family (with its prelude, if any).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,11 +49,12 @@ pub enum Shader {
     EmStep,
     Energies,
     ChaCha,
+    PolicyStep,
 }
 
 impl Shader {
     /// Every shader module, for tests and warm-up.
-    pub const ALL: [Shader; 11] = [
+    pub const ALL: [Shader; 12] = [
         Shader::Linear,
         Shader::Gelu,
         Shader::Reduce,
@@ -63,6 +66,7 @@ impl Shader {
         Shader::EmStep,
         Shader::Energies,
         Shader::ChaCha,
+        Shader::PolicyStep,
     ];
 
     /// The file stem under `shaders/` (also the module's debug label).
@@ -79,6 +83,7 @@ impl Shader {
             Shader::EmStep => "em_step",
             Shader::Energies => "energies",
             Shader::ChaCha => "chacha",
+            Shader::PolicyStep => "policy_step",
         }
     }
 
@@ -96,6 +101,7 @@ impl Shader {
             Shader::EmStep => EM_STEP,
             Shader::Energies => ENERGIES,
             Shader::ChaCha => CHACHA,
+            Shader::PolicyStep => POLICY_STEP,
         }
     }
 
@@ -107,6 +113,7 @@ impl Shader {
                 | Shader::TimeFeatures
                 | Shader::Energies
                 | Shader::ChaCha
+                | Shader::PolicyStep
                 | Shader::Clip
         )
     }
@@ -135,6 +142,10 @@ impl Shader {
             Shader::Energies => concat!(
                 include_str!("../../shaders/math.wgsl"),
                 include_str!("../../shaders/energies.wgsl")
+            ),
+            Shader::PolicyStep => concat!(
+                include_str!("../../shaders/math.wgsl"),
+                include_str!("../../shaders/policy_step.wgsl")
             ),
             Shader::ChaCha => concat!(
                 include_str!("../../shaders/math.wgsl"),

@@ -3,25 +3,36 @@
 //! the time embedding, the gradient-norm clip and Adam — recorded into ONE command encoder (one
 //! compute pass) and submitted once; only six scalars come back per iteration.
 //!
-//! Every dispatch is prepared once, when the trainer is built (fixed buffers, fixed shapes), and
-//! re-recorded each iteration; what changes per iteration lives in storage buffers (the noise,
-//! the exploration std) or is rebuilt cheaply (the Adam dispatches, whose bias corrections move).
+//! Dispatches (T steps, L joint layers, P parameter blocks): the noise (1), the time embedding
+//! (4), one fused forward per step (T, policy_step.wgsl), log R (1), the loss (1), one fused
+//! backward per step (T), the weight gradients as one product over all T·B rows per layer
+//! (L + 2), the time embedding's backward (6), the gradient norm (P + 1) and Adam (P): about
+//! 2T + 2P + L + 16 in all (≈ 250 at T = 100), against ≈ 23 per step with one dispatch per op.
 //!
-//! Noise: the host draws the CPU's normals — stream (seed, "train-noise", it), number
-//! (i·B + b)·D + j for (step i, row b, dim j), exactly `Path::Forward` with one shard — and
-//! uploads them, so the GPU follows the CPU's trajectories up to rounding (see
-//! benches/gpu_kernels.rs `gpu/noise` for why upload beats an in-shader generator here).
+//! Every dispatch is prepared once, when the trainer is built (fixed buffers, fixed shapes), and
+//! re-recorded each iteration; what changes per iteration lives in storage buffers (the noise
+//! key or the noise, the exploration std, Adam's step constants).
+//!
+//! Noise ([`NoiseSource`]): the stream is the CPU's — ChaCha8 keyed (seed, "train-noise", it),
+//! normal number (i·B + b)·D + j for (step i, row b, dim j), as `Path::Forward` with one shard.
+//! `Generate` (the default) runs the ChaCha8 block function in-shader: its words equal the CPU's
+//! bit for bit, its f32 Box–Muller normals are within 2⁻¹⁹ relative of the CPU's f64-derived ones
+//! (tests/gpu_noise.rs). `Upload` has the host draw the CPU's normals and upload them, bitwise the
+//! CPU's noise; it moves 4·T·B·D bytes per iteration (192 MB at D = 1600) and costs the host's
+//! Box–Muller, so it measured 2× slower even on lavapipe (benches/gpu_kernels.rs `gpu/noise`).
 //!
 //! Shapes: B batch, T steps, D state dim, H hidden, F harmonics, L joint hidden layers.
-//! Memory: per step h, a₀, z_k, a_{k+1} (k < L) [B, H] and o_raw, o [B, 2D]; states [T+1][B, D].
-//! Not on the GPU yet (refused by [`GpuTrainer::supports`]): the Langevin parametrization and the
-//! learned variance.
+//! Memory: states [(T+1)·B, D]; per layer [T·B, H] activations (h, a_k, z_k, dz_k, dh) and
+//! [T·B, 2D] outputs (o_raw, o, d_o); noise [T·B, D].
+//! Not on the GPU yet (refused by [`unsupported`]): the Langevin parametrization, the learned
+//! variance, H > 256 and more than 3 joint layers.
 
 use super::kernels::adam::{self, AdamStepConfig};
-use super::kernels::em_step::{self, EmStepConfig};
+use super::kernels::em_step::EmStepConfig;
 use super::kernels::energies::{self, Target};
 use super::kernels::losses::{self, LossBuffers};
-use super::kernels::{add_row, clip, gelu, linear, time_features, Dispatch};
+use super::kernels::policy_step::{self, PolicyBuffers, PolicyShape};
+use super::kernels::{chacha, gelu, linear, time_features, Dispatch};
 use super::{GpuContext, GpuError, GpuVec};
 use crate::config::{ExperimentConfig, Method, TargetConfig};
 use crate::nn::{DriftNet, Group};
@@ -40,17 +51,28 @@ struct Block {
     v: GpuVec,
 }
 
-/// One step's stored activations.
-struct StepBufs {
-    /// h = S(x_i) + T(t_i) [B, H] (pre-activation of the first GELU).
+/// The rollout's stored activations, [T·B, ·] each (row i·B + b).
+struct Activations {
     h: GpuVec,
-    /// a[0] = GELU(h), a[k+1] = GELU(z[k]) [B, H].
     a: Vec<GpuVec>,
-    /// z[k] joint pre-activations [B, H].
     z: Vec<GpuVec>,
-    /// Raw (pre-clip) and clipped policy output [B, 2D].
     o_raw: GpuVec,
     o: GpuVec,
+    d_o: GpuVec,
+    dz: Vec<GpuVec>,
+    dh: GpuVec,
+    dtemb: GpuVec,
+    dummy: GpuVec,
+}
+
+/// Where the training noise comes from (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NoiseSource {
+    /// ChaCha8 in-shader: the CPU's words bitwise, f32 normals within 2⁻¹⁹ relative.
+    #[default]
+    Generate,
+    /// The host's normals, uploaded: bitwise the CPU's noise.
+    Upload,
 }
 
 /// Parameters, Adam m, Adam v: flat host vectors in layout order.
@@ -77,25 +99,28 @@ pub struct GpuTrainer {
     method: Method,
     grad_clip: Option<f64>,
     blocks: Vec<Block>,
-    noise: Vec<GpuVec>,
+    noise_source: NoiseSource,
+    noise: GpuVec,
+    noise_key: GpuVec,
     noise_host: Vec<f32>,
     step_std: GpuVec,
     dt: f64,
     sigma2: f64,
-    /// Dispatches recorded every iteration, in order (forward, loss, backward, grad norm).
+    /// Packed policy weights and, per policy block, (block index, byte offset) into it.
+    weights: GpuVec,
+    packing: Vec<(usize, u64)>,
+    /// Dispatches recorded every iteration, in order (noise, forward, loss, backward, norm).
     plan: Vec<Dispatch>,
-    /// Buffers cleared at the start of every iteration (gradients and accumulators).
-    cleared: Vec<usize>,
     stats: GpuVec,
     scale: GpuVec,
     /// One Adam dispatch per block, built on first use; its step constants are rewritten
     /// (`set_step`) before each submission.
     adam: Vec<Option<adam::AdamStepDispatch>>,
-    states: Vec<GpuVec>,
+    states: GpuVec,
     log_r: GpuVec,
     // Kept alive for the plan's bind groups.
     _keep: Vec<GpuVec>,
-    _steps: Vec<StepBufs>,
+    _acts: Activations,
 }
 
 /// Why a config cannot train on the GPU backend.
@@ -106,7 +131,15 @@ pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
     if cfg.sampler.learned_variance {
         return Some("a learned variance (sampler.learned_variance) is CPU-only for now".into());
     }
-    None
+    PolicyShape {
+        batch: cfg.train.batch,
+        dim: cfg.dim(),
+        hidden: cfg.network.hidden,
+        layers: cfg.network.joint_layers,
+        steps: cfg.sampler.steps,
+        out_clip: cfg.network.out_clip,
+    }
+    .unsupported()
 }
 
 fn target_of(cfg: &ExperimentConfig) -> Target {
@@ -126,6 +159,7 @@ impl GpuTrainer {
         net: &DriftNet,
         sampler: &Sampler,
         params: &[f32],
+        noise_source: NoiseSource,
     ) -> Result<Self, GpuError> {
         if let Some(why) = unsupported(cfg) {
             return Err(GpuError::Validation {
@@ -158,7 +192,13 @@ impl GpuTrainer {
         };
         let mut plan = Vec::new();
         let mut keep = Vec::new();
-        let mut cleared: Vec<usize> = (0..blocks.len()).collect();
+
+        // The noise of the whole rollout, [T·B, D] (Generate; Upload writes the buffer instead).
+        let noise = GpuVec::zeros(ctx, t * b * d, "noise [T·B, D]");
+        let noise_key = chacha::upload_key(ctx, &[0u8; 32]);
+        if noise_source == NoiseSource::Generate {
+            plan.push(chacha::prepare_chacha8_normals(ctx, &noise_key, 0, &noise)?);
+        }
 
         // Time embedding T(t_i) for all T steps at once: [T, H].
         let times: Vec<f32> = sampler.times().iter().map(|&v| v as f32).collect();
@@ -186,60 +226,74 @@ impl GpuTrainer {
         plan.push(gelu::prepare_gelu_forward(ctx, &t1, &t1a)?);
         plan.push(lin(&t1a, "t.lin2", &temb, t)?);
 
-        // The rollout.
-        let states: Vec<GpuVec> = (0..=t)
-            .map(|i| GpuVec::zeros(ctx, b * d, &format!("x_{i}")))
+        // The rollout: one fused dispatch per step (policy_step.wgsl), activations in [T·B, ·].
+        let shape = PolicyShape {
+            batch: b,
+            dim: d,
+            hidden: h,
+            layers: l,
+            steps: t,
+            out_clip: net.out_clip,
+        };
+        let (offsets, packed_len) = shape.packed_offsets();
+        let weights = GpuVec::zeros(ctx, packed_len, "packed policy weights");
+        let packing: Vec<(usize, u64)> = offsets
+            .iter()
+            .map(|(name, off)| (idx(name), (off * size_of::<f32>()) as u64))
             .collect();
-        let noise: Vec<GpuVec> = (0..t)
-            .map(|i| GpuVec::zeros(ctx, b * d, &format!("xi_{i}")))
-            .collect();
+        let n = t * b;
+        let states = GpuVec::zeros(ctx, (t + 1) * b * d, "states [(T+1)·B, D]");
         let step_std = GpuVec::zeros(ctx, 1, "step std");
         let lf = GpuVec::zeros(ctx, b, "sum log p_F");
         let lb = GpuVec::zeros(ctx, b, "sum log p_B");
-        let s_out = GpuVec::zeros(ctx, b * h, "s.lin out");
-        let clip_limit = net.out_clip as f32;
-        let mut step_bufs = Vec::with_capacity(t);
+        let d_lf = GpuVec::zeros(ctx, b, "dL/dLF");
+        let act = |what: &str, cols: usize| GpuVec::zeros(ctx, n * cols, what);
+        let acts = Activations {
+            h: act("h", h),
+            a: (0..=l).map(|_| act("a", h)).collect(),
+            z: (0..l).map(|_| act("z", h)).collect(),
+            o_raw: act("o_raw", 2 * d),
+            o: act("o", 2 * d),
+            d_o: act("d_o", 2 * d),
+            dz: (0..l).map(|_| act("dz", h)).collect(),
+            dh: act("dh", h),
+            dtemb: GpuVec::zeros(ctx, t * h, "dtemb"),
+            dummy: GpuVec::zeros(ctx, 1, "unused binding"),
+        };
+        let bufs = PolicyBuffers {
+            weights: &weights,
+            temb: &temb,
+            noise: &noise,
+            step_std: &step_std,
+            xs: &states,
+            h: &acts.h,
+            a: &acts.a,
+            z: &acts.z,
+            o_raw: &acts.o_raw,
+            o: &acts.o,
+            log_pf: &lf,
+            log_pb: &lb,
+            d_log_pf: &d_lf,
+            d_o: &acts.d_o,
+            dz: &acts.dz,
+            dh: &acts.dh,
+            dtemb: &acts.dtemb,
+            dummy: &acts.dummy,
+        };
+        let em = |i: usize| EmStepConfig {
+            dt: sampler.dt(),
+            sigma2: sampler.sigma2,
+            explore_std: 0.0,
+            step: i,
+            accumulate: i > 0,
+        };
         for i in 0..t {
-            let sb = StepBufs {
-                h: GpuVec::zeros(ctx, b * h, "h"),
-                a: (0..=l).map(|_| GpuVec::zeros(ctx, b * h, "a")).collect(),
-                z: (0..l).map(|_| GpuVec::zeros(ctx, b * h, "z")).collect(),
-                o_raw: GpuVec::zeros(ctx, b * 2 * d, "o_raw"),
-                o: GpuVec::zeros(ctx, b * 2 * d, "o"),
-            };
-            plan.push(lin(&states[i], "s.lin", &s_out, b)?);
-            plan.push(add_row::prepare_add_row(
-                ctx, &s_out, &temb, &sb.h, b, h, i,
-            )?);
-            plan.push(gelu::prepare_gelu_forward(ctx, &sb.h, &sb.a[0])?);
-            for k in 0..l {
-                plan.push(lin(&sb.a[k], &format!("joint.{k}"), &sb.z[k], b)?);
-                plan.push(gelu::prepare_gelu_forward(ctx, &sb.z[k], &sb.a[k + 1])?);
-            }
-            plan.push(lin(&sb.a[l], "joint.out", &sb.o_raw, b)?);
-            plan.push(clip::prepare_clip_forward(
-                ctx, &sb.o_raw, &sb.o, clip_limit,
-            )?);
-            let ec = EmStepConfig {
-                dt: sampler.dt(),
-                sigma2: sampler.sigma2,
-                explore_std: 0.0,
-                step: i,
-                accumulate: i > 0,
-            };
-            plan.push(em_step::prepare_em_step(
+            plan.push(policy_step::prepare_policy_forward(
                 ctx,
-                &ec,
-                d,
-                &sb.o,
-                &states[i],
-                &noise[i],
-                &states[i + 1],
-                &lf,
-                &lb,
-                &step_std,
+                &shape,
+                &em(i),
+                &bufs,
             )?);
-            step_bufs.push(sb);
         }
 
         // log R(x_T) and the loss.
@@ -247,10 +301,16 @@ impl GpuTrainer {
         let tdata = energies::target_buffer(ctx, &target);
         let log_r = GpuVec::zeros(ctx, b, "log R");
         let grad_r = GpuVec::zeros(ctx, b * d, "grad log R");
-        plan.push(energies::prepare_log_reward_grad(
-            ctx, &target, d, &tdata, &states[t], &log_r, &grad_r,
+        plan.push(energies::prepare_log_reward_grad_rows(
+            ctx,
+            &target,
+            d,
+            &tdata,
+            &states,
+            t * b,
+            &log_r,
+            &grad_r,
         )?);
-        let d_lf = GpuVec::zeros(ctx, b, "dL/dLF");
         let stats = GpuVec::zeros(ctx, 4, "loss stats");
         let log_z = bl("log_z");
         plan.push(losses::prepare_loss_grad(
@@ -267,12 +327,16 @@ impl GpuTrainer {
             },
         )?);
 
-        // Backward through every step, last first (the tape's order).
-        let du = GpuVec::zeros(ctx, b * 2 * d, "du");
-        let d_o = GpuVec::zeros(ctx, b * 2 * d, "do");
-        let da = GpuVec::zeros(ctx, b * h, "da");
-        let dz = GpuVec::zeros(ctx, b * h, "dz");
-        let dtemb = GpuVec::zeros(ctx, t * h, "dtemb");
+        // Backward: the input-gradient chain step by step (last first), then every weight
+        // gradient as one product over all T·B rows, and the time embedding's per-step sums.
+        for i in (0..t).rev() {
+            plan.push(policy_step::prepare_policy_backward(
+                ctx,
+                &shape,
+                &em(i),
+                &bufs,
+            )?);
+        }
         let dw = |dy: &GpuVec, x: &GpuVec, name: &str, rows: usize| {
             let (w, bias) = (bl(&format!("{name}.w")), bl(&format!("{name}.b")));
             linear::prepare_linear_backward_dw(
@@ -283,48 +347,24 @@ impl GpuTrainer {
             let w = bl(&format!("{name}.w"));
             linear::prepare_linear_backward_dx(ctx, dy, &w.param, out, rows, w.cols, w.rows)
         };
-        for i in (0..t).rev() {
-            let sb = &step_bufs[i];
-            let ec = EmStepConfig {
-                dt: sampler.dt(),
-                sigma2: sampler.sigma2,
-                explore_std: 0.0,
-                step: i,
-                accumulate: false,
-            };
-            plan.push(em_step::prepare_em_logpf_backward(
-                ctx,
-                &ec,
-                d,
-                &sb.o,
-                &states[i],
-                &states[i + 1],
-                &d_lf,
-                &du,
-            )?);
-            plan.push(clip::prepare_clip_backward(
-                ctx, &sb.o_raw, &du, &d_o, clip_limit,
-            )?);
-            plan.push(dw(&d_o, &sb.a[l], "joint.out", b)?);
-            plan.push(dx(&d_o, "joint.out", &da, b)?);
-            for k in (0..l).rev() {
-                plan.push(gelu::prepare_gelu_backward(ctx, &sb.z[k], &da, &dz)?);
-                let name = format!("joint.{k}");
-                plan.push(dw(&dz, &sb.a[k], &name, b)?);
-                plan.push(dx(&dz, &name, &da, b)?);
-            }
-            plan.push(gelu::prepare_gelu_backward(ctx, &sb.h, &da, &dz)?);
-            plan.push(dw(&dz, &states[i], "s.lin", b)?);
-            plan.push(add_row::prepare_col_sum_into_row(
-                ctx, &dz, &dtemb, b, h, i,
-            )?);
+        plan.push(dw(&acts.d_o, &acts.a[l], "joint.out", n)?);
+        for k in 0..l {
+            plan.push(dw(&acts.dz[k], &acts.a[k], &format!("joint.{k}"), n)?);
         }
+        plan.push(dw(&acts.dh, &states, "s.lin", n)?);
+        plan.push(policy_step::prepare_segment_col_sums(
+            ctx,
+            &shape,
+            &acts.dh,
+            &acts.dtemb,
+        )?);
+        let dtemb = &acts.dtemb;
         // The time embedding's backward.
         let dt1a = GpuVec::zeros(ctx, t * h, "dt1a");
         let dt1 = GpuVec::zeros(ctx, t * h, "dt1");
         let dfeats = GpuVec::zeros(ctx, t * 2 * f, "dfeats");
-        plan.push(dw(&dtemb, &t1a, "t.lin2", t)?);
-        plan.push(dx(&dtemb, "t.lin2", &dt1a, t)?);
+        plan.push(dw(dtemb, &t1a, "t.lin2", t)?);
+        plan.push(dx(dtemb, "t.lin2", &dt1a, t)?);
         plan.push(gelu::prepare_gelu_backward(ctx, &t1, &dt1a, &dt1)?);
         plan.push(dw(&dt1, &feats, "t.lin1", t)?);
         plan.push(dx(&dt1, "t.lin1", &dfeats, t)?);
@@ -351,12 +391,9 @@ impl GpuTrainer {
         )?);
 
         keep.extend([
-            g_times, g_freqs, feats, t1, t1a, temb, lf, lb, s_out, tdata, grad_r, d_lf, du, d_o,
-            da, dz, dt1a, dt1, dfeats, partials,
+            g_times, g_freqs, feats, t1, t1a, temb, lf, lb, tdata, grad_r, d_lf, dt1a, dt1, dfeats,
+            partials,
         ]);
-        let dtemb_slot = keep.len();
-        keep.push(dtemb);
-        cleared.push(blocks.len() + dtemb_slot);
         Ok(GpuTrainer {
             ctx,
             batch: b,
@@ -365,40 +402,39 @@ impl GpuTrainer {
             method: cfg.train.method,
             grad_clip: cfg.train.grad_clip,
             blocks,
+            noise_source,
             noise,
-            noise_host: vec![0f32; b * d],
+            noise_key,
+            noise_host: Vec::new(),
             step_std,
             dt: sampler.dt(),
             sigma2: sampler.sigma2,
+            weights,
+            packing,
             plan,
-            cleared,
             stats,
             scale,
             adam: Vec::new(),
             states,
             log_r,
             _keep: keep,
-            _steps: step_bufs,
+            _acts: acts,
         })
     }
 
-    /// The buffer behind cleared slot `k` (blocks' gradients first, then `_keep` entries).
-    fn cleared_buffer(&self, k: usize) -> &GpuVec {
-        if k < self.blocks.len() {
-            &self.blocks[k].grad
-        } else {
-            &self._keep[k - self.blocks.len()]
-        }
-    }
-
-    /// Uploads iteration `it`'s noise (stream (seed, "train-noise", it)) and the step std.
-    fn upload_noise(&mut self, seed: u64, it: usize, explore_std: f64) {
+    /// Sets iteration `it`'s noise (stream (seed, "train-noise", it)) and the step std.
+    fn set_noise(&mut self, seed: u64, it: usize, explore_std: f64) {
         let key = rng::stream_key(seed, "train-noise", it as u64);
-        let mut stream = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(key);
-        let n = self.batch * self.dim;
-        for i in 0..self.steps {
-            rng::normals_at(&mut stream, (i * n) as u64, &mut self.noise_host);
-            self.noise[i].write(self.ctx, &self.noise_host);
+        match self.noise_source {
+            NoiseSource::Generate => chacha::write_key(self.ctx, &self.noise_key, &key),
+            NoiseSource::Upload => {
+                let mut stream =
+                    <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(key);
+                self.noise_host
+                    .resize(self.steps * self.batch * self.dim, 0.0);
+                rng::normals_at(&mut stream, 0, &mut self.noise_host);
+                self.noise.write(self.ctx, &self.noise_host);
+            }
         }
         let cfg = EmStepConfig {
             dt: self.dt,
@@ -410,20 +446,24 @@ impl GpuTrainer {
         self.step_std.write(self.ctx, &[cfg.step_std()]);
     }
 
-    /// Records the whole forward + loss + backward + gradient norm (no parameter update) and
-    /// submits it; returns without waiting.
-    fn submit_loss_and_grad(&mut self, seed: u64, it: usize, explore_std: f64) {
-        self.upload_noise(seed, it, explore_std);
+    /// Records one iteration (weights packed, gradients cleared, the plan, then `extra`, e.g.
+    /// Adam) into one encoder and submits it; does not wait.
+    fn submit_iteration(&self, extra: &[&Dispatch]) {
         let mut enc = self.ctx.encoder("gpu training iteration");
-        for &k in &self.cleared {
-            enc.clear_buffer(self.cleared_buffer(k).buffer(), 0, None);
+        for &(bi, off) in &self.packing {
+            let p = &self.blocks[bi].param;
+            let bytes = (p.len() * size_of::<f32>()) as u64;
+            enc.copy_buffer_to_buffer(p.buffer(), 0, self.weights.buffer(), off, bytes);
+        }
+        for bl in &self.blocks {
+            enc.clear_buffer(bl.grad.buffer(), 0, None);
         }
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("rollout + backward"),
+                label: Some("rollout + backward + adam"),
                 timestamp_writes: None,
             });
-            for dsp in &self.plan {
+            for dsp in self.plan.iter().chain(extra.iter().copied()) {
                 dsp.record_in_pass(&mut pass);
             }
         }
@@ -438,7 +478,8 @@ impl GpuTrainer {
         it: usize,
         explore_std: f64,
     ) -> Result<(GpuStepStats, Vec<f32>), GpuError> {
-        self.submit_loss_and_grad(seed, it, explore_std);
+        self.set_noise(seed, it, explore_std);
+        self.submit_iteration(&[]);
         let stats = self.read_stats()?;
         let grads: Vec<&GpuVec> = self.blocks.iter().map(|b| &b.grad).collect();
         let g = self.ctx.read_many(&grads)?.concat();
@@ -467,7 +508,7 @@ impl GpuTrainer {
         lr: &dyn Fn(Group) -> f64,
         frozen: &[Group],
     ) -> Result<GpuStepStats, GpuError> {
-        self.upload_noise(seed, it, explore_std);
+        self.set_noise(seed, it, explore_std);
         if self.adam.is_empty() {
             self.adam = self.blocks.iter().map(|_| None).collect();
         }
@@ -494,25 +535,11 @@ impl GpuTrainer {
             }
             updated.push(bi);
         }
-        let mut enc = self.ctx.encoder("gpu training iteration");
-        for &k in &self.cleared {
-            enc.clear_buffer(self.cleared_buffer(k).buffer(), 0, None);
-        }
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("rollout + backward + adam"),
-                timestamp_writes: None,
-            });
-            for dsp in &self.plan {
-                dsp.record_in_pass(&mut pass);
-            }
-            for &bi in &updated {
-                if let Some(d) = &self.adam[bi] {
-                    d.record_in_pass(&mut pass);
-                }
-            }
-        }
-        self.ctx.submit(enc);
+        let updates: Vec<&Dispatch> = updated
+            .iter()
+            .filter_map(|&bi| self.adam[bi].as_ref().map(|d| &d.dispatch))
+            .collect();
+        self.submit_iteration(&updates);
         self.read_stats()
     }
 
@@ -542,10 +569,9 @@ impl GpuTrainer {
 
     /// x_T of the last iteration's rollout [B, D] and log R of it [B] (for tests).
     pub fn last_terminal_states(&self) -> Result<(Vec<f32>, Vec<f32>), GpuError> {
-        let v = self
-            .ctx
-            .read_many(&[&self.states[self.steps], &self.log_r])?;
-        Ok((v[0].clone(), v[1].clone()))
+        let v = self.ctx.read_many(&[&self.states, &self.log_r])?;
+        let x_t = v[0][self.steps * self.batch * self.dim..].to_vec();
+        Ok((x_t, v[1].clone()))
     }
 
     /// The method this trainer optimises.

@@ -24,7 +24,7 @@ pub struct EnergyParams {
     pub rows: u32,
     pub dim: u32,
     pub n_axis: u32,
-    pub _pad0: u32,
+    pub row0: u32,
     pub variance: f32,
     pub log_const: f32,
     pub _pad1: f32,
@@ -97,7 +97,7 @@ impl Target {
             rows: to_u32(rows, "gpu energies: rows"),
             dim: to_u32(dim, "gpu energies: dim"),
             n_axis: to_u32(n_axis, "gpu energies: n_axis"),
-            _pad0: 0,
+            row0: 0,
             variance: var as f32,
             log_const: log_const as f32,
             _pad1: 0.0,
@@ -168,10 +168,31 @@ pub fn prepare_log_reward_grad(
         0,
         "gpu energies: x.len() not a multiple of dim"
     );
-    let rows = x.len() / dim;
-    assert_eq!(log_r.len(), rows, "gpu energies: log_r is not [B]");
-    assert_eq!(grad.len(), x.len(), "gpu energies: grad.len() != x.len()");
-    let p = target.params(rows, dim);
+    prepare_log_reward_grad_rows(ctx, target, dim, data, x, 0, log_r, grad)
+}
+
+/// As [`prepare_log_reward_grad`] for rows row0 … row0 + B − 1 of a longer x (B = log_r.len()),
+/// e.g. x_T inside a rollout's [(T+1)·B, D] state buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_log_reward_grad_rows(
+    ctx: &GpuContext,
+    target: &Target,
+    dim: usize,
+    data: &GpuVec,
+    x: &GpuVec,
+    row0: usize,
+    log_r: &GpuVec,
+    grad: &GpuVec,
+) -> Result<Dispatch, GpuError> {
+    assert!(dim > 0, "gpu energies: dim must be positive");
+    let rows = log_r.len();
+    assert!(
+        x.len() >= (row0 + rows) * dim,
+        "gpu energies: x has fewer than row0 + B rows"
+    );
+    assert_eq!(grad.len(), rows * dim, "gpu energies: grad is not [B, D]");
+    let mut p = target.params(rows, dim);
+    p.row0 = to_u32(row0, "gpu energies: row0");
     if let Target::Gmm { axis, .. } = target {
         assert_eq!(
             data.len(),

@@ -141,7 +141,8 @@ pub fn prepare_linear_backward_dx(
     )
 }
 
-/// dw[O,K] += dy[B,O]ᵀ·x[B,K] and db[O] += Σ_r dy[r,·] (accumulates into dw and db).
+/// dw[O,K] += dy[B,O]ᵀ·x[B,K] and db[O] += Σ_r dy[r,·] (accumulates into dw and db); x may
+/// hold more than B rows (the first B are used).
 #[allow(clippy::too_many_arguments)]
 pub fn prepare_linear_backward_dw(
     ctx: &GpuContext,
@@ -155,7 +156,13 @@ pub fn prepare_linear_backward_dw(
 ) -> Result<Dispatch, GpuError> {
     let p = params(rows, k, o);
     check("dy", dy, rows * o);
-    check("x", x, rows * k);
+    // x may be longer (a rollout's [(T+1)·B, D] states): only its first rows·K are read.
+    assert!(
+        x.len() >= rows * k,
+        "gpu linear: x.len() = {} < {}",
+        x.len(),
+        rows * k
+    );
     check("dw", dw, o * k);
     check("db", db, o);
     let pb = params_buffer(ctx, &p, "LinearParams");

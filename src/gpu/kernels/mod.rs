@@ -21,6 +21,7 @@ pub mod energies;
 pub mod gelu;
 pub mod linear;
 pub mod losses;
+pub mod policy_step;
 pub mod reduce;
 pub mod time_features;
 
@@ -53,6 +54,9 @@ pub static ALL_ENTRY_POINTS: &[&EntryPoint] = &[
     &energies::LOG_REWARD_GRAD_GMM,
     &energies::LOG_REWARD_GRAD_MANYWELL,
     &energies::LOG_REWARD_GRAD_FUNNEL,
+    &policy_step::POLICY_FORWARD,
+    &policy_step::POLICY_BACKWARD,
+    &policy_step::SEGMENT_COL_SUMS,
     &chacha::CHACHA8_WORDS,
     &chacha::CHACHA8_NORMALS,
     &chacha::BOX_MULLER_WORDS,
