@@ -12,7 +12,11 @@
 //   5  dy     : storage, read       [B, O]      linear_backward_dx, linear_backward_dw
 //   6  dx     : storage, read_write [B, K]      linear_backward_dx (overwritten)
 //   7  dw     : storage, read_write [O, K]      linear_backward_dw (accumulated: dw += dyᵀ·x)
-//   8  db     : storage, read_write [O]         linear_backward_dw (accumulated: db += Σ_r dy)
+//   8  db     : storage, read_write [O]         linear_backward_dw (accumulated: db += Σ_r dy),
+//                                               linear_backward_dw_reduce
+//   9  part_w : storage, read_write [C, O, K]   linear_backward_dw_partial (written),
+//                                               linear_backward_dw_reduce (read)
+//  10  part_b : storage, read_write [C, O]      the same, for db
 // Workgroup: 64 threads, each owning a 4×4 block of outputs; blocks are numbered row-block-major
 //            (block = rb·nb + cb, nb = ⌈cols/4⌉) over a 2-D grid (x ≤ 65535 workgroups), so small O
 //            wastes no threads. Edge blocks clamp their load indices (always in bounds) and store
@@ -26,6 +30,12 @@
 //              db[j]   : acc = db[j];   for r in 0..B ascending: acc = acc + dy[r,j]
 //            (dw/db: one thread per 4×4 (j,p) block loops over all B rows — a fixed order, but only
 //            ⌈O/4⌉·⌈K/4⌉ threads; db is done by the blocks with p-block 0.)
+//            Split-K (for B = T·B-sized products): linear_backward_dw_partial runs the same chains
+//            over row chunk c = [c·S, min((c+1)·S, B)) from 0 into part_w[c] / part_b[c]
+//            (S = params.chunk, C = ⌈B/S⌉ chunks × the blocks as threads), and
+//            linear_backward_dw_reduce adds them in chunk order: acc = dw[e]; for c ascending:
+//            acc = acc + part_w[c, e]. Fixed order, no atomics; with one chunk and dw = 0 it
+//            equals linear_backward_dw bit for bit.
 // Matches:   src/cpu/linear.rs linear_forward_ref / linear_backward_dx_ref / linear_backward_dw_ref
 //            (= cpu::Kernels::linear_* for f32, bitwise equal to them).
 // Tested by: tests/cpu_vs_gpu.rs linear_* (tolerance GPU_LINEAR; bitwise equal to the CPU where
@@ -36,7 +46,8 @@ struct LinearParams {
     rows: u32,
     k: u32,
     o: u32,
-    _pad: u32,
+    // Rows per chunk of the split-K entry points (unused by the others).
+    chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: LinearParams;
@@ -48,6 +59,8 @@ struct LinearParams {
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(8) var<storage, read_write> db: array<f32>;
+@group(0) @binding(9) var<storage, read_write> part_w: array<f32>;
+@group(0) @binding(10) var<storage, read_write> part_b: array<f32>;
 
 // 64 threads = 64 4×4 blocks per workgroup: a multiple of lavapipe's 8 AVX2 lanes and of GPU
 // warp/wavefront widths.
@@ -217,4 +230,89 @@ fn store_row_dw(row: u32, p0: u32, kk: u32, v: vec4<f32>) {
     if (p0 + 1u < kk) { dw[base + 1u] = v.y; }
     if (p0 + 2u < kk) { dw[base + 2u] = v.z; }
     if (p0 + 3u < kk) { dw[base + 3u] = v.w; }
+}
+
+// Split-K dW, pass 1: thread = (chunk c, 4×4 block of dw); partial sums of its chunk from 0.
+@compute @workgroup_size(64)
+fn linear_backward_dw_partial(@builtin(global_invocation_id) gid: vec3<u32>,
+                              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let rows = params.rows;
+    let kk = params.k;
+    let o = params.o;
+    let chunk = params.chunk;
+    let id = gid.x + gid.y * (nwg.x * WG);
+    let nbp = (kk + 3u) / 4u;
+    let nblocks = ((o + 3u) / 4u) * nbp;
+    let c = id / nblocks;
+    if (c * chunk >= rows) {
+        return;
+    }
+    let blk = id % nblocks;
+    let j0 = (blk / nbp) * 4u;
+    let p0 = (blk % nbp) * 4u;
+    let j = clamp4(j0, o);
+    let p = clamp4(p0, kk);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    let r_end = min(rows, (c + 1u) * chunk);
+    for (var r = c * chunk; r < r_end; r++) {
+        let xb = r * kk;
+        let xv = vec4<f32>(x[xb + p.x], x[xb + p.y], x[xb + p.z], x[xb + p.w]);
+        let gb = r * o;
+        acc0 = fma(vec4<f32>(dy[gb + j.x]), xv, acc0);
+        acc1 = fma(vec4<f32>(dy[gb + j.y]), xv, acc1);
+        acc2 = fma(vec4<f32>(dy[gb + j.z]), xv, acc2);
+        acc3 = fma(vec4<f32>(dy[gb + j.w]), xv, acc3);
+    }
+    let base = c * o * kk;
+    store_row_part(base, j0, p0, kk, acc0);
+    if (j0 + 1u < o) { store_row_part(base, j0 + 1u, p0, kk, acc1); }
+    if (j0 + 2u < o) { store_row_part(base, j0 + 2u, p0, kk, acc2); }
+    if (j0 + 3u < o) { store_row_part(base, j0 + 3u, p0, kk, acc3); }
+    if (p0 == 0u) {
+        var acc_b = vec4<f32>(0.0);
+        for (var r = c * chunk; r < r_end; r++) {
+            let gb = r * o;
+            acc_b = acc_b + vec4<f32>(dy[gb + j.x], dy[gb + j.y], dy[gb + j.z], dy[gb + j.w]);
+        }
+        let bb = c * o;
+        part_b[bb + j0] = acc_b.x;
+        if (j0 + 1u < o) { part_b[bb + j0 + 1u] = acc_b.y; }
+        if (j0 + 2u < o) { part_b[bb + j0 + 2u] = acc_b.z; }
+        if (j0 + 3u < o) { part_b[bb + j0 + 3u] = acc_b.w; }
+    }
+}
+
+fn store_row_part(base: u32, row: u32, p0: u32, kk: u32, v: vec4<f32>) {
+    let i = base + row * kk + p0;
+    part_w[i] = v.x;
+    if (p0 + 1u < kk) { part_w[i + 1u] = v.y; }
+    if (p0 + 2u < kk) { part_w[i + 2u] = v.z; }
+    if (p0 + 3u < kk) { part_w[i + 3u] = v.w; }
+}
+
+// Split-K dW, pass 2: one thread per element of dw (then db): add the chunks in order.
+@compute @workgroup_size(64)
+fn linear_backward_dw_reduce(@builtin(global_invocation_id) gid: vec3<u32>,
+                             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = params.o;
+    let ok = o * params.k;
+    let chunks = (params.rows + params.chunk - 1u) / params.chunk;
+    let id = gid.x + gid.y * (nwg.x * WG);
+    if (id < ok) {
+        var acc = dw[id];
+        for (var c = 0u; c < chunks; c++) {
+            acc = acc + part_w[c * ok + id];
+        }
+        dw[id] = acc;
+    } else if (id < ok + o) {
+        let jj = id - ok;
+        var acc = db[jj];
+        for (var c = 0u; c < chunks; c++) {
+            acc = acc + part_b[c * o + jj];
+        }
+        db[jj] = acc;
+    }
 }

@@ -27,7 +27,8 @@ pub struct LinearParams {
     pub rows: u32,
     pub k: u32,
     pub o: u32,
-    pub _pad: u32,
+    /// Rows per chunk of the split-K dW entry points (0 for the others).
+    pub chunk: u32,
 }
 
 /// `gelu.wgsl` `GeluParams`: n elements.
@@ -82,7 +83,7 @@ pub const PARAMS_LAYOUTS: &[ParamsLayout] = &[
             ("rows", offset_of!(LinearParams, rows)),
             ("k", offset_of!(LinearParams, k)),
             ("o", offset_of!(LinearParams, o)),
-            ("_pad", offset_of!(LinearParams, _pad)),
+            ("chunk", offset_of!(LinearParams, chunk)),
         ],
     },
     ParamsLayout {

@@ -75,6 +75,9 @@ pub enum NoiseSource {
     Upload,
 }
 
+/// Rows per chunk of the split-K weight-gradient products over the rollout's T·B rows.
+const DW_CHUNK: usize = 256;
+
 /// Parameters, Adam m, Adam v: flat host vectors in layout order.
 pub type HostState = (Vec<f32>, Vec<f32>, Vec<f32>);
 
@@ -347,11 +350,23 @@ impl GpuTrainer {
             let w = bl(&format!("{name}.w"));
             linear::prepare_linear_backward_dx(ctx, dy, &w.param, out, rows, w.cols, w.rows)
         };
-        plan.push(dw(&acts.d_o, &acts.a[l], "joint.out", n)?);
+        // Weight gradients over all T·B rows, split into chunks of DW_CHUNK rows (partial sums
+        // added in chunk order), so a long product keeps the device busy.
+        let chunks = linear::split_chunks(n, DW_CHUNK);
+        let widest = (2 * d * h).max(h * h).max(h * d);
+        let part_w = GpuVec::zeros(ctx, chunks * widest, "dW partial sums");
+        let part_b = GpuVec::zeros(ctx, chunks * h.max(2 * d), "db partial sums");
+        let dw_rows = |dy: &GpuVec, x: &GpuVec, name: &str| {
+            let (w, bias) = (bl(&format!("{name}.w")), bl(&format!("{name}.b")));
+            linear::prepare_linear_backward_dw_split(
+                ctx, dy, x, &w.grad, &bias.grad, &part_w, &part_b, n, w.cols, w.rows, DW_CHUNK,
+            )
+        };
+        plan.extend(dw_rows(&acts.d_o, &acts.a[l], "joint.out")?);
         for k in 0..l {
-            plan.push(dw(&acts.dz[k], &acts.a[k], &format!("joint.{k}"), n)?);
+            plan.extend(dw_rows(&acts.dz[k], &acts.a[k], &format!("joint.{k}"))?);
         }
-        plan.push(dw(&acts.dh, &states, "s.lin", n)?);
+        plan.extend(dw_rows(&acts.dh, &states, "s.lin")?);
         plan.push(policy_step::prepare_segment_col_sums(
             ctx,
             &shape,
@@ -392,7 +407,7 @@ impl GpuTrainer {
 
         keep.extend([
             g_times, g_freqs, feats, t1, t1a, temb, lf, lb, tdata, grad_r, d_lf, dt1a, dt1, dfeats,
-            partials,
+            partials, part_w, part_b,
         ]);
         Ok(GpuTrainer {
             ctx,

@@ -49,6 +49,119 @@ pub static LINEAR_BACKWARD_DW: EntryPoint = EntryPoint {
     ],
 };
 
+pub static LINEAR_BACKWARD_DW_PARTIAL: EntryPoint = EntryPoint {
+    shader: Shader::Linear,
+    name: "linear_backward_dw_partial",
+    bindings: &[
+        (0, Uniform),
+        (1, StorageRead),
+        (5, StorageRead),
+        (9, StorageReadWrite),
+        (10, StorageReadWrite),
+    ],
+};
+
+pub static LINEAR_BACKWARD_DW_REDUCE: EntryPoint = EntryPoint {
+    shader: Shader::Linear,
+    name: "linear_backward_dw_reduce",
+    bindings: &[
+        (0, Uniform),
+        (7, StorageReadWrite),
+        (8, StorageReadWrite),
+        (9, StorageReadWrite),
+        (10, StorageReadWrite),
+    ],
+};
+
+/// Chunks of `chunk` rows covering `rows` (the C of the split-K partial buffers).
+pub fn split_chunks(rows: usize, chunk: usize) -> usize {
+    assert!(chunk >= 1, "gpu linear: chunk must be ≥ 1");
+    rows.div_ceil(chunk)
+}
+
+/// Split-K dw[O,K] += dy[B,O]ᵀ·x[B,K], db[O] += Σ_r dy: pass 1 writes per-chunk partial sums
+/// (part_w [C, O, K], part_b [C, O], C = [`split_chunks`]), pass 2 adds them in chunk order.
+/// For products over many rows (a rollout's T·B), where one chain per dw element would leave
+/// the device nearly idle. x may hold more than B rows (the first B are used).
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_linear_backward_dw_split(
+    ctx: &GpuContext,
+    dy: &GpuVec,
+    x: &GpuVec,
+    dw: &GpuVec,
+    db: &GpuVec,
+    part_w: &GpuVec,
+    part_b: &GpuVec,
+    rows: usize,
+    k: usize,
+    o: usize,
+    chunk: usize,
+) -> Result<[Dispatch; 2], GpuError> {
+    let mut p = params(rows, k, o);
+    p.chunk = to_u32(chunk.max(1), "chunk");
+    let chunks = split_chunks(rows, chunk.max(1));
+    check("dy", dy, rows * o);
+    assert!(
+        x.len() >= rows * k,
+        "gpu linear: x.len() = {} < {}",
+        x.len(),
+        rows * k
+    );
+    check("dw", dw, o * k);
+    check("db", db, o);
+    assert!(
+        part_w.len() >= chunks * o * k,
+        "gpu linear: part_w smaller than C·O·K"
+    );
+    assert!(
+        part_b.len() >= chunks * o,
+        "gpu linear: part_b smaller than C·O"
+    );
+    let threads = chunks * o.div_ceil(4) * k.div_ceil(4);
+    let (g1, g2) = if rows == 0 {
+        ([0, 0, 0], [0, 0, 0])
+    } else {
+        (
+            grid_1d(to_u32(
+                threads.div_ceil(WORKGROUP_SIZE as usize),
+                "dw partial groups",
+            )),
+            grid_1d(to_u32(
+                (o * k + o).div_ceil(WORKGROUP_SIZE as usize),
+                "dw reduce groups",
+            )),
+        )
+    };
+    let pb1 = params_buffer(ctx, &p, "LinearParams");
+    let pb2 = params_buffer(ctx, &p, "LinearParams");
+    Ok([
+        dispatch(
+            ctx,
+            &LINEAR_BACKWARD_DW_PARTIAL,
+            &[
+                (0, &pb1),
+                (1, x.buffer()),
+                (5, dy.buffer()),
+                (9, part_w.buffer()),
+                (10, part_b.buffer()),
+            ],
+            g1,
+        )?,
+        dispatch(
+            ctx,
+            &LINEAR_BACKWARD_DW_REDUCE,
+            &[
+                (0, &pb2),
+                (7, dw.buffer()),
+                (8, db.buffer()),
+                (9, part_w.buffer()),
+                (10, part_b.buffer()),
+            ],
+            g2,
+        )?,
+    ])
+}
+
 fn params(rows: usize, k: usize, o: usize) -> LinearParams {
     assert!(
         k >= 1 && o >= 1,
@@ -59,7 +172,7 @@ fn params(rows: usize, k: usize, o: usize) -> LinearParams {
         rows: to_u32(rows, "rows"),
         k: to_u32(k, "k"),
         o: to_u32(o, "o"),
-        _pad: 0,
+        chunk: 0,
     }
 }
 

@@ -34,6 +34,8 @@ pub static ALL_ENTRY_POINTS: &[&EntryPoint] = &[
     &linear::LINEAR_FORWARD,
     &linear::LINEAR_BACKWARD_DX,
     &linear::LINEAR_BACKWARD_DW,
+    &linear::LINEAR_BACKWARD_DW_PARTIAL,
+    &linear::LINEAR_BACKWARD_DW_REDUCE,
     &gelu::GELU_FORWARD,
     &gelu::GELU_BACKWARD,
     &gelu::GELU_FORWARD_DERIV,
