@@ -19,7 +19,7 @@
 //   1  x      : storage, read       [≥ row0 + B, D]  all (rows row0 … row0 + B − 1 are read)
 //   2  axis   : storage, read       [n]     log_reward_grad_gmm (grid coordinates of one axis)
 //   3  log_r  : storage, read_write [B]     all
-//   4  grad   : storage, read_write [B, D]  all
+//   4  grad   : storage, read_write [≥ grad_row0 + B, D]  all
 // Workgroup: 64 threads, one ROW each; 2-D grid, row = gid.x + gid.y·(num_workgroups.x·64).
 // Matches:   src/energies/{gmm,many_well,funnel}.rs log_reward_row / grad_log_reward_row (f64 on
 //            the CPU, f32 here → toleranced against the f64 values).
@@ -35,7 +35,8 @@ struct EnergyParams {
     variance: f32,
     // Constant added to log R (see the header).
     log_const: f32,
-    _pad1: f32,
+    // grad rows start here: row b writes grad[grad_row0 + b] (a slice of a [T·B, D] buffer).
+    grad_row0: u32,
     _pad2: f32,
 }
 
@@ -81,8 +82,9 @@ fn log_reward_grad_gmm(@builtin(global_invocation_id) gid: vec3<u32>,
     let f0 = gmm_factor(x[2u * xb]);
     let f1 = gmm_factor(x[2u * xb + 1u]);
     log_r[b] = (f0.x + f1.x) + params.log_const;
-    grad[2u * b] = f0.y;
-    grad[2u * b + 1u] = f1.y;
+    let gb = params.grad_row0 + b;
+    grad[2u * gb] = f0.y;
+    grad[2u * gb + 1u] = f1.y;
 }
 
 @compute @workgroup_size(64)
@@ -99,8 +101,8 @@ fn log_reward_grad_manywell(@builtin(global_invocation_id) gid: vec3<u32>,
         let bb = x[(params.row0 + b) * d + k + 1u];
         let a2 = a * a;
         s = s + ((-a2 * a2 + 6.0 * a2 + 0.5 * a) - 0.5 * bb * bb);
-        grad[b * d + k] = -4.0 * a * a * a + 12.0 * a + 0.5;
-        grad[b * d + k + 1u] = -bb;
+        grad[(params.grad_row0 + b) * d + k] = -4.0 * a * a * a + 12.0 * a + 0.5;
+        grad[(params.grad_row0 + b) * d + k + 1u] = -bb;
     }
     log_r[b] = s;
 }
@@ -120,10 +122,10 @@ fn log_reward_grad_funnel(@builtin(global_invocation_id) gid: vec3<u32>,
     for (var i = 1u; i < d; i = i + 1u) {
         let v = x[xr + i];
         sum_sq = sum_sq + v * v;
-        grad[b * d + i] = -v * e;
+        grad[(params.grad_row0 + b) * d + i] = -v * e;
     }
     let m = f32(d - 1u);
-    grad[b * d] = -x0 / params.variance - 0.5 * m + 0.5 * e * sum_sq;
+    grad[(params.grad_row0 + b) * d] = -x0 / params.variance - 0.5 * m + 0.5 * e * sum_sq;
     log_r[b] = params.log_const - 0.5 * x0 * x0 / params.variance - m * 0.5 * x0
         - 0.5 * sum_sq * e;
 }

@@ -6,7 +6,8 @@
 //              h   = x_i W_sᵀ + b_s + temb[i]          → h_all[n]   (add_row after the linear)
 //              a₀  = GELU(h)                           → a0[n]
 //              z_k = a_k W_kᵀ + b_k, a_{k+1} = GELU(z_k) (k < L) → z_k[n], a_{k+1}[n]
-//              o_raw = a_L W_outᵀ + b_out, o = clip(o_raw, c)   → o_raw[n], o[n]   ([2D])
+//              o_raw = a_L W_outᵀ + b_out (+ s(t_i) ⊙ clip(∇log R(x_i)) on the first D columns
+//              with the Langevin parametrization), o = clip(o_raw, c)  → o_raw[n], o[n] ([2D])
 //              x_{i+1} = x_i + u·dt + std·ξ, and the step's log p_F / log p_B added to (or, at
 //              i = 0, written into) log_pf / log_pb — exactly em_step.wgsl's arithmetic.
 //            policy_backward, step i, given g = ∂L/∂LF_b (the seed of every step's log p_F):
@@ -14,6 +15,9 @@
 //              da = d_o W_out, dz_k = da·GELU'(z_k) → dz_k[n], da = dz_k W_k (k = L−1 … 0),
 //              dh = da·GELU'(h)                       → dh[n]
 //            segment_col_sums: dtemb[i, j] = Σ_b dh[i·B + b, j] (b ascending), all i at once.
+//            lp_scale_grad: ds[i, ·] = Σ_b d_o[i·B + b, j]·g[i·B + b, j] over j < D (the Langevin
+//            scale's gradient; g = clip(∇log R) recomputed from grad_r), all i at once, in the
+//            tape's order (b ascending, then j; one accumulator per scale column).
 //            The weight gradients are NOT formed here: after all steps one linear_backward_dw
 //            per layer over the T·B rows (d_o / dz_k / dh against a_L / a_k / x) does it.
 // Weights:   one packed buffer, copied from the parameter blocks each iteration:
@@ -40,11 +44,15 @@
 //   20–22 dz0..dz2: storage, read_write [T·B, H]     policy_backward
 //   23 dh       : storage, read_write [T·B, H]       policy_backward, segment_col_sums
 //   24 dtemb    : storage, read_write [T, H]         segment_col_sums (overwritten)
+//   25 lp_scale : storage, read       [T, S]         policy_forward (S = 1 or D; LP only)
+//   26 grad_r   : storage, read       [T·B, D]       policy_forward, lp_scale_grad (∇log R(x_i),
+//                                                    raw; clipped in-shader as the CPU does)
+//   27 dscale   : storage, read_write [T, S]         lp_scale_grad (overwritten)
 // Workgroup: 64 threads and a tile of TR = 4 batch rows (workgroup w of a 2-D grid takes rows
 //            4w…4w+3); thread t computes units j = t, t+64, … of every layer for the tile's rows,
 //            layer outputs pass through workgroup memory (H ≤ 256), and the per-row log p_F /
 //            log p_B sums over D run on one thread per row, j ascending. L ≤ 3 joint layers.
-//            segment_col_sums: one thread per (i, j), flat over a 2-D grid.
+//            segment_col_sums, lp_scale_grad: one thread per output, flat over a 2-D grid.
 // Order:     every output element is ONE sequential fma chain in the CPU reference's order
 //            (linear.wgsl's chains: acc = b[j]; acc = fma(x[p], w[j,p], acc), p ascending;
 //            dx: acc = 0; acc = fma(dy[j], w[j,p], acc), j ascending), so this kernel equals the
@@ -73,7 +81,13 @@ struct PolicyParams {
     var_b: f32,
     norm_b: f32,
     out_clip: f32,
-    _pad: f32,
+    // Langevin parametrization: lp = 1 when on, lp_width = S (1 or D), lgv_clip the clip of
+    // ∇log R (PyTorch nan_to_num then clamp, src/samplers/rollout.rs clip_nan_to_num).
+    lgv_clip: f32,
+    lp: u32,
+    lp_width: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: PolicyParams;
@@ -101,6 +115,9 @@ struct PolicyParams {
 @group(0) @binding(22) var<storage, read_write> dz2: array<f32>;
 @group(0) @binding(23) var<storage, read_write> dh: array<f32>;
 @group(0) @binding(24) var<storage, read_write> dtemb: array<f32>;
+@group(0) @binding(25) var<storage, read> lp_scale: array<f32>;
+@group(0) @binding(26) var<storage, read> grad_r: array<f32>;
+@group(0) @binding(27) var<storage, read_write> dscale: array<f32>;
 
 const WG: u32 = 64u;
 // Batch rows per workgroup.
@@ -156,6 +173,14 @@ fn store_dz(k: u32, n: u32, v: f32) {
         case 1u: { dz1[n] = v; }
         default: { dz2[n] = v; }
     }
+}
+
+// clip(∇log R) of state row n, column j: NaN ↦ 0, then clamp to ±lgv_clip (±∞ ↦ ±lgv_clip).
+fn lgv_grad(n: u32, j: u32) -> f32 {
+    let g = grad_r[n * params.dim + j];
+    let c = params.lgv_clip;
+    let g0 = select(g, 0.0, is_nan_f32(g));
+    return select(select(g0, -c, g0 < -c), c, g0 > c);
 }
 
 fn first_row(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -233,6 +258,12 @@ fn policy_forward(@builtin(local_invocation_id) lid: vec3<u32>,
                 let wr = off_wo() + j * h;
                 for (var p = 0u; p < h; p++) {
                     acc = fma(tile[src + rr * MAX_H + p], wts[wr + p], acc);
+                }
+                if (params.lp == 1u && j < d) {
+                    // y[j] += s[i, j or 0]·g[j] (Tape::langevin_add: a product, then a sum).
+                    let sj = lp_scale[params.step * params.lp_width + select(j, 0u, params.lp_width == 1u)];
+                    let prod = sj * lgv_grad(n, j);
+                    acc = acc + prod;
                 }
                 o_raw[n * oc + j] = acc;
                 o[n * oc + j] = clip_f32(acc, params.out_clip);
@@ -380,4 +411,31 @@ fn segment_col_sums(@builtin(global_invocation_id) gid: vec3<u32>,
         acc = acc + dh[(i * nb + b) * h + j];
     }
     dtemb[idx] = acc;
+}
+
+@compute @workgroup_size(64)
+fn lp_scale_grad(@builtin(global_invocation_id) gid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * (nwg.x * WG);
+    let sw = params.lp_width;
+    if (idx >= params.steps * sw) {
+        return;
+    }
+    let i = idx / sw;
+    let col = idx % sw;
+    let nb = params.batch;
+    let d = params.dim;
+    let oc = 2u * d;
+    var acc = 0.0;
+    for (var b = 0u; b < nb; b++) {
+        let n = i * nb + b;
+        if (sw == 1u) {
+            for (var j = 0u; j < d; j++) {
+                acc = fma(d_o[n * oc + j], lgv_grad(n, j), acc);
+            }
+        } else {
+            acc = fma(d_o[n * oc + col], lgv_grad(n, col), acc);
+        }
+    }
+    dscale[idx] = acc;
 }

@@ -2,7 +2,8 @@
 //! (linear, add_row, gelu, clip, em_step and their backward), BIT FOR BIT on the same device:
 //! every output element is the same operation chain in the same order, so the fused kernel
 //! inherits the per-op kernels' CPU parity (tests/cpu_vs_gpu.rs, tests/gpu_sampler_parity.rs).
-//! Odd shapes: B = 7 (two partial tiles), D = 3, H = 19, L ∈ {0, 1, 3}, T = 3.
+//! Odd shapes: B = 7 (two partial tiles), D = 3, H = 19, L ∈ {0, 1, 3}, T = 3. (The Langevin
+//! term has no per-op kernel; it is checked against the CPU tape in tests/gpu_training.rs.)
 //!
 //! Without an adapter the test prints `skipped: no GPU adapter (…)` and passes, unless
 //! `DIFFUSION_SAMPLERS_REQUIRE_GPU=1` (set by `.ci/run` where lavapipe is installed).
@@ -52,6 +53,7 @@ fn check(layers: usize) {
         layers,
         steps: t,
         out_clip: 1.5,
+        lp: None,
     };
     let (offsets, packed_len) = shape.packed_offsets();
     let weights = normals(1, packed_len, 0.6);
@@ -88,7 +90,7 @@ fn check(layers: usize) {
     let a: Vec<GpuVec> = (0..=layers).map(|_| z(n * h)).collect();
     let zz: Vec<GpuVec> = (0..layers).map(|_| z(n * h)).collect();
     let dz: Vec<GpuVec> = (0..layers).map(|_| z(n * h)).collect();
-    let (lf, lb, dtemb, dummy) = (z(b), z(b), z(t * h), z(1));
+    let (lf, lb, dtemb, dummy, dummy_read) = (z(b), z(b), z(t * h), z(1), z(1));
     let bufs = PolicyBuffers {
         weights: &gw,
         temb: &gt,
@@ -107,6 +109,9 @@ fn check(layers: usize) {
         dz: &dz,
         dh: &dh,
         dtemb: &dtemb,
+        lp_scale: &dummy_read,
+        grad_r: &dummy_read,
+        dscale: &dummy,
         dummy: &dummy,
     };
     let mut enc = ctx.encoder("fused");

@@ -47,9 +47,13 @@ fn config(ron: &str) -> ExperimentConfig {
 }
 
 fn small(target: &str, method: &str, extra: &str) -> ExperimentConfig {
+    small_net(target, method, extra, "")
+}
+
+fn small_net(target: &str, method: &str, extra: &str, net: &str) -> ExperimentConfig {
     config(&format!(
         "(seed: 7, target: {target}, sampler: (steps: 12, sigma2: 2.0),
-          network: (hidden: 16, harmonics: 8, joint_layers: 2),
+          network: (hidden: 16, harmonics: 8, joint_layers: 2 {net}),
           train: (method: {method}, iterations: 30, batch: 13 {extra}),
           eval: (samples: 64, every: 0))"
     ))
@@ -158,6 +162,21 @@ fn tb_iteration_on_the_funnel_matches_the_cpu_tape() {
     ));
 }
 
+#[test]
+fn tb_iteration_with_the_langevin_parametrization_matches_the_cpu_tape() {
+    check_iteration(&small_net("Gmm25", "Tb", "", ", langevin: true"));
+}
+
+#[test]
+fn vargrad_iteration_with_per_dim_langevin_scale_on_manywell_matches_the_cpu_tape() {
+    check_iteration(&small_net(
+        "ManyWell(dim: 8)",
+        "VarGrad",
+        ", exploration: Some((std: 0.3, decay_iters: Some(10)))",
+        ", langevin: true, langevin_per_dim: true, langevin_layers: 3",
+    ));
+}
+
 fn run_on(cfg: &ExperimentConfig, backend: Backend) -> train::RunRecord {
     let mut c = cfg.clone();
     c.backend = backend;
@@ -230,19 +249,25 @@ fn a_short_gpu_run_agrees_with_the_cpu_run_and_replays_bitwise() {
 
 #[test]
 fn backend_resolution_names_the_problem() {
-    // Langevin parametrization is not on the GPU yet: Gpu is refused with a reason, Auto falls
-    // back to the CPU and says why.
+    // A learned variance is not on the GPU yet: Gpu is refused with a reason, Auto falls back to
+    // the CPU and says why.
     let mut cfg = small("Gmm25", "Tb", "");
-    cfg.network.langevin = true;
+    cfg.sampler.learned_variance = true;
     cfg.backend = Backend::Gpu;
     let err = train::resolve_backend(&mut cfg.clone())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("Langevin"), "{err}");
+    assert!(err.contains("learned variance"), "{err}");
     cfg.backend = Backend::Auto;
     let why = train::resolve_backend(&mut cfg).unwrap();
     assert_eq!(cfg.backend, Backend::Cpu);
-    assert!(why.unwrap().contains("Langevin"));
+    assert!(why.unwrap().contains("learned variance"));
+    // Shapes the fused step cannot hold are refused the same way.
+    let mut wide = small("Gmm25", "Tb", "");
+    wide.network.hidden = 300;
+    wide.backend = Backend::Gpu;
+    let err = train::resolve_backend(&mut wide).unwrap_err().to_string();
+    assert!(err.contains("network.hidden"), "{err}");
     assert_eq!(Backend::parse("GPU"), Ok(Backend::Gpu));
     assert!(Backend::parse("tpu")
         .unwrap_err()

@@ -24,8 +24,11 @@
 //! Shapes: B batch, T steps, D state dim, H hidden, F harmonics, L joint hidden layers.
 //! Memory: states [(T+1)·B, D]; per layer [T·B, H] activations (h, a_k, z_k, dz_k, dh) and
 //! [T·B, 2D] outputs (o_raw, o, d_o); noise [T·B, D].
-//! Not on the GPU yet (refused by [`unsupported`]): the Langevin parametrization, the learned
-//! variance, H > 256 and more than 3 joint layers.
+//! With the Langevin parametrization, s(t_i) runs once per iteration on T rows, ∇log R(x_i) is one
+//! energies dispatch per step before the fused step (which adds s ⊙ clip(∇log R)), and its
+//! gradient ∂L/∂s is one dispatch (lp_scale_grad) before the scale net's backward.
+//! Not on the GPU yet (refused by [`unsupported`]): the learned variance, H > 256 and more than 3
+//! joint layers.
 
 use super::kernels::adam::{self, AdamStepConfig};
 use super::kernels::em_step::EmStepConfig;
@@ -62,7 +65,25 @@ struct Activations {
     dz: Vec<GpuVec>,
     dh: GpuVec,
     dtemb: GpuVec,
+    /// ∇log R(x_i) [T·B, D] (LP only; else 1 element).
+    grad_r: GpuVec,
+    /// Stand-ins for unused bindings: one for writable slots, one for read-only ones (a buffer
+    /// may not be both in one dispatch).
     dummy: GpuVec,
+    dummy_read: GpuVec,
+}
+
+/// The Langevin scale network's buffers, [T, ·] each: features, pre-activations u_k, GELU
+/// outputs g_k, the scale s [T, S], and their gradients.
+struct LangevinNet {
+    feats: GpuVec,
+    u: Vec<GpuVec>,
+    g: Vec<GpuVec>,
+    scale: GpuVec,
+    dscale: GpuVec,
+    dg: GpuVec,
+    du: GpuVec,
+    dfeats: GpuVec,
 }
 
 /// Where the training noise comes from (see the module docs).
@@ -124,13 +145,11 @@ pub struct GpuTrainer {
     // Kept alive for the plan's bind groups.
     _keep: Vec<GpuVec>,
     _acts: Activations,
+    _lp: Option<LangevinNet>,
 }
 
 /// Why a config cannot train on the GPU backend.
 pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
-    if cfg.network.langevin {
-        return Some("the Langevin parametrization (network.langevin) is CPU-only for now".into());
-    }
     if cfg.sampler.learned_variance {
         return Some("a learned variance (sampler.learned_variance) is CPU-only for now".into());
     }
@@ -141,6 +160,7 @@ pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
         layers: cfg.network.joint_layers,
         steps: cfg.sampler.steps,
         out_clip: cfg.network.out_clip,
+        lp: None,
     }
     .unsupported()
 }
@@ -229,6 +249,48 @@ impl GpuTrainer {
         plan.push(gelu::prepare_gelu_forward(ctx, &t1, &t1a)?);
         plan.push(lin(&t1a, "t.lin2", &temb, t)?);
 
+        // The Langevin scale s(t_i) for all T steps: [T, S] (per-op kernels, T rows).
+        let lp_width = net.langevin.map(|(_, per_dim)| if per_dim { d } else { 1 });
+        let lp_net = match net.langevin {
+            None => None,
+            Some((layers_lp, _)) => {
+                let w = lp_width.unwrap_or(1);
+                let feats = GpuVec::zeros(ctx, t * 2 * f, "lp features");
+                let u: Vec<GpuVec> = (0..layers_lp)
+                    .map(|_| GpuVec::zeros(ctx, t * h, "lp u"))
+                    .collect();
+                let g: Vec<GpuVec> = (0..layers_lp)
+                    .map(|_| GpuVec::zeros(ctx, t * h, "lp g"))
+                    .collect();
+                let scale = GpuVec::zeros(ctx, t * w, "lp scale");
+                plan.push(time_features::prepare_time_features(
+                    ctx,
+                    &g_times,
+                    &g_freqs,
+                    &bl("lp.phase").param,
+                    &feats,
+                )?);
+                plan.push(lin(&feats, "lp.lin1", &u[0], t)?);
+                for k in 0..layers_lp {
+                    plan.push(gelu::prepare_gelu_forward(ctx, &u[k], &g[k])?);
+                    if k + 1 < layers_lp {
+                        plan.push(lin(&g[k], &format!("lp.{k}"), &u[k + 1], t)?);
+                    }
+                }
+                plan.push(lin(&g[layers_lp - 1], "lp.out", &scale, t)?);
+                Some(LangevinNet {
+                    feats,
+                    u,
+                    g,
+                    scale,
+                    dscale: GpuVec::zeros(ctx, t * w, "lp dscale"),
+                    dg: GpuVec::zeros(ctx, t * h, "lp dg"),
+                    du: GpuVec::zeros(ctx, t * h, "lp du"),
+                    dfeats: GpuVec::zeros(ctx, t * 2 * f, "lp dfeats"),
+                })
+            }
+        };
+
         // The rollout: one fused dispatch per step (policy_step.wgsl), activations in [T·B, ·].
         let shape = PolicyShape {
             batch: b,
@@ -237,6 +299,7 @@ impl GpuTrainer {
             layers: l,
             steps: t,
             out_clip: net.out_clip,
+            lp: lp_width.map(|w| (w, sampler.lgv_clip)),
         };
         let (offsets, packed_len) = shape.packed_offsets();
         let weights = GpuVec::zeros(ctx, packed_len, "packed policy weights");
@@ -261,7 +324,9 @@ impl GpuTrainer {
             dz: (0..l).map(|_| act("dz", h)).collect(),
             dh: act("dh", h),
             dtemb: GpuVec::zeros(ctx, t * h, "dtemb"),
+            grad_r: GpuVec::zeros(ctx, if lp_net.is_some() { n * d } else { 1 }, "grad log R"),
             dummy: GpuVec::zeros(ctx, 1, "unused binding"),
+            dummy_read: GpuVec::zeros(ctx, 1, "unused read-only binding"),
         };
         let bufs = PolicyBuffers {
             weights: &weights,
@@ -281,6 +346,9 @@ impl GpuTrainer {
             dz: &acts.dz,
             dh: &acts.dh,
             dtemb: &acts.dtemb,
+            lp_scale: lp_net.as_ref().map_or(&acts.dummy_read, |n| &n.scale),
+            grad_r: &acts.grad_r,
+            dscale: lp_net.as_ref().map_or(&acts.dummy, |n| &n.dscale),
             dummy: &acts.dummy,
         };
         let em = |i: usize| EmStepConfig {
@@ -290,7 +358,25 @@ impl GpuTrainer {
             step: i,
             accumulate: i > 0,
         };
+        let target = target_of(cfg);
+        let tdata = energies::target_buffer(ctx, &target);
+        let log_r = GpuVec::zeros(ctx, b, "log R");
+        let grad_r = GpuVec::zeros(ctx, b * d, "grad log R(x_T)");
         for i in 0..t {
+            if lp_net.is_some() {
+                // ∇log R(x_i) into rows i·B… of grad_r (log R itself is not needed here).
+                plan.push(energies::prepare_log_reward_grad_rows(
+                    ctx,
+                    &target,
+                    d,
+                    &tdata,
+                    &states,
+                    i * b,
+                    &log_r,
+                    &acts.grad_r,
+                    i * b,
+                )?);
+            }
             plan.push(policy_step::prepare_policy_forward(
                 ctx,
                 &shape,
@@ -300,10 +386,6 @@ impl GpuTrainer {
         }
 
         // log R(x_T) and the loss.
-        let target = target_of(cfg);
-        let tdata = energies::target_buffer(ctx, &target);
-        let log_r = GpuVec::zeros(ctx, b, "log R");
-        let grad_r = GpuVec::zeros(ctx, b * d, "grad log R");
         plan.push(energies::prepare_log_reward_grad_rows(
             ctx,
             &target,
@@ -313,6 +395,7 @@ impl GpuTrainer {
             t * b,
             &log_r,
             &grad_r,
+            0,
         )?);
         let stats = GpuVec::zeros(ctx, 4, "loss stats");
         let log_z = bl("log_z");
@@ -374,6 +457,34 @@ impl GpuTrainer {
             &acts.dtemb,
         )?);
         let dtemb = &acts.dtemb;
+        if let (Some(lpn), Some((layers_lp, _))) = (&lp_net, net.langevin) {
+            plan.push(policy_step::prepare_lp_scale_grad(ctx, &shape, &bufs)?);
+            let last = layers_lp - 1;
+            plan.push(dw(&lpn.dscale, &lpn.g[last], "lp.out", t)?);
+            plan.push(dx(&lpn.dscale, "lp.out", &lpn.dg, t)?);
+            for k in (0..layers_lp).rev() {
+                plan.push(gelu::prepare_gelu_backward(
+                    ctx, &lpn.u[k], &lpn.dg, &lpn.du,
+                )?);
+                let (name, input) = if k == 0 {
+                    ("lp.lin1".to_string(), &lpn.feats)
+                } else {
+                    (format!("lp.{}", k - 1), &lpn.g[k - 1])
+                };
+                plan.push(dw(&lpn.du, input, &name, t)?);
+                let out = if k == 0 { &lpn.dfeats } else { &lpn.dg };
+                plan.push(dx(&lpn.du, &name, out, t)?);
+            }
+            let lp_phase = bl("lp.phase");
+            plan.push(time_features::prepare_time_features_backward(
+                ctx,
+                &g_times,
+                &g_freqs,
+                &lp_phase.param,
+                &lpn.dfeats,
+                &lp_phase.grad,
+            )?);
+        }
         // The time embedding's backward.
         let dt1a = GpuVec::zeros(ctx, t * h, "dt1a");
         let dt1 = GpuVec::zeros(ctx, t * h, "dt1");
@@ -434,6 +545,7 @@ impl GpuTrainer {
             log_r,
             _keep: keep,
             _acts: acts,
+            _lp: lp_net,
         })
     }
 

@@ -27,7 +27,7 @@ pub struct EnergyParams {
     pub row0: u32,
     pub variance: f32,
     pub log_const: f32,
-    pub _pad1: f32,
+    pub grad_row0: u32,
     pub _pad2: f32,
 }
 
@@ -100,7 +100,7 @@ impl Target {
             row0: 0,
             variance: var as f32,
             log_const: log_const as f32,
-            _pad1: 0.0,
+            grad_row0: 0,
             _pad2: 0.0,
         }
     }
@@ -168,11 +168,13 @@ pub fn prepare_log_reward_grad(
         0,
         "gpu energies: x.len() not a multiple of dim"
     );
-    prepare_log_reward_grad_rows(ctx, target, dim, data, x, 0, log_r, grad)
+    assert_eq!(grad.len(), x.len(), "gpu energies: grad.len() != x.len()");
+    prepare_log_reward_grad_rows(ctx, target, dim, data, x, 0, log_r, grad, 0)
 }
 
 /// As [`prepare_log_reward_grad`] for rows row0 … row0 + B − 1 of a longer x (B = log_r.len()),
-/// e.g. x_T inside a rollout's [(T+1)·B, D] state buffer.
+/// e.g. x_T inside a rollout's [(T+1)·B, D] state buffer; the gradient goes to rows grad_row0 …
+/// grad_row0 + B − 1 of `grad`.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare_log_reward_grad_rows(
     ctx: &GpuContext,
@@ -183,6 +185,7 @@ pub fn prepare_log_reward_grad_rows(
     row0: usize,
     log_r: &GpuVec,
     grad: &GpuVec,
+    grad_row0: usize,
 ) -> Result<Dispatch, GpuError> {
     assert!(dim > 0, "gpu energies: dim must be positive");
     let rows = log_r.len();
@@ -190,9 +193,13 @@ pub fn prepare_log_reward_grad_rows(
         x.len() >= (row0 + rows) * dim,
         "gpu energies: x has fewer than row0 + B rows"
     );
-    assert_eq!(grad.len(), rows * dim, "gpu energies: grad is not [B, D]");
+    assert!(
+        grad.len() >= (grad_row0 + rows) * dim,
+        "gpu energies: grad has fewer than grad_row0 + B rows"
+    );
     let mut p = target.params(rows, dim);
     p.row0 = to_u32(row0, "gpu energies: row0");
+    p.grad_row0 = to_u32(grad_row0, "gpu energies: grad_row0");
     if let Target::Gmm { axis, .. } = target {
         assert_eq!(
             data.len(),

@@ -59,6 +59,7 @@ pub static ALL_ENTRY_POINTS: &[&EntryPoint] = &[
     &policy_step::POLICY_FORWARD,
     &policy_step::POLICY_BACKWARD,
     &policy_step::SEGMENT_COL_SUMS,
+    &policy_step::LP_SCALE_GRAD,
     &chacha::CHACHA8_WORDS,
     &chacha::CHACHA8_NORMALS,
     &chacha::BOX_MULLER_WORDS,

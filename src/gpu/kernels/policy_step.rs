@@ -43,7 +43,11 @@ pub struct PolicyParams {
     pub var_b: f32,
     pub norm_b: f32,
     pub out_clip: f32,
-    pub _pad: f32,
+    pub lgv_clip: f32,
+    pub lp: u32,
+    pub lp_width: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
 }
 
 /// The fixed shapes of a fused rollout.
@@ -55,6 +59,8 @@ pub struct PolicyShape {
     pub layers: usize,
     pub steps: usize,
     pub out_clip: f64,
+    /// The Langevin parametrization: `Some((S, lgv_clip))` with S = 1 or D scale columns.
+    pub lp: Option<(usize, f64)>,
 }
 
 impl PolicyShape {
@@ -108,7 +114,11 @@ impl PolicyShape {
             var_b: e.var_b,
             norm_b: e.norm_b,
             out_clip: self.out_clip as f32,
-            _pad: 0.0,
+            lgv_clip: self.lp.map_or(0.0, |(_, c)| c as f32),
+            lp: u32::from(self.lp.is_some()),
+            lp_width: to_u32(self.lp.map_or(1, |(w, _)| w), "policy_step: S"),
+            _pad0: 0,
+            _pad1: 0,
         }
     }
 
@@ -140,6 +150,10 @@ pub struct PolicyBuffers<'a> {
     pub dz: &'a [GpuVec],
     pub dh: &'a GpuVec,
     pub dtemb: &'a GpuVec,
+    /// s(t_i) [T, S], ∇log R(x_i) [T·B, D] and ∂L/∂s [T, S] (LP only; else `dummy`).
+    pub lp_scale: &'a GpuVec,
+    pub grad_r: &'a GpuVec,
+    pub dscale: &'a GpuVec,
     pub dummy: &'a GpuVec,
 }
 
@@ -167,6 +181,8 @@ pub static POLICY_FORWARD: EntryPoint = EntryPoint {
         (15, RW),
         (16, RW),
         (17, RW),
+        (25, StorageRead),
+        (26, StorageRead),
     ],
 };
 
@@ -190,6 +206,12 @@ pub static POLICY_BACKWARD: EntryPoint = EntryPoint {
         (22, RW),
         (23, RW),
     ],
+};
+
+pub static LP_SCALE_GRAD: EntryPoint = EntryPoint {
+    shader: Shader::PolicyStep,
+    name: "lp_scale_grad",
+    bindings: &[(0, Uniform), (19, RW), (26, StorageRead), (27, RW)],
 };
 
 pub static SEGMENT_COL_SUMS: EntryPoint = EntryPoint {
@@ -281,6 +303,8 @@ pub fn prepare_policy_forward(
             (15, b.o.buffer()),
             (16, b.log_pf.buffer()),
             (17, b.log_pb.buffer()),
+            (25, b.lp_scale.buffer()),
+            (26, b.grad_r.buffer()),
         ],
         shape.tile_grid(),
     )
@@ -320,6 +344,41 @@ pub fn prepare_policy_backward(
     )
 }
 
+/// ∂L/∂s [T, S] of the Langevin scale from d_o [T·B, 2D] and ∇log R [T·B, D] (overwrites).
+pub fn prepare_lp_scale_grad(
+    ctx: &GpuContext,
+    shape: &PolicyShape,
+    b: &PolicyBuffers<'_>,
+) -> Result<Dispatch, GpuError> {
+    check(shape, b);
+    let (w, _) = shape
+        .lp
+        .expect("lp_scale_grad needs the Langevin parametrization");
+    let pb = params_buffer(ctx, &shape.params(&dummy_em()), "PolicyParams");
+    dispatch(
+        ctx,
+        &LP_SCALE_GRAD,
+        &[
+            (0, &pb),
+            (19, b.d_o.buffer()),
+            (26, b.grad_r.buffer()),
+            (27, b.dscale.buffer()),
+        ],
+        grid_1d(to_u32(shape.steps * w, "T·S").div_ceil(WORKGROUP_SIZE)),
+    )
+}
+
+/// Step constants for the entry points that use only the shapes.
+fn dummy_em() -> EmStepConfig {
+    EmStepConfig {
+        dt: 1.0,
+        sigma2: 1.0,
+        explore_std: 0.0,
+        step: 0,
+        accumulate: false,
+    }
+}
+
 /// dtemb[T, H] = per-step column sums of dh [T·B, H] (overwrites dtemb).
 pub fn prepare_segment_col_sums(
     ctx: &GpuContext,
@@ -337,14 +396,7 @@ pub fn prepare_segment_col_sums(
         shape.steps * shape.hidden,
         "segment_col_sums: dtemb"
     );
-    let em = EmStepConfig {
-        dt: 1.0,
-        sigma2: 1.0,
-        explore_std: 0.0,
-        step: 0,
-        accumulate: false,
-    };
-    let pb = params_buffer(ctx, &shape.params(&em), "PolicyParams");
+    let pb = params_buffer(ctx, &shape.params(&dummy_em()), "PolicyParams");
     dispatch(
         ctx,
         &SEGMENT_COL_SUMS,
