@@ -27,6 +27,7 @@
 //  10  step_std : storage, read     [1]       em_step
 // Workgroup: 64 threads, one ROW each (the per-row sums run over j in the CPU's order); the grid
 //            is 2-D (x ≤ 65535 workgroups); row = gid.x + gid.y·(num_workgroups.x·64) < rows.
+// Prelude:   math.wgsl (em_coordinate, em_logpf_du).
 // Matches:   src/samplers/rollout.rs (x' = x + u·dt + std·ξ, f32, same order), src/autodiff/ops.rs
 //            em_logpf and its VJP (learned_range = None; same f32 operation order), and
 //            src/samplers/bridge.rs log_pb_step (f64 on the CPU; f32 here → toleranced).
@@ -83,16 +84,11 @@ fn em_step(@builtin(global_invocation_id) gid: vec3<u32>,
     var acc_b = 0.0;
     for (var j = 0u; j < d; j = j + 1u) {
         let k = b * d + j;
-        let xk = x[k];
-        let u = o[b * params.o_cols + j];
-        // (x + u·dt) + std·ξ, the rollout's order.
-        let nk = (xk + u * dt) + sd * xi[k];
-        x_next[k] = nk;
-        // r = (x' − x) − u·dt; acc += ((−½·r)·r)/var − norm (em_logpf's order).
-        let r = (nk - xk) - u * dt;
-        acc_f = acc_f + ((((-0.5 * r) * r) / params.var_f) - params.norm_f);
-        let s = xk - params.ratio_b * nk;
-        acc_b = acc_b + ((((-0.5 * s) * s) / params.var_b) + params.norm_b);
+        let e = em_coordinate(x[k], o[b * params.o_cols + j], xi[k], sd, dt, params.var_f,
+                              params.norm_f, params.ratio_b, params.var_b, params.norm_b);
+        x_next[k] = e.x;
+        acc_f = acc_f + e.y;
+        acc_b = acc_b + e.z;
     }
     if (params.with_pb == 0u) {
         acc_b = 0.0;
@@ -118,8 +114,8 @@ fn em_logpf_backward(@builtin(global_invocation_id) gid: vec3<u32>,
     let gb = g[b];
     for (var j = 0u; j < d; j = j + 1u) {
         let k = b * d + j;
-        let r = (xn_in[k] - x[k]) - o[b * params.o_cols + j] * dt;
-        du[b * params.o_cols + j] = ((gb * r) * dt) / params.var_f;
+        du[b * params.o_cols + j] = em_logpf_du(gb, x[k], xn_in[k], o[b * params.o_cols + j], dt,
+                                                params.var_f);
     }
     for (var j = d; j < params.o_cols; j = j + 1u) {
         du[b * params.o_cols + j] = 0.0;

@@ -1,5 +1,5 @@
-// math.wgsl — f32 elementary functions shared by the kernels: exp, erf, sin/cos, and the scalar
-// GELU / clip of the drift network.
+// math.wgsl — f32 elementary functions shared by the kernels: exp, erf, sin/cos, the scalar
+// GELU / clip of the drift network, and one coordinate of the Euler–Maruyama step.
 //
 // Purpose:   the SAME operation sequence as src/cpu/math.rs (`exp_f32`, `exp_f32_moderate`,
 //            `erf_f32`, `sin_cos_f32`), constant for constant and fma for fma, so a kernel built on
@@ -218,4 +218,26 @@ fn clip_f32(x: f32, c: f32) -> f32 {
 // Whether the clip passes the gradient: −c ≤ x ≤ c (NaN: no).
 fn clip_passes_f32(x: f32, c: f32) -> bool {
     return !is_nan_f32(x) && x >= -c && x <= c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Euler–Maruyama step, one coordinate (src/samplers/rollout.rs; src/autodiff/ops.rs em_logpf and
+// its VJP, fixed variance; src/samplers/bridge.rs log_pb_step)
+// ---------------------------------------------------------------------------------------------
+
+// vec3(x', the log p_F term, the log p_B term) of x' = (x + u·dt) + sd·ξ:
+//   r = (x' − x) − u·dt, term_F = ((−½·r)·r)/var_f − norm_f;
+//   s = x − ρ·x',        term_B = ((−½·s)·s)/var_b + norm_b.
+fn em_coordinate(x: f32, u: f32, xi: f32, sd: f32, dt: f32, var_f: f32, norm_f: f32,
+                 ratio_b: f32, var_b: f32, norm_b: f32) -> vec3<f32> {
+    let xn = (x + u * dt) + sd * xi;
+    let r = (xn - x) - u * dt;
+    let s = x - ratio_b * xn;
+    return vec3<f32>(xn, (((-0.5 * r) * r) / var_f) - norm_f, (((-0.5 * s) * s) / var_b) + norm_b);
+}
+
+// ∂(g·log p_F)/∂u of one coordinate: ((g·r)·dt)/var_f, r = (x' − x) − u·dt.
+fn em_logpf_du(g: f32, x: f32, xn: f32, u: f32, dt: f32, var_f: f32) -> f32 {
+    let r = (xn - x) - u * dt;
+    return ((g * r) * dt) / var_f;
 }

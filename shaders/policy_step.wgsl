@@ -22,7 +22,8 @@
 //            per layer over the T·B rows (d_o / dz_k / dh against a_L / a_k / x) does it.
 // Weights:   one packed buffer, copied from the parameter blocks each iteration:
 //            [W_s (H×D) | b_s (H) | W_0 (H×H) | b_0 (H) | … | W_{L−1} | b_{L−1} | W_out (2D×H) | b_out (2D)].
-// Prelude:   math.wgsl (gelu_f32, gelu_slope_f32, clip_f32, clip_passes_f32).
+// Prelude:   math.wgsl (gelu_f32, gelu_slope_f32, clip_f32, clip_passes_f32, em_coordinate,
+//            em_logpf_du).
 // Bindings (group 0; each entry point uses the subset listed):
 //   0  params   : uniform PolicyParams               all
 //   1  wts      : storage, read       [packed]       policy_forward, policy_backward
@@ -283,14 +284,11 @@ fn policy_forward(@builtin(local_invocation_id) lid: vec3<u32>,
         var acc_b = 0.0;
         for (var j = 0u; j < d; j++) {
             let k = n * d + j;
-            let xk = xs[k];
-            let u = o[n * oc + j];
-            let nk = (xk + u * dt) + sd * noise[k];
-            xs[k + nb * d] = nk;
-            let r = (nk - xk) - u * dt;
-            acc_f = acc_f + ((((-0.5 * r) * r) / params.var_f) - params.norm_f);
-            let s = xk - params.ratio_b * nk;
-            acc_b = acc_b + ((((-0.5 * s) * s) / params.var_b) + params.norm_b);
+            let e = em_coordinate(xs[k], o[n * oc + j], noise[k], sd, dt, params.var_f,
+                                  params.norm_f, params.ratio_b, params.var_b, params.norm_b);
+            xs[k + nb * d] = e.x;
+            acc_f = acc_f + e.y;
+            acc_b = acc_b + e.z;
         }
         if (params.with_pb == 0u) {
             acc_b = 0.0;
@@ -327,8 +325,8 @@ fn policy_backward(@builtin(local_invocation_id) lid: vec3<u32>,
                 var du = 0.0;
                 if (j < d) {
                     let k = n * d + j;
-                    let r = (xs[k + nb * d] - xs[k]) - o[n * oc + j] * dt;
-                    du = ((d_log_pf[b] * r) * dt) / params.var_f;
+                    du = em_logpf_du(d_log_pf[b], xs[k], xs[k + nb * d], o[n * oc + j], dt,
+                                     params.var_f);
                 }
                 d_o[n * oc + j] = select(0.0, du, clip_passes_f32(o_raw[n * oc + j], params.out_clip));
             }

@@ -25,6 +25,9 @@
 
 #![cfg(feature = "gpu")]
 
+mod common;
+
+use common::gpu_or_skip;
 use diffusion_samplers::cpu::{self, Kernels};
 use diffusion_samplers::gpu::kernels::{gelu, linear, reduce, time_features};
 use diffusion_samplers::gpu::{self, GpuContext, GpuError, GpuVec};
@@ -274,24 +277,6 @@ impl Device for Gpu {
     }
     fn sum(&self, x: &[f32]) -> f32 {
         ok(reduce::run_sum(self.0, x))
-    }
-}
-
-/// The shared context, or `None` (after printing why) when this machine has no adapter.
-fn gpu_or_skip() -> Option<&'static GpuContext> {
-    match GpuContext::shared() {
-        Ok(ctx) => {
-            static ONCE: OnceLock<()> = OnceLock::new();
-            ONCE.get_or_init(|| eprintln!("GPU tests on: {}", ctx.describe()));
-            Some(ctx)
-        }
-        Err(e) => {
-            if std::env::var_os("DIFFUSION_SAMPLERS_REQUIRE_GPU").is_some_and(|v| v == "1") {
-                panic!("DIFFUSION_SAMPLERS_REQUIRE_GPU=1 but {e}");
-            }
-            eprintln!("skipped: no GPU adapter ({e})");
-            None
-        }
     }
 }
 

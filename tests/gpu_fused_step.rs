@@ -10,24 +10,14 @@
 
 #![cfg(feature = "gpu")]
 
+mod common;
+
+use common::gpu_or_skip;
 use diffusion_samplers::gpu::kernels::em_step::{self, EmStepConfig};
 use diffusion_samplers::gpu::kernels::policy_step::{self, PolicyBuffers, PolicyShape};
 use diffusion_samplers::gpu::kernels::{add_row, clip, gelu, linear};
 use diffusion_samplers::gpu::{GpuContext, GpuVec};
 use diffusion_samplers::rng;
-
-fn gpu_or_skip() -> Option<&'static GpuContext> {
-    match GpuContext::shared() {
-        Ok(ctx) => Some(ctx),
-        Err(e) => {
-            if std::env::var_os("DIFFUSION_SAMPLERS_REQUIRE_GPU").is_some_and(|v| v == "1") {
-                panic!("DIFFUSION_SAMPLERS_REQUIRE_GPU=1 but {e}");
-            }
-            eprintln!("skipped: no GPU adapter ({e})");
-            None
-        }
-    }
-}
 
 fn normals(tag: u64, n: usize, scale: f32) -> Vec<f32> {
     let mut v = vec![0f32; n];

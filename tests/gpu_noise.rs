@@ -13,24 +13,14 @@
 
 #![cfg(feature = "gpu")]
 
+mod common;
+
+use common::gpu_or_skip;
 use diffusion_samplers::gpu::kernels::chacha;
 use diffusion_samplers::gpu::{GpuContext, GpuVec};
 use diffusion_samplers::rng;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
-
-fn gpu_or_skip() -> Option<&'static GpuContext> {
-    match GpuContext::shared() {
-        Ok(ctx) => Some(ctx),
-        Err(e) => {
-            if std::env::var_os("DIFFUSION_SAMPLERS_REQUIRE_GPU").is_some_and(|v| v == "1") {
-                panic!("DIFFUSION_SAMPLERS_REQUIRE_GPU=1 but {e}");
-            }
-            eprintln!("skipped: no GPU adapter ({e})");
-            None
-        }
-    }
-}
 
 /// In-shader f32 Box–Muller vs the exact value: |z_gpu − z| ≤ GPU_NORMAL_REL·|z| for every normal,
 /// z = [`box_muller_exact`]. The shader keeps the error relative everywhere (ln u₁ via log1p of

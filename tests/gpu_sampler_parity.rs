@@ -7,6 +7,9 @@
 
 #![cfg(feature = "gpu")]
 
+mod common;
+
+use common::gpu_or_skip;
 use diffusion_samplers::autodiff::Tape;
 use diffusion_samplers::config::{FunnelVariant, GmmGroundTruth};
 use diffusion_samplers::cpu::Kernels;
@@ -60,19 +63,6 @@ const GPU_TIME_FEATURES_BWD: Tol = Tol {
     name: "gpu-time-features-backward",
     ulps: 8.0,
 };
-
-fn gpu_or_skip() -> Option<&'static GpuContext> {
-    match GpuContext::shared() {
-        Ok(ctx) => Some(ctx),
-        Err(e) => {
-            if std::env::var_os("DIFFUSION_SAMPLERS_REQUIRE_GPU").is_some_and(|v| v == "1") {
-                panic!("DIFFUSION_SAMPLERS_REQUIRE_GPU=1 but {e}");
-            }
-            eprintln!("skipped: no GPU adapter ({e})");
-            None
-        }
-    }
-}
 
 fn normals(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     let mut r = rng::stream(seed, "gpu-sampler-parity", n as u64);

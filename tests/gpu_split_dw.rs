@@ -6,6 +6,9 @@
 
 #![cfg(feature = "gpu")]
 
+mod common;
+
+use common::gpu_or_skip;
 use diffusion_samplers::gpu::kernels::linear;
 use diffusion_samplers::gpu::{GpuContext, GpuVec};
 use diffusion_samplers::rng;
@@ -16,19 +19,6 @@ const U32: f64 = f32::EPSILON as f64 / 2.0;
 /// |split − exact| ≤ ulps·u·(S + C + 2)·Σ_r |dy·x| (+ |dw₀|): a chunk's chain of S fmas and the
 /// C-term chunk sum each add at most one rounding per term (two where the fma is unfused).
 const GPU_SPLIT_DW_ULPS: f64 = 2.0;
-
-fn gpu_or_skip() -> Option<&'static GpuContext> {
-    match GpuContext::shared() {
-        Ok(ctx) => Some(ctx),
-        Err(e) => {
-            if std::env::var_os("DIFFUSION_SAMPLERS_REQUIRE_GPU").is_some_and(|v| v == "1") {
-                panic!("DIFFUSION_SAMPLERS_REQUIRE_GPU=1 but {e}");
-            }
-            eprintln!("skipped: no GPU adapter ({e})");
-            None
-        }
-    }
-}
 
 fn normals(tag: u64, n: usize) -> Vec<f32> {
     let mut v = vec![0f32; n];

@@ -20,6 +20,9 @@
 
 #![cfg(feature = "gpu")]
 
+mod common;
+
+use common::gpu_or_skip as gpu;
 use diffusion_samplers::autodiff::Tape;
 use diffusion_samplers::config::Method;
 use diffusion_samplers::cpu::Kernels;
@@ -134,24 +137,6 @@ fn assert_bitwise(what: &str, got: &[f32], want: &[f32]) {
 // ---------------------------------------------------------------------------------------------
 // Device and data
 // ---------------------------------------------------------------------------------------------
-
-/// The shared context, or `None` (after printing why) when this machine has no adapter.
-fn gpu() -> Option<&'static GpuContext> {
-    match GpuContext::shared() {
-        Ok(ctx) => {
-            static ONCE: OnceLock<()> = OnceLock::new();
-            ONCE.get_or_init(|| eprintln!("GPU tests on: {}", ctx.describe()));
-            Some(ctx)
-        }
-        Err(e) => {
-            if std::env::var_os("DIFFUSION_SAMPLERS_REQUIRE_GPU").is_some_and(|v| v == "1") {
-                panic!("DIFFUSION_SAMPLERS_REQUIRE_GPU=1 but {e}");
-            }
-            eprintln!("skipped: no GPU adapter ({e})");
-            None
-        }
-    }
-}
 
 fn ok<T>(r: Result<T, GpuError>) -> T {
     r.unwrap_or_else(|e| panic!("GPU error: {e}"))

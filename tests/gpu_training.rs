@@ -8,24 +8,14 @@
 
 #![cfg(feature = "gpu")]
 
+mod common;
+
+use common::gpu_or_skip;
 use diffusion_samplers::config::{Backend, ExperimentConfig};
 use diffusion_samplers::gpu::trainer::{GpuTrainer, NoiseSource};
 use diffusion_samplers::gpu::GpuContext;
 use diffusion_samplers::rng;
 use diffusion_samplers::train::{self, Trainer};
-
-fn gpu_or_skip() -> Option<&'static GpuContext> {
-    match GpuContext::shared() {
-        Ok(ctx) => Some(ctx),
-        Err(e) => {
-            if std::env::var_os("DIFFUSION_SAMPLERS_REQUIRE_GPU").is_some_and(|v| v == "1") {
-                panic!("DIFFUSION_SAMPLERS_REQUIRE_GPU=1 but {e}");
-            }
-            eprintln!("skipped: no GPU adapter ({e})");
-            None
-        }
-    }
-}
 
 /// Whole-iteration gradient parity: per block, ‖g_gpu − g_cpu‖₂ ≤ rel·‖g_cpu‖₂ + abs. The two
 /// sides sum the same B·T per-step contributions in different orders (the CPU by shards, the GPU

@@ -515,20 +515,13 @@ fn repo_paper_configs_all_parse() {
     }
 }
 
-/// Whether this machine has a GPU adapter (lavapipe counts); with
-/// DIFFUSION_SAMPLERS_REQUIRE_GPU=1 a missing one fails instead of skipping.
+#[cfg(feature = "gpu")]
+mod common;
+
+/// Whether this machine has a GPU adapter (lavapipe counts; see `common::gpu_or_skip`).
 #[cfg(feature = "gpu")]
 fn have_gpu() -> bool {
-    match diffusion_samplers::gpu::GpuContext::shared() {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var_os("DIFFUSION_SAMPLERS_REQUIRE_GPU").is_some_and(|v| v == "1") {
-                panic!("DIFFUSION_SAMPLERS_REQUIRE_GPU=1 but {e}");
-            }
-            eprintln!("skipped: no GPU adapter ({e})");
-            false
-        }
-    }
+    common::gpu_or_skip().is_some()
 }
 
 #[cfg(feature = "gpu")]

@@ -114,6 +114,7 @@ impl Shader {
                 | Shader::Energies
                 | Shader::ChaCha
                 | Shader::PolicyStep
+                | Shader::EmStep
                 | Shader::Clip
         )
     }
@@ -138,7 +139,10 @@ impl Shader {
                 include_str!("../../shaders/math.wgsl"),
                 include_str!("../../shaders/time_features.wgsl")
             ),
-            Shader::EmStep => EM_STEP,
+            Shader::EmStep => concat!(
+                include_str!("../../shaders/math.wgsl"),
+                include_str!("../../shaders/em_step.wgsl")
+            ),
             Shader::Energies => concat!(
                 include_str!("../../shaders/math.wgsl"),
                 include_str!("../../shaders/energies.wgsl")
