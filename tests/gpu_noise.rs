@@ -17,7 +17,7 @@ mod common;
 
 use common::gpu_or_skip;
 use diffusion_samplers::gpu::kernels::chacha;
-use diffusion_samplers::gpu::{GpuContext, GpuVec};
+use diffusion_samplers::gpu::GpuVec;
 use diffusion_samplers::rng;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
