@@ -16,7 +16,7 @@ use common::gpu_or_skip;
 use diffusion_samplers::gpu::kernels::em_step::{self, EmStepConfig};
 use diffusion_samplers::gpu::kernels::policy_step::{self, PolicyBuffers, PolicyShape};
 use diffusion_samplers::gpu::kernels::{add_row, clip, gelu, linear};
-use diffusion_samplers::gpu::{GpuContext, GpuVec};
+use diffusion_samplers::gpu::GpuVec;
 use diffusion_samplers::rng;
 
 fn normals(tag: u64, n: usize, scale: f32) -> Vec<f32> {

@@ -15,7 +15,6 @@ use diffusion_samplers::config::{FunnelVariant, GmmGroundTruth};
 use diffusion_samplers::cpu::Kernels;
 use diffusion_samplers::energies::{Energy, Funnel, Gmm, ManyWell};
 use diffusion_samplers::gpu::kernels::{em_step, energies, time_features};
-use diffusion_samplers::gpu::GpuContext;
 use diffusion_samplers::rng;
 use diffusion_samplers::samplers::{log_pb_step, Sampler};
 use diffusion_samplers::tensor::Tensor;

@@ -13,7 +13,6 @@ mod common;
 use common::gpu_or_skip;
 use diffusion_samplers::config::{Backend, ExperimentConfig};
 use diffusion_samplers::gpu::trainer::{GpuTrainer, NoiseSource};
-use diffusion_samplers::gpu::GpuContext;
 use diffusion_samplers::rng;
 use diffusion_samplers::train::{self, Trainer};
 
