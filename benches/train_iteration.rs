@@ -7,8 +7,8 @@
 //! loss, backward, clip, Adam; the stats read back, so the device is synchronised before the
 //! timer stops), at 25GMM, Manywell and LGCP-sized shapes (D = 1600; Manywell(1600) stands in
 //! for the LGCP target, the kernels only see the shape). On a software adapter (lavapipe) the
-//! D = 1600 shape takes seconds per iteration and is skipped unless
-//! `DIFFUSION_SAMPLERS_BENCH_ALL=1`.
+//! D = 1600 shape is skipped unless `DIFFUSION_SAMPLERS_BENCH_ALL=1` (and lavapipe's 128 MiB
+//! storage-binding limit refuses it anyway: its [T·B, 2D] policy output is 366 MiB).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use diffusion_samplers::config::ExperimentConfig;
@@ -84,7 +84,14 @@ fn gpu_iteration(c: &mut Criterion) {
         let mut cfg = config(target, sigma2, false);
         cfg.backend = Backend::Gpu;
         let flops = linear_flops(&cfg);
-        let mut tr = Trainer::new(&cfg).unwrap();
+        let mut tr = match Trainer::new(&cfg) {
+            Ok(tr) => tr,
+            Err(e) => {
+                // e.g. lavapipe's 128 MiB binding limit at D = 1600
+                eprintln!("gpu/tb_iteration/{name} skipped: {e}");
+                continue;
+            }
+        };
         g.throughput(Throughput::Elements(flops));
         g.bench_function(format!("{name}/B300xT100xH64/{flops}flop"), |b| {
             b.iter(|| tr.step().unwrap())

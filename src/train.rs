@@ -208,23 +208,30 @@ pub struct Trainer {
 pub fn resolve_backend(cfg: &mut ExperimentConfig) -> Result<Option<String>, TrainError> {
     #[cfg(feature = "gpu")]
     {
+        use crate::gpu::trainer::{does_not_fit, unsupported};
         use crate::gpu::{select_device, DeviceRequest, SelectedDevice};
-        let unsupported = crate::gpu::trainer::unsupported(cfg);
+        let why_not =
+            |ctx: &crate::gpu::GpuContext| unsupported(cfg).or_else(|| does_not_fit(ctx, cfg));
         match cfg.backend {
             Backend::Cpu => Ok(None),
             Backend::Gpu => {
-                if let Some(why) = unsupported {
+                if let Some(why) = unsupported(cfg) {
                     return Err(TrainError::Device(why));
                 }
-                select_device(DeviceRequest::Gpu).map_err(|e| TrainError::Device(e.to_string()))?;
-                Ok(None)
+                match select_device(DeviceRequest::Gpu) {
+                    Ok(SelectedDevice::Gpu(ctx)) => match does_not_fit(ctx, cfg) {
+                        Some(why) => Err(TrainError::Device(why)),
+                        None => Ok(None),
+                    },
+                    Ok(SelectedDevice::Cpu { .. }) => Ok(None),
+                    Err(e) => Err(TrainError::Device(e.to_string())),
+                }
             }
             Backend::Auto => {
-                let why = match (unsupported, select_device(DeviceRequest::Auto)) {
-                    (Some(why), _) => Some(why),
-                    (None, Ok(SelectedDevice::Gpu(_))) => None,
-                    (None, Ok(SelectedDevice::Cpu { reason })) => reason,
-                    (None, Err(e)) => Some(e.to_string()),
+                let why = match select_device(DeviceRequest::Auto) {
+                    Ok(SelectedDevice::Gpu(ctx)) => why_not(ctx),
+                    Ok(SelectedDevice::Cpu { reason }) => unsupported(cfg).or(reason),
+                    Err(e) => Some(e.to_string()),
                 };
                 cfg.backend = if why.is_some() {
                     Backend::Cpu

@@ -257,6 +257,16 @@ fn backend_resolution_names_the_problem() {
     wide.backend = Backend::Gpu;
     let err = train::resolve_backend(&mut wide).unwrap_err().to_string();
     assert!(err.contains("network.hidden"), "{err}");
+    // A rollout larger than any adapter's per-binding limit (8 GB for o alone) is refused up
+    // front with the sizes named, never a wgpu panic.
+    if gpu_or_skip().is_some() {
+        let mut huge = small("ManyWell(dim: 100)", "Tb", "");
+        huge.sampler.steps = 100;
+        huge.train.batch = 100_000;
+        huge.backend = Backend::Gpu;
+        let err = train::resolve_backend(&mut huge).unwrap_err().to_string();
+        assert!(err.contains("MiB") && err.contains("train.batch"), "{err}");
+    }
     assert_eq!(Backend::parse("GPU"), Ok(Backend::Gpu));
     assert!(Backend::parse("tpu")
         .unwrap_err()

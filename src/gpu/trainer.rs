@@ -165,6 +165,35 @@ pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
     .unsupported()
 }
 
+/// Why `cfg`'s rollout does not fit `ctx`'s buffer limits, if it does not: the largest buffer is
+/// the policy output [T·B, 2D] (o_raw, o and d_o each), then the states [(T+1)·B, D].
+pub fn does_not_fit(ctx: &GpuContext, cfg: &ExperimentConfig) -> Option<String> {
+    let (t, b, d, h) = (
+        cfg.sampler.steps as u64,
+        cfg.train.batch as u64,
+        cfg.dim() as u64,
+        cfg.network.hidden as u64,
+    );
+    let largest = 4 * [t * b * 2 * d, (t + 1) * b * d, t * b * h]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    let limits = ctx.device.limits();
+    let limit = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    (largest > limit).then(|| {
+        format!(
+            "the rollout needs a {:.0} MiB storage buffer (T·B·2D floats: sampler.steps = {t}, \
+             train.batch = {b}, D = {d}) but {} allows {:.0} MiB per binding; lower the batch or \
+             the steps, or train on the CPU",
+            largest as f64 / 1048576.0,
+            ctx.describe(),
+            limit as f64 / 1048576.0
+        )
+    })
+}
+
 fn target_of(cfg: &ExperimentConfig) -> Target {
     match &cfg.target {
         TargetConfig::Gmm25 => Target::gmm25(),
@@ -184,7 +213,7 @@ impl GpuTrainer {
         params: &[f32],
         noise_source: NoiseSource,
     ) -> Result<Self, GpuError> {
-        if let Some(why) = unsupported(cfg) {
+        if let Some(why) = unsupported(cfg).or_else(|| does_not_fit(ctx, cfg)) {
             return Err(GpuError::Validation {
                 what: "GPU backend".into(),
                 message: why,

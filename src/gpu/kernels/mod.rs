@@ -132,12 +132,20 @@ pub(crate) fn dispatch(
             resource: buffer.as_entire_binding(),
         })
         .collect();
-    // A bind group = the concrete buffers for one layout (the "arguments" of the launch).
+    // A bind group = the concrete buffers for one layout (the "arguments" of the launch). Caught
+    // in an error scope: a buffer past the adapter's binding-size limit is an error, not a panic.
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(entry.name),
         layout: &pipeline.bind_group_layout,
         entries: &entries,
     });
+    if let Some(err) = pollster::block_on(scope.pop()) {
+        return Err(GpuError::Validation {
+            what: format!("{}::{} bind group", entry.shader.name(), entry.name),
+            message: err.to_string(),
+        });
+    }
     Ok(Dispatch {
         pipeline,
         bind_group,
