@@ -9,7 +9,8 @@
 //              o_raw = a_L W_outᵀ + b_out (+ s(t_i) ⊙ clip(∇log R(x_i)) on the first D columns
 //              with the Langevin parametrization), o = clip(o_raw, c)  → o_raw[n], o[n] ([2D])
 //              x_{i+1} = x_i + u·dt + std·ξ, and the step's log p_F / log p_B added to (or, at
-//              i = 0, written into) log_pf / log_pb — exactly em_step.wgsl's arithmetic.
+//              i = 0, written into) log_pf / log_pb — em_step.wgsl's arithmetic; with a learned
+//              variance, per coordinate var_j = dt·exp(ℓ_j) and std_j = √(var_j + ε²).
 //            policy_backward, step i, given g = ∂L/∂LF_b (the seed of every step's log p_F):
 //              d_o = clip'(o_raw)·∂(g·log p_F)/∂o      → d_o[n]
 //              da = d_o W_out, dz_k = da·GELU'(z_k) → dz_k[n], da = dz_k W_k (k = L−1 … 0),
@@ -29,7 +30,8 @@
 //   1  wts      : storage, read       [packed]       policy_forward, policy_backward
 //   2  temb     : storage, read       [T, H]         policy_forward
 //   3  noise    : storage, read       [T·B, D]       policy_forward (the CPU's normals)
-//   4  step_std : storage, read       [1]            policy_forward
+//   4  step_std : storage, read       [1 or 2]       policy_forward ([std, ε²]; ε², the exploration
+//                                                    variance, only with a learned variance)
 //   5  xs       : storage, read_write [(T+1)·B, D]   policy_forward (reads x_i, writes x_{i+1}),
 //                                                    policy_backward (reads)
 //   6  h_all    : storage, read_write [T·B, H]       policy_forward (writes), policy_backward
@@ -87,8 +89,14 @@ struct PolicyParams {
     lgv_clip: f32,
     lp: u32,
     lp_width: u32,
+    // Learned variance: learned = 1 when on; the log-variance per unit time of coordinate j is
+    // ℓ_j = log_sigma2 + log_var_range·tanh(o[D + j]) (src/autodiff/ops.rs log_var).
+    learned: u32,
+    log_var_range: f32,
+    log_sigma2: f32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: PolicyParams;
@@ -182,6 +190,17 @@ fn lgv_grad(n: u32, j: u32) -> f32 {
     let c = params.lgv_clip;
     let g0 = select(g, 0.0, is_nan_f32(g));
     return select(select(g0, -c, g0 < -c), c, g0 > c);
+}
+
+const TAU_F32: f32 = 0x1.921fb6p+2f; // 0x40c90fdb = 2π rounded to f32
+
+// var_j = dt·exp(ℓ_j) of state row n, coordinate j (the fixed var_f without a learned variance).
+fn step_var(n: u32, j: u32) -> f32 {
+    if (params.learned == 0u) {
+        return params.var_f;
+    }
+    let v = o[n * 2u * params.dim + params.dim + j];
+    return params.dt * exp_f32(params.log_sigma2 + params.log_var_range * tanh(v));
 }
 
 fn first_row(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -284,8 +303,17 @@ fn policy_forward(@builtin(local_invocation_id) lid: vec3<u32>,
         var acc_b = 0.0;
         for (var j = 0u; j < d; j++) {
             let k = n * d + j;
-            let e = em_coordinate(xs[k], o[n * oc + j], noise[k], sd, dt, params.var_f,
-                                  params.norm_f, params.ratio_b, params.var_b, params.norm_b);
+            var var_j = params.var_f;
+            var norm_j = params.norm_f;
+            var sd_j = sd;
+            if (params.learned == 1u) {
+                // std √(dt·e^ℓ + ε²) in f32 (the CPU rounds it from f64); var, norm as the tape.
+                var_j = step_var(n, j);
+                norm_j = 0.5 * log(TAU_F32 * var_j);
+                sd_j = sqrt(var_j + step_std[1]);
+            }
+            let e = em_coordinate(xs[k], o[n * oc + j], noise[k], sd_j, dt, var_j, norm_j,
+                                  params.ratio_b, params.var_b, params.norm_b);
             xs[k + nb * d] = e.x;
             acc_f = acc_f + e.y;
             acc_b = acc_b + e.z;
@@ -326,7 +354,15 @@ fn policy_backward(@builtin(local_invocation_id) lid: vec3<u32>,
                 if (j < d) {
                     let k = n * d + j;
                     du = em_logpf_du(d_log_pf[b], xs[k], xs[k + nb * d], o[n * oc + j], dt,
-                                     params.var_f);
+                                     step_var(n, j));
+                } else if (params.learned == 1u) {
+                    // ∂/∂v_j: g·(½r²/var − ½)·range·(1 − tanh²v), the tape's order.
+                    let jj = j - d;
+                    let k = n * d + jj;
+                    let th = tanh(o[n * oc + j]);
+                    let r = (xs[k + nb * d] - xs[k]) - o[n * oc + jj] * dt;
+                    let dl = ((0.5 * r) * r) / step_var(n, jj) - 0.5;
+                    du = ((d_log_pf[b] * dl) * params.log_var_range) * (1.0 - th * th);
                 }
                 d_o[n * oc + j] = select(0.0, du, clip_passes_f32(o_raw[n * oc + j], params.out_clip));
             }

@@ -44,6 +44,7 @@ fn check(layers: usize) {
         steps: t,
         out_clip: 1.5,
         lp: None,
+        learned: None,
     };
     let (offsets, packed_len) = shape.packed_offsets();
     let weights = normals(1, packed_len, 0.6);

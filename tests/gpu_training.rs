@@ -166,6 +166,18 @@ fn vargrad_iteration_with_per_dim_langevin_scale_on_manywell_matches_the_cpu_tap
     ));
 }
 
+#[test]
+fn tb_iteration_with_a_learned_variance_and_exploration_matches_the_cpu_tape() {
+    let mut cfg = small_net(
+        "Funnel(variant: Hard, dim: 5)",
+        "Tb",
+        ", exploration: Some((std: 0.2, decay_iters: Some(10)))",
+        ", langevin: true",
+    );
+    cfg.sampler.learned_variance = true;
+    check_iteration(&cfg);
+}
+
 fn run_on(cfg: &ExperimentConfig, backend: Backend) -> train::RunRecord {
     let mut c = cfg.clone();
     c.backend = backend;
@@ -238,19 +250,19 @@ fn a_short_gpu_run_agrees_with_the_cpu_run_and_replays_bitwise() {
 
 #[test]
 fn backend_resolution_names_the_problem() {
-    // A learned variance is not on the GPU yet: Gpu is refused with a reason, Auto falls back to
-    // the CPU and says why.
+    // Shapes the fused step cannot hold: Gpu is refused with a reason, Auto falls back to the CPU
+    // and says why.
     let mut cfg = small("Gmm25", "Tb", "");
-    cfg.sampler.learned_variance = true;
+    cfg.network.joint_layers = 4;
     cfg.backend = Backend::Gpu;
     let err = train::resolve_backend(&mut cfg.clone())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("learned variance"), "{err}");
+    assert!(err.contains("joint_layers"), "{err}");
     cfg.backend = Backend::Auto;
     let why = train::resolve_backend(&mut cfg).unwrap();
     assert_eq!(cfg.backend, Backend::Cpu);
-    assert!(why.unwrap().contains("learned variance"));
+    assert!(why.unwrap().contains("joint_layers"));
     // Shapes the fused step cannot hold are refused the same way.
     let mut wide = small("Gmm25", "Tb", "");
     wide.network.hidden = 300;

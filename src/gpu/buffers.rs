@@ -228,8 +228,12 @@ pub const PARAMS_LAYOUTS: &[ParamsLayout] = &[
             ("lgv_clip", offset_of!(PolicyParams, lgv_clip)),
             ("lp", offset_of!(PolicyParams, lp)),
             ("lp_width", offset_of!(PolicyParams, lp_width)),
+            ("learned", offset_of!(PolicyParams, learned)),
+            ("log_var_range", offset_of!(PolicyParams, log_var_range)),
+            ("log_sigma2", offset_of!(PolicyParams, log_sigma2)),
             ("_pad0", offset_of!(PolicyParams, _pad0)),
             ("_pad1", offset_of!(PolicyParams, _pad1)),
+            ("_pad2", offset_of!(PolicyParams, _pad2)),
         ],
     },
     ParamsLayout {

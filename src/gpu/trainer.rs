@@ -27,8 +27,9 @@
 //! With the Langevin parametrization, s(t_i) runs once per iteration on T rows, ∇log R(x_i) is one
 //! energies dispatch per step before the fused step (which adds s ⊙ clip(∇log R)), and its
 //! gradient ∂L/∂s is one dispatch (lp_scale_grad) before the scale net's backward.
-//! Not on the GPU yet (refused by [`unsupported`]): the learned variance, H > 256 and more than 3
-//! joint layers.
+//! With a learned variance the fused step computes var_j = dt·exp(ℓ_j), its normaliser and the
+//! step std √(var_j + ε²) per coordinate in f32 (the CPU's std is rounded from f64).
+//! Not on the GPU (refused by [`unsupported`]): H > 256 and more than 3 joint layers.
 
 use super::kernels::adam::{self, AdamStepConfig};
 use super::kernels::em_step::EmStepConfig;
@@ -150,9 +151,6 @@ pub struct GpuTrainer {
 
 /// Why a config cannot train on the GPU backend.
 pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
-    if cfg.sampler.learned_variance {
-        return Some("a learned variance (sampler.learned_variance) is CPU-only for now".into());
-    }
     PolicyShape {
         batch: cfg.train.batch,
         dim: cfg.dim(),
@@ -161,6 +159,7 @@ pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
         steps: cfg.sampler.steps,
         out_clip: cfg.network.out_clip,
         lp: None,
+        learned: None,
     }
     .unsupported()
 }
@@ -329,6 +328,7 @@ impl GpuTrainer {
             steps: t,
             out_clip: net.out_clip,
             lp: lp_width.map(|w| (w, sampler.lgv_clip)),
+            learned: sampler.learned_range.map(|r| (r, sampler.sigma2)),
         };
         let (offsets, packed_len) = shape.packed_offsets();
         let weights = GpuVec::zeros(ctx, packed_len, "packed policy weights");
@@ -338,7 +338,7 @@ impl GpuTrainer {
             .collect();
         let n = t * b;
         let states = GpuVec::zeros(ctx, (t + 1) * b * d, "states [(T+1)·B, D]");
-        let step_std = GpuVec::zeros(ctx, 1, "step std");
+        let step_std = GpuVec::zeros(ctx, 2, "step std, exploration variance");
         let lf = GpuVec::zeros(ctx, b, "sum log p_F");
         let lb = GpuVec::zeros(ctx, b, "sum log p_B");
         let d_lf = GpuVec::zeros(ctx, b, "dL/dLF");
@@ -599,7 +599,8 @@ impl GpuTrainer {
             step: 0,
             accumulate: false,
         };
-        self.step_std.write(self.ctx, &[cfg.step_std()]);
+        let eps2 = (explore_std * explore_std) as f32;
+        self.step_std.write(self.ctx, &[cfg.step_std(), eps2]);
     }
 
     /// Records one iteration (weights packed, gradients cleared, the plan, then `extra`, e.g.

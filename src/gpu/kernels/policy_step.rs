@@ -46,8 +46,12 @@ pub struct PolicyParams {
     pub lgv_clip: f32,
     pub lp: u32,
     pub lp_width: u32,
+    pub learned: u32,
+    pub log_var_range: f32,
+    pub log_sigma2: f32,
     pub _pad0: u32,
     pub _pad1: u32,
+    pub _pad2: u32,
 }
 
 /// The fixed shapes of a fused rollout.
@@ -61,6 +65,8 @@ pub struct PolicyShape {
     pub out_clip: f64,
     /// The Langevin parametrization: `Some((S, lgv_clip))` with S = 1 or D scale columns.
     pub lp: Option<(usize, f64)>,
+    /// A learned variance: `Some((range, σ²))`, ℓ_j = ln σ² + range·tanh(o[D + j]).
+    pub learned: Option<(f64, f64)>,
 }
 
 impl PolicyShape {
@@ -117,8 +123,12 @@ impl PolicyShape {
             lgv_clip: self.lp.map_or(0.0, |(_, c)| c as f32),
             lp: u32::from(self.lp.is_some()),
             lp_width: to_u32(self.lp.map_or(1, |(w, _)| w), "policy_step: S"),
+            learned: u32::from(self.learned.is_some()),
+            log_var_range: self.learned.map_or(0.0, |(r, _)| r as f32),
+            log_sigma2: self.learned.map_or(0.0, |(_, s2)| s2.ln() as f32),
             _pad0: 0,
             _pad1: 0,
+            _pad2: 0,
         }
     }
 
