@@ -316,6 +316,132 @@ fn noise_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// `gpu/policy_forward|policy_backward/<shape>`: one fused rollout step (policy_step.wgsl) at the
+/// paper's B = 300, H = 64, L = 2 for D = 32 (Manywell) and D = 1600 (LGCP-sized), throughput
+/// in the step's linear-layer FLOPs (forward: 2B(DH + LH² + 2DH); backward: the dx chain,
+/// 2B(2DH + LH²)); and `gpu/linear_backward_dw_split/<R>x<K>x<O>`: the weight-gradient product
+/// of the D = 1600 state encoder over R = 15 000 rows (half a T·B rollout: lavapipe's 128 MiB
+/// binding limit), chunks of 256 rows.
+fn step_benches(c: &mut Criterion) {
+    use diffusion_samplers::gpu::kernels::em_step::EmStepConfig;
+    use diffusion_samplers::gpu::kernels::policy_step::{self, PolicyBuffers, PolicyShape};
+    let ctx = match GpuContext::shared() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("skipped gpu/policy_* benches: no GPU adapter ({e})");
+            return;
+        }
+    };
+    let (b, h, l) = (300usize, 64usize, 2usize);
+    for d in [32usize, 1600] {
+        let shape = PolicyShape {
+            batch: b,
+            dim: d,
+            hidden: h,
+            layers: l,
+            steps: 1,
+            out_clip: 1e4,
+            lp: None,
+            learned: None,
+        };
+        let up = |v: Vec<f32>, label: &str| GpuVec::from_slice(ctx, &v, label);
+        let z = |n: usize| GpuVec::zeros(ctx, n, "buf");
+        let weights = up(
+            randv(shape.packed_offsets().1, 20)
+                .iter()
+                .map(|v| 0.1 * v)
+                .collect(),
+            "w",
+        );
+        let (temb, noise, xs) = (
+            up(randv(h, 21), "temb"),
+            up(randv(b * d, 22), "noise"),
+            up(randv(2 * b * d, 23), "xs"),
+        );
+        let (std, g) = (up(vec![0.1], "std"), up(randv(b, 24), "g"));
+        let (hh, dh, o_raw, o, d_o) =
+            (z(b * h), z(b * h), z(b * 2 * d), z(b * 2 * d), z(b * 2 * d));
+        let a: Vec<GpuVec> = (0..=l).map(|_| z(b * h)).collect();
+        let zz: Vec<GpuVec> = (0..l).map(|_| z(b * h)).collect();
+        let dz: Vec<GpuVec> = (0..l).map(|_| z(b * h)).collect();
+        let (lf, lb, dtemb, dummy, dummy_read) = (z(b), z(b), z(h), z(1), z(1));
+        let bufs = PolicyBuffers {
+            weights: &weights,
+            temb: &temb,
+            noise: &noise,
+            step_std: &std,
+            xs: &xs,
+            h: &hh,
+            a: &a,
+            z: &zz,
+            o_raw: &o_raw,
+            o: &o,
+            log_pf: &lf,
+            log_pb: &lb,
+            d_log_pf: &g,
+            d_o: &d_o,
+            dz: &dz,
+            dh: &dh,
+            dtemb: &dtemb,
+            lp_scale: &dummy_read,
+            grad_r: &dummy_read,
+            dscale: &dummy,
+            dummy: &dummy,
+        };
+        let em = EmStepConfig {
+            dt: 0.01,
+            sigma2: 1.0,
+            explore_std: 0.0,
+            step: 0,
+            accumulate: false,
+        };
+        let fwd = policy_step::prepare_policy_forward(ctx, &shape, &em, &bufs).expect("prepare");
+        let flops_f = (2 * b * (d * h + l * h * h + 2 * d * h)) as u64;
+        gpu_one(
+            c,
+            ctx,
+            format!("policy_forward/B{b}xD{d}xH{h}xL{l}"),
+            flops_f,
+            &fwd,
+        );
+        let bwd = policy_step::prepare_policy_backward(ctx, &shape, &em, &bufs).expect("prepare");
+        let flops_b = (2 * b * (2 * d * h + l * h * h)) as u64;
+        gpu_one(
+            c,
+            ctx,
+            format!("policy_backward/B{b}xD{d}xH{h}xL{l}"),
+            flops_b,
+            &bwd,
+        );
+    }
+    let (rows, k, o, chunk) = (15_000usize, 1600usize, 64usize, 256usize);
+    let (dy, x) = (
+        GpuVec::from_slice(ctx, &randv(rows * o, 25), "dy"),
+        GpuVec::from_slice(ctx, &randv(rows * k, 26), "x"),
+    );
+    let (dw, db) = (GpuVec::zeros(ctx, o * k, "dw"), GpuVec::zeros(ctx, o, "db"));
+    let chunks = linear::split_chunks(rows, chunk);
+    let (pw, pb) = (
+        GpuVec::zeros(ctx, chunks * o * k, "part_w"),
+        GpuVec::zeros(ctx, chunks * o, "part_b"),
+    );
+    let [p1, p2] = linear::prepare_linear_backward_dw_split(
+        ctx, &dy, &x, &dw, &db, &pw, &pb, rows, k, o, chunk,
+    )
+    .expect("prepare");
+    let mut g = c.benchmark_group("gpu");
+    g.throughput(Throughput::Elements((2 * rows * k * o) as u64));
+    g.bench_function(format!("linear_backward_dw_split/{rows}x{k}x{o}"), |bch| {
+        bch.iter_custom(|iters| {
+            time_gpu(ctx, iters, &|enc| {
+                p1.record(enc);
+                p2.record(enc);
+            })
+        })
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     // Small and short: lavapipe is slow, and the whole file should run in about a minute.
     Criterion::default()
@@ -327,6 +453,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = gpu_benches, cpu_benches, noise_benches
+    targets = gpu_benches, cpu_benches, noise_benches, step_benches
 }
 criterion_main!(benches);
