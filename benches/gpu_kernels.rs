@@ -346,13 +346,12 @@ fn step_benches(c: &mut Criterion) {
         };
         let up = |v: Vec<f32>, label: &str| GpuVec::from_slice(ctx, &v, label);
         let z = |n: usize| GpuVec::zeros(ctx, n, "buf");
-        let weights = up(
-            randv(shape.packed_offsets().1, 20)
-                .iter()
-                .map(|v| 0.1 * v)
-                .collect(),
-            "w",
-        );
+        let w: Vec<f32> = randv(shape.packed_offsets().1, 20)
+            .iter()
+            .map(|v| 0.1 * v)
+            .collect();
+        let weights_t = up(shape.transpose_packed(&w), "w_t");
+        let weights = up(w, "w");
         let (temb, noise, xs) = (
             up(randv(h, 21), "temb"),
             up(randv(b * d, 22), "noise"),
@@ -367,6 +366,7 @@ fn step_benches(c: &mut Criterion) {
         let (lf, lb, dtemb, dummy, dummy_read) = (z(b), z(b), z(h), z(1), z(1));
         let bufs = PolicyBuffers {
             weights: &weights,
+            weights_t: &weights_t,
             temb: &temb,
             noise: &noise,
             step_std: &std,

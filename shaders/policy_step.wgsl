@@ -22,12 +22,15 @@
 //            The weight gradients are NOT formed here: after all steps one linear_backward_dw
 //            per layer over the T·B rows (d_o / dz_k / dh against a_L / a_k / x) does it.
 // Weights:   one packed buffer, copied from the parameter blocks each iteration:
-//            [W_s (H×D) | b_s (H) | W_0 (H×H) | b_0 (H) | … | W_{L−1} | b_{L−1} | W_out (2D×H) | b_out (2D)].
+//            [W_s (H×D) | b_s (H) | W_0 (H×H) | b_0 (H) | … | W_{L−1} | b_{L−1} | W_out (2D×H) | b_out (2D)],
+//            and the same layout with every W transposed (W_sᵀ D×H, W_kᵀ H×H, W_outᵀ H×2D) for
+//            the forward, so that threads computing consecutive outputs read consecutive
+//            addresses (the backward's dx chains already do with W as stored).
 // Prelude:   math.wgsl (gelu_f32, gelu_slope_f32, clip_f32, clip_passes_f32, em_coordinate,
 //            em_logpf_du).
 // Bindings (group 0; each entry point uses the subset listed):
 //   0  params   : uniform PolicyParams               all
-//   1  wts      : storage, read       [packed]       policy_forward, policy_backward
+//   1  wts      : storage, read       [packed]       policy_backward
 //   2  temb     : storage, read       [T, H]         policy_forward
 //   3  noise    : storage, read       [T·B, D]       policy_forward (the CPU's normals)
 //   4  step_std : storage, read       [1 or 2]       policy_forward ([std, ε²]; ε², the exploration
@@ -51,6 +54,7 @@
 //   26 grad_r   : storage, read       [T·B, D]       policy_forward, lp_scale_grad (∇log R(x_i),
 //                                                    raw; clipped in-shader as the CPU does)
 //   27 dscale   : storage, read_write [T, S]         lp_scale_grad (overwritten)
+//   28 wts_t    : storage, read       [packed]       policy_forward (transposed weights)
 // Workgroup: 64 threads and a tile of TR = 4 batch rows (workgroup w of a 2-D grid takes rows
 //            4w…4w+3); thread t computes units j = t, t+64, … of every layer for the tile's rows,
 //            layer outputs pass through workgroup memory (H ≤ 256), and the per-row log p_F /
@@ -127,6 +131,7 @@ struct PolicyParams {
 @group(0) @binding(25) var<storage, read> lp_scale: array<f32>;
 @group(0) @binding(26) var<storage, read> grad_r: array<f32>;
 @group(0) @binding(27) var<storage, read_write> dscale: array<f32>;
+@group(0) @binding(28) var<storage, read> wts_t: array<f32>;
 
 const WG: u32 = 64u;
 // Batch rows per workgroup.
@@ -226,9 +231,9 @@ fn policy_forward(@builtin(local_invocation_id) lid: vec3<u32>,
             let b = r0 + rr;
             if (b < nb) {
                 let n = base + b;
-                var acc = wts[off_bs() + j];
+                var acc = wts_t[off_bs() + j];
                 for (var p = 0u; p < d; p++) {
-                    acc = fma(xs[n * d + p], wts[j * d + p], acc);
+                    acc = fma(xs[n * d + p], wts_t[p * h + j], acc);
                 }
                 let hv = acc + temb[i * h + j];
                 h_all[n * h + j] = hv;
@@ -250,10 +255,10 @@ fn policy_forward(@builtin(local_invocation_id) lid: vec3<u32>,
                 let b = r0 + rr;
                 if (b < nb) {
                     let n = base + b;
-                    var acc = wts[off_bj(k) + j];
-                    let wr = off_wj(k) + j * h;
+                    var acc = wts_t[off_bj(k) + j];
+                    let wc = off_wj(k) + j;
                     for (var p = 0u; p < h; p++) {
-                        acc = fma(tile[src + rr * MAX_H + p], wts[wr + p], acc);
+                        acc = fma(tile[src + rr * MAX_H + p], wts_t[wc + p * h], acc);
                     }
                     store_z(k, n * h + j, acc);
                     let av = gelu_f32(acc);
@@ -274,10 +279,10 @@ fn policy_forward(@builtin(local_invocation_id) lid: vec3<u32>,
             let b = r0 + rr;
             if (b < nb) {
                 let n = base + b;
-                var acc = wts[off_bo() + j];
-                let wr = off_wo() + j * h;
+                var acc = wts_t[off_bo() + j];
+                let wc = off_wo() + j;
                 for (var p = 0u; p < h; p++) {
-                    acc = fma(tile[src + rr * MAX_H + p], wts[wr + p], acc);
+                    acc = fma(tile[src + rr * MAX_H + p], wts_t[wc + p * oc], acc);
                 }
                 if (params.lp == 1u && j < d) {
                     // y[j] += s[i, j or 0]·g[j] (Tape::langevin_add: a product, then a sum).

@@ -28,6 +28,7 @@ pub mod gpu;
 pub mod losses;
 pub mod metrics;
 pub mod nn;
+pub mod offpolicy;
 pub mod real;
 pub mod rng;
 pub mod samplers;

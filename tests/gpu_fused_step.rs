@@ -74,6 +74,7 @@ fn check(layers: usize) {
         GpuVec::from_slice(ctx, &temb, "temb"),
         GpuVec::from_slice(ctx, &noise, "noise"),
     );
+    let gwt = GpuVec::from_slice(ctx, &shape.transpose_packed(&weights), "w_t");
     let gstd = GpuVec::from_slice(ctx, &[em(0).step_std()], "std");
     let gxs = GpuVec::from_slice(ctx, &xs_init, "xs");
     let gg = GpuVec::from_slice(ctx, &g, "g");
@@ -84,6 +85,7 @@ fn check(layers: usize) {
     let (lf, lb, dtemb, dummy, dummy_read) = (z(b), z(b), z(t * h), z(1), z(1));
     let bufs = PolicyBuffers {
         weights: &gw,
+        weights_t: &gwt,
         temb: &gt,
         noise: &gn,
         step_std: &gstd,
@@ -279,4 +281,16 @@ fn fused_step_with_one_joint_layer_equals_the_per_op_kernels() {
 #[test]
 fn fused_step_with_three_joint_layers_equals_the_per_op_kernels() {
     check(3);
+}
+
+#[test]
+fn transpose_into_matches_the_host_transpose() {
+    let Some(ctx) = gpu_or_skip() else { return };
+    use diffusion_samplers::gpu::kernels::transpose;
+    for (o, k) in [(1usize, 1usize), (3, 7), (64, 65), (301, 2)] {
+        let src = normals((o * 1000 + k) as u64, o * k, 1.0);
+        let got = transpose::run_transpose(ctx, &src, o, k).unwrap();
+        let want: Vec<f32> = (0..k * o).map(|i| src[(i % o) * k + i / o]).collect();
+        assert_bitwise(&format!("transpose {o}x{k}"), &got, &want);
+    }
 }

@@ -245,6 +245,7 @@ mod with_host {
                     Shader::Energies => kernels::energies::WORKGROUP_SIZE,
                     Shader::ChaCha => kernels::chacha::WORKGROUP_SIZE,
                     Shader::PolicyStep => kernels::policy_step::WORKGROUP_SIZE,
+                    Shader::Transpose => kernels::transpose::WORKGROUP_SIZE,
                 };
                 assert_eq!(wg, host_wg, "{}: @workgroup_size != host constant", ep.name);
             }

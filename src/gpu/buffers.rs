@@ -14,6 +14,7 @@ use super::kernels::em_step::EmStepParams;
 use super::kernels::energies::EnergyParams;
 use super::kernels::losses::LossParams;
 use super::kernels::policy_step::PolicyParams;
+use super::kernels::transpose::TransposeParams;
 use super::shaders::Shader;
 use super::{GpuContext, GpuError};
 use bytemuck::{Pod, Zeroable};
@@ -203,6 +204,17 @@ pub const PARAMS_LAYOUTS: &[ParamsLayout] = &[
             ("log_const", offset_of!(EnergyParams, log_const)),
             ("grad_row0", offset_of!(EnergyParams, grad_row0)),
             ("_pad2", offset_of!(EnergyParams, _pad2)),
+        ],
+    },
+    ParamsLayout {
+        name: "TransposeParams",
+        shader: Shader::Transpose,
+        size: size_of::<TransposeParams>(),
+        fields: &[
+            ("o", offset_of!(TransposeParams, o)),
+            ("k", offset_of!(TransposeParams, k)),
+            ("offset", offset_of!(TransposeParams, offset)),
+            ("_pad", offset_of!(TransposeParams, _pad)),
         ],
     },
     ParamsLayout {

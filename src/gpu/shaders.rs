@@ -32,6 +32,8 @@ pub const LOSSES: &str = include_str!("../../shaders/losses.wgsl");
 pub const ADAM: &str = include_str!("../../shaders/adam.wgsl");
 /// `shaders/chacha.wgsl` (needs the prelude).
 pub const CHACHA: &str = include_str!("../../shaders/chacha.wgsl");
+/// `shaders/transpose.wgsl`.
+pub const TRANSPOSE: &str = include_str!("../../shaders/transpose.wgsl");
 /// `shaders/policy_step.wgsl` (needs the prelude).
 pub const POLICY_STEP: &str = include_str!("../../shaders/policy_step.wgsl");
 
@@ -50,11 +52,12 @@ pub enum Shader {
     Energies,
     ChaCha,
     PolicyStep,
+    Transpose,
 }
 
 impl Shader {
     /// Every shader module, for tests and warm-up.
-    pub const ALL: [Shader; 12] = [
+    pub const ALL: [Shader; 13] = [
         Shader::Linear,
         Shader::Gelu,
         Shader::Reduce,
@@ -67,6 +70,7 @@ impl Shader {
         Shader::Energies,
         Shader::ChaCha,
         Shader::PolicyStep,
+        Shader::Transpose,
     ];
 
     /// The file stem under `shaders/` (also the module's debug label).
@@ -84,6 +88,7 @@ impl Shader {
             Shader::Energies => "energies",
             Shader::ChaCha => "chacha",
             Shader::PolicyStep => "policy_step",
+            Shader::Transpose => "transpose",
         }
     }
 
@@ -102,6 +107,7 @@ impl Shader {
             Shader::Energies => ENERGIES,
             Shader::ChaCha => CHACHA,
             Shader::PolicyStep => POLICY_STEP,
+            Shader::Transpose => TRANSPOSE,
         }
     }
 
@@ -147,6 +153,7 @@ impl Shader {
                 include_str!("../../shaders/math.wgsl"),
                 include_str!("../../shaders/energies.wgsl")
             ),
+            Shader::Transpose => TRANSPOSE,
             Shader::PolicyStep => concat!(
                 include_str!("../../shaders/math.wgsl"),
                 include_str!("../../shaders/policy_step.wgsl")

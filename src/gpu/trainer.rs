@@ -36,7 +36,7 @@ use super::kernels::em_step::EmStepConfig;
 use super::kernels::energies::{self, Target};
 use super::kernels::losses::{self, LossBuffers};
 use super::kernels::policy_step::{self, PolicyBuffers, PolicyShape};
-use super::kernels::{chacha, gelu, linear, time_features, Dispatch};
+use super::kernels::{chacha, gelu, linear, time_features, transpose, Dispatch};
 use super::{GpuContext, GpuError, GpuVec};
 use crate::config::{ExperimentConfig, Method, TargetConfig};
 use crate::nn::{DriftNet, Group};
@@ -131,9 +131,13 @@ pub struct GpuTrainer {
     step_std: GpuVec,
     dt: f64,
     sigma2: f64,
-    /// Packed policy weights and, per policy block, (block index, byte offset) into it.
+    /// Packed policy weights (as stored, for the backward; transposed weights for the forward)
+    /// and, per policy block, (block index, byte offset, is a weight matrix): every block is
+    /// copied into `weights`, the biases also into `weights_t`; the plan transposes the weight
+    /// matrices into `weights_t`.
     weights: GpuVec,
-    packing: Vec<(usize, u64)>,
+    weights_t: GpuVec,
+    packing: Vec<(usize, u64, bool)>,
     /// Dispatches recorded every iteration, in order (noise, forward, loss, backward, norm).
     plan: Vec<Dispatch>,
     stats: GpuVec,
@@ -332,10 +336,24 @@ impl GpuTrainer {
         };
         let (offsets, packed_len) = shape.packed_offsets();
         let weights = GpuVec::zeros(ctx, packed_len, "packed policy weights");
-        let packing: Vec<(usize, u64)> = offsets
+        let weights_t = GpuVec::zeros(ctx, packed_len, "packed policy weights, transposed");
+        let packing: Vec<(usize, u64, bool)> = offsets
             .iter()
-            .map(|(name, off)| (idx(name), (off * size_of::<f32>()) as u64))
+            .map(|(name, off)| {
+                let bytes = (off * size_of::<f32>()) as u64;
+                (idx(name), bytes, name.ends_with(".w"))
+            })
             .collect();
+        for (name, off, o, k) in shape.weight_blocks() {
+            plan.push(transpose::prepare_transpose_into(
+                ctx,
+                &bl(&name).param,
+                o,
+                k,
+                &weights_t,
+                off,
+            )?);
+        }
         let n = t * b;
         let states = GpuVec::zeros(ctx, (t + 1) * b * d, "states [(T+1)·B, D]");
         let step_std = GpuVec::zeros(ctx, 2, "step std, exploration variance");
@@ -359,6 +377,7 @@ impl GpuTrainer {
         };
         let bufs = PolicyBuffers {
             weights: &weights,
+            weights_t: &weights_t,
             temb: &temb,
             noise: &noise,
             step_std: &step_std,
@@ -565,6 +584,7 @@ impl GpuTrainer {
             dt: sampler.dt(),
             sigma2: sampler.sigma2,
             weights,
+            weights_t,
             packing,
             plan,
             stats,
@@ -607,10 +627,13 @@ impl GpuTrainer {
     /// Adam) into one encoder and submits it; does not wait.
     fn submit_iteration(&self, extra: &[&Dispatch]) {
         let mut enc = self.ctx.encoder("gpu training iteration");
-        for &(bi, off) in &self.packing {
+        for &(bi, off, is_matrix) in &self.packing {
             let p = &self.blocks[bi].param;
             let bytes = (p.len() * size_of::<f32>()) as u64;
             enc.copy_buffer_to_buffer(p.buffer(), 0, self.weights.buffer(), off, bytes);
+            if !is_matrix {
+                enc.copy_buffer_to_buffer(p.buffer(), 0, self.weights_t.buffer(), off, bytes);
+            }
         }
         for bl in &self.blocks {
             enc.clear_buffer(bl.grad.buffer(), 0, None);

@@ -24,6 +24,7 @@ pub mod losses;
 pub mod policy_step;
 pub mod reduce;
 pub mod time_features;
+pub mod transpose;
 
 use super::pipelines::{EntryPoint, Pipeline};
 use super::{GpuContext, GpuError};
@@ -60,6 +61,7 @@ pub static ALL_ENTRY_POINTS: &[&EntryPoint] = &[
     &policy_step::POLICY_BACKWARD,
     &policy_step::SEGMENT_COL_SUMS,
     &policy_step::LP_SCALE_GRAD,
+    &transpose::TRANSPOSE_INTO,
     &chacha::CHACHA8_WORDS,
     &chacha::CHACHA8_NORMALS,
     &chacha::BOX_MULLER_WORDS,

@@ -102,6 +102,38 @@ impl PolicyShape {
         (out, off + 2 * d * h + 2 * d)
     }
 
+    /// (block name, offset, rows O, cols K) of every weight matrix in the packed layout: the
+    /// blocks the forward reads transposed ([K, O] at the same offset).
+    pub fn weight_blocks(&self) -> Vec<(String, usize, usize, usize)> {
+        let (d, h) = (self.dim, self.hidden);
+        let (offsets, _) = self.packed_offsets();
+        offsets
+            .into_iter()
+            .filter(|(name, _)| name.ends_with(".w"))
+            .map(|(name, off)| {
+                let (o, k) = match name.as_str() {
+                    "s.lin.w" => (h, d),
+                    "joint.out.w" => (2 * d, h),
+                    _ => (h, h),
+                };
+                (name, off, o, k)
+            })
+            .collect()
+    }
+
+    /// The transposed packing of `packed` on the host (biases unchanged, each W [O, K] → Wᵀ).
+    pub fn transpose_packed(&self, packed: &[f32]) -> Vec<f32> {
+        let mut out = packed.to_vec();
+        for (_, off, o, k) in self.weight_blocks() {
+            for j in 0..o {
+                for p in 0..k {
+                    out[off + p * o + j] = packed[off + j * k + p];
+                }
+            }
+        }
+        out
+    }
+
     fn params(&self, em: &EmStepConfig) -> PolicyParams {
         let e = super::em_step::EmStepParams::new(self.batch, self.dim, em);
         PolicyParams {
@@ -143,7 +175,10 @@ impl PolicyShape {
 /// Every buffer of a fused rollout (see the shader header for shapes). `a` has L + 1 entries,
 /// `z` and `dz` L; missing slots are bound to `dummy`.
 pub struct PolicyBuffers<'a> {
+    /// The packed weights as stored (backward) and transposed (forward), see
+    /// [`PolicyShape::packed_offsets`] and [`PolicyShape::transpose_packed`].
     pub weights: &'a GpuVec,
+    pub weights_t: &'a GpuVec,
     pub temb: &'a GpuVec,
     pub noise: &'a GpuVec,
     pub step_std: &'a GpuVec,
@@ -174,7 +209,6 @@ pub static POLICY_FORWARD: EntryPoint = EntryPoint {
     name: "policy_forward",
     bindings: &[
         (0, Uniform),
-        (1, StorageRead),
         (2, StorageRead),
         (3, StorageRead),
         (4, StorageRead),
@@ -193,6 +227,7 @@ pub static POLICY_FORWARD: EntryPoint = EntryPoint {
         (17, RW),
         (25, StorageRead),
         (26, StorageRead),
+        (28, StorageRead),
     ],
 };
 
@@ -296,7 +331,6 @@ pub fn prepare_policy_forward(
         &POLICY_FORWARD,
         &[
             (0, &pb),
-            (1, b.weights.buffer()),
             (2, b.temb.buffer()),
             (3, b.noise.buffer()),
             (4, b.step_std.buffer()),
@@ -315,6 +349,7 @@ pub fn prepare_policy_forward(
             (17, b.log_pb.buffer()),
             (25, b.lp_scale.buffer()),
             (26, b.grad_r.buffer()),
+            (28, b.weights_t.buffer()),
         ],
         shape.tile_grid(),
     )
