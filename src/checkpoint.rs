@@ -9,9 +9,11 @@
 //! ```
 //! Sections: `META` (crate version, config digest, iteration), `PARM` (parameters), `ADAM`
 //! (moments and per-block step counts), `CURV` (training curve so far), `EVAL` (evaluations so
-//! far). Later features add sections (replay buffer, local-search step size); a reader that meets
+//! far), and with off-policy training `BUFF` / `LSBF` (the replay buffer and the local-search
+//! buffer: rows, dim, the states as f32, their log R as f64, oldest first). A reader that meets
 //! a tag it does not know refuses the file rather than misreading it. RNG state needs no section:
-//! every stream is keyed by (seed, purpose, iteration), so the iteration number is its position.
+//! every stream is keyed by (seed, purpose, iteration), so the iteration number is its position;
+//! the local search's step size restarts from η₀ at every call, so it needs none either.
 //!
 //! [`decode`] never panics and never allocates more than the file's own size: every length is
 //! checked against the bytes present first.
@@ -36,6 +38,50 @@ pub struct Checkpoint {
     pub adam_steps: Vec<u64>,
     pub curve: Vec<CurveRow>,
     pub evals: Vec<EvalRow>,
+    /// The replay buffer's entries (off-policy runs).
+    pub replay: Option<BufferState>,
+    /// The local-search buffer's entries (runs with local search).
+    pub ls_replay: Option<BufferState>,
+}
+
+/// A replay buffer's contents, oldest first: states [N, D] and their log R [N].
+#[derive(Clone, Debug, PartialEq)]
+pub struct BufferState {
+    pub dim: usize,
+    pub xs: Vec<f32>,
+    pub log_r: Vec<f64>,
+}
+
+impl BufferState {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_u64(&mut out, self.log_r.len() as u64);
+        put_u64(&mut out, self.dim as u64);
+        out.extend(f32s(&self.xs));
+        for v in &self.log_r {
+            out.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(b: &[u8], name: &str) -> Result<Self, CheckpointError> {
+        let mut r = Reader { b };
+        let rows = len_usize(r.u64()?)?;
+        let dim = len_usize(r.u64()?)?;
+        let cells = rows
+            .checked_mul(dim)
+            .filter(|c| c.checked_mul(4).is_some_and(|n| n <= r.b.len()))
+            .ok_or_else(|| malformed(format!("section {name} declares more rows than it holds")))?;
+        let xs = read_f32s(r.take(cells * 4)?)?;
+        if rows > r.b.len() / 8 {
+            return Err(malformed(format!("section {name} lacks the log R values")));
+        }
+        let log_r = (0..rows)
+            .map(|_| r.u64().map(f64::from_bits))
+            .collect::<Result<Vec<f64>, _>>()?;
+        r.end(name)?;
+        Ok(BufferState { dim, xs, log_r })
+    }
 }
 
 /// Why a checkpoint file was refused.
@@ -94,6 +140,12 @@ impl Checkpoint {
             }
         }
         section(&mut out, b"EVAL", &evals);
+        if let Some(b) = &self.replay {
+            section(&mut out, b"BUFF", &b.encode());
+        }
+        if let Some(b) = &self.ls_replay {
+            section(&mut out, b"LSBF", &b.encode());
+        }
         let digest = blake3::hash(&out);
         out.extend_from_slice(digest.as_bytes());
         out
@@ -133,6 +185,7 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     }
     let mut r = Reader { b: &body[12..] };
     let (mut meta, mut parm, mut adam, mut curv, mut eval) = (None, None, None, None, None);
+    let (mut buff, mut lsbf) = (None, None);
     while !r.b.is_empty() {
         let tag = r.take(4)?;
         let len = r.u64()?;
@@ -143,6 +196,8 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
             b"ADAM" => &mut adam,
             b"CURV" => &mut curv,
             b"EVAL" => &mut eval,
+            b"BUFF" => &mut buff,
+            b"LSBF" => &mut lsbf,
             other => {
                 return Err(CheckpointError::UnknownSection(
                     String::from_utf8_lossy(other).into_owned(),
@@ -220,6 +275,8 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
         adam_steps,
         curve,
         evals,
+        replay: buff.map(|b| BufferState::decode(b, "BUFF")).transpose()?,
+        ls_replay: lsbf.map(|b| BufferState::decode(b, "LSBF")).transpose()?,
     })
 }
 
@@ -348,6 +405,16 @@ mod tests {
                 elbo: -2.0,
                 ess: 0.3,
             }],
+            replay: Some(BufferState {
+                dim: 2,
+                xs: vec![1.0, 2.0, -3.0, f32::MAX],
+                log_r: vec![-0.5, f64::NEG_INFINITY],
+            }),
+            ls_replay: Some(BufferState {
+                dim: 2,
+                xs: vec![],
+                log_r: vec![],
+            }),
         }
     }
 

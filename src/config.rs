@@ -231,6 +231,40 @@ pub struct TrainConfig {
     /// Results depend on it (summation order), never on the machine's core count.
     #[serde(default = "default_shards")]
     pub shards: usize,
+    /// Off-policy training (spec §4): alternate forward and backward iterations, with a replay
+    /// buffer and optional local search. Left out of the resolved config when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub off_policy: Option<OffPolicyConfig>,
+}
+
+/// The reference code's `--both_ways` machinery (spec §4.1–4.3): even iterations train on
+/// forward (exploratory) trajectories and add their x_T to the replay buffer; odd ones train on
+/// backward trajectories p_B(·|x) from buffer states x; with local search, every
+/// `local_search_period` iterations (at it ≡ 1) MALA from buffer samples refills a second buffer
+/// that the backward iterations then draw from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OffPolicyConfig {
+    /// FIFO capacity of each buffer (600 000 in the paper).
+    #[serde(default = "default_buffer_capacity")]
+    pub buffer_capacity: usize,
+    /// How buffer states are drawn (rank-prioritized with k = 0.01 in the paper).
+    #[serde(default)]
+    pub sampling: crate::offpolicy::SamplingMode,
+    /// Parallel MALA on buffer samples (`--local_search`).
+    #[serde(default)]
+    pub local_search: Option<crate::offpolicy::LocalSearchConfig>,
+    /// Iterations between local searches (100).
+    #[serde(default = "default_local_search_period")]
+    pub local_search_period: usize,
+}
+
+fn default_buffer_capacity() -> usize {
+    600_000
+}
+
+fn default_local_search_period() -> usize {
+    crate::offpolicy::REFERENCE_LOCAL_SEARCH_PERIOD
 }
 
 /// What is measured, with how many samples, how often.
@@ -435,6 +469,30 @@ impl ExperimentConfig {
                 "train.shards",
                 format!("must be in 1..=batch ({}), got {}", t.batch, t.shards),
             );
+        }
+        if let Some(o) = &t.off_policy {
+            if o.buffer_capacity < t.batch {
+                return bad(
+                    "train.off_policy.buffer_capacity",
+                    format!(
+                        "must hold at least one batch ({}), got {}",
+                        t.batch, o.buffer_capacity
+                    ),
+                );
+            }
+            o.sampling
+                .validate()
+                .map_err(|(f, m)| (format!("train.off_policy.sampling.{f}"), m))?;
+            if let Some(ls) = &o.local_search {
+                ls.validate()
+                    .map_err(|(f, m)| (format!("train.off_policy.local_search.{f}"), m))?;
+            }
+            if o.local_search_period < 2 {
+                return bad(
+                    "train.off_policy.local_search_period",
+                    "must be at least 2 (local search runs at it ≡ 1 mod the period)",
+                );
+            }
         }
         if self.checkpoint_every == Some(0) {
             return bad("checkpoint_every", "must be at least 1 (or omitted)");

@@ -5,16 +5,19 @@
 //! restored from a checkpoint continues bit for bit. [`run`] drives a trainer to the end and
 //! collects what the harness writes.
 
-use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::checkpoint::{BufferState, Checkpoint, CheckpointError};
 use crate::config::{Backend, ExperimentConfig, Method, TargetConfig};
 use crate::energies::{Energy, Funnel, Gmm, ManyWell};
 use crate::losses::{trajectory_balance, vargrad, LossGrad};
 use crate::metrics;
 use crate::nn::adam::clip_grad_norm;
 use crate::nn::{Adam, DriftNet, Group};
+use crate::offpolicy::{self, LocalSearch, Phase, ReplayBuffer};
 use crate::rng;
 use crate::samplers::{explore_std, rollout, sample_backward_states, Path, Rollout, Sampler};
 use crate::tensor::Tensor;
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
 use serde::Serialize;
 use std::ops::Range;
 
@@ -175,6 +178,16 @@ pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: &(dyn Fn(T) -> R + Sync)) -> 
     })
 }
 
+/// A buffer's entries for a checkpoint.
+fn buffer_state(b: &ReplayBuffer) -> BufferState {
+    let (xs, log_r) = b.entries();
+    BufferState {
+        dim: b.dim(),
+        xs: xs.to_vec(),
+        log_r: log_r.to_vec(),
+    }
+}
+
 /// Importance log-weights log R(x_T) + LB − LF of a rollout's rows.
 fn log_weights(roll: &Rollout<f32>, log_r: &[f64]) -> Vec<f64> {
     (0..log_r.len())
@@ -199,6 +212,21 @@ pub struct Trainer {
     #[cfg(feature = "gpu")]
     pub device: Option<crate::gpu::trainer::GpuTrainer>,
     host_stale: bool,
+    /// Off-policy runs: the replay buffer of forward terminal states, and the buffer local
+    /// search fills (spec §4.2, D_buffer and D_LS).
+    pub replay: Option<ReplayBuffer>,
+    pub ls_replay: Option<ReplayBuffer>,
+}
+
+/// An iteration's loss, flat gradient, terminal states [B, D] and their log R [B].
+type IterationGrad = (LossGrad, Vec<f32>, Vec<f32>, Vec<f64>);
+
+/// Where an iteration's trajectories come from.
+enum Source {
+    /// Forward from x₀ = 0 under the (exploratory) policy: stream (seed, "train-noise", it).
+    Forward,
+    /// Backward p_B(·|x) from terminal states x [B, D]: stream (seed, "backward-noise", it).
+    Backward(Vec<f32>),
 }
 
 /// Resolves `cfg.backend = Auto` to the backend this machine will use (a hardware GPU when
@@ -292,6 +320,16 @@ impl Trainer {
             }
             _ => None,
         };
+        let buffer = |o: &crate::config::OffPolicyConfig| {
+            ReplayBuffer::new(o.buffer_capacity, sampler.dim, o.sampling)
+        };
+        let replay = cfg.train.off_policy.as_ref().map(buffer);
+        let ls_replay = cfg
+            .train
+            .off_policy
+            .as_ref()
+            .filter(|o| o.local_search.is_some())
+            .map(buffer);
         Ok(Trainer {
             sampler,
             cfg,
@@ -303,6 +341,8 @@ impl Trainer {
             #[cfg(feature = "gpu")]
             device,
             host_stale: false,
+            replay,
+            ls_replay,
         })
     }
 
@@ -353,6 +393,8 @@ impl Trainer {
             adam_steps: self.adam.steps.clone(),
             curve: curve.to_vec(),
             evals: evals.to_vec(),
+            replay: self.replay.as_ref().map(buffer_state),
+            ls_replay: self.ls_replay.as_ref().map(buffer_state),
         }
     }
 
@@ -384,6 +426,31 @@ impl Trainer {
         tr.adam.v.clone_from(&ck.adam_v);
         tr.adam.steps.clone_from(&ck.adam_steps);
         tr.iteration = ck.iteration as usize;
+        for (slot, saved, name) in [
+            (&mut tr.replay, &ck.replay, "replay buffer"),
+            (&mut tr.ls_replay, &ck.ls_replay, "local-search buffer"),
+        ] {
+            match (slot.as_mut(), saved) {
+                (None, None) => {}
+                (Some(buf), Some(st)) => {
+                    *buf = ReplayBuffer::from_entries(
+                        buf.capacity(),
+                        buf.dim(),
+                        buf.mode(),
+                        &st.xs,
+                        &st.log_r,
+                    )
+                    .map_err(|e| {
+                        TrainError::Resume(CheckpointError::Malformed(format!("{name}: {e}")))
+                    })?;
+                }
+                _ => {
+                    return Err(TrainError::Resume(CheckpointError::Malformed(format!(
+                        "the {name} does not match the config"
+                    ))))
+                }
+            }
+        }
         #[cfg(feature = "gpu")]
         if let Some(dev) = &tr.device {
             dev.upload(&tr.params, &tr.adam.m, &tr.adam.v);
@@ -401,20 +468,42 @@ impl Trainer {
     }
 
     /// Compute the loss and the flat gradient at the current parameters for iteration `it`'s
-    /// trajectories, without updating anything. Returns (loss and per-trajectory parts, ∇).
+    /// forward trajectories, without updating anything. Returns (loss and per-trajectory parts, ∇).
     pub fn loss_and_grad(&self, it: usize) -> Result<(LossGrad, Vec<f32>), TrainError> {
+        self.loss_and_grad_from(it, Source::Forward)
+            .map(|(lg, grad, _, _)| (lg, grad))
+    }
+
+    /// [`Self::loss_and_grad`] for trajectories from `source`; also returns their terminal
+    /// states [B, D] and log R [B].
+    fn loss_and_grad_from(&self, it: usize, source: Source) -> Result<IterationGrad, TrainError> {
         let b = self.cfg.train.batch;
+        let d = self.sampler.dim;
         let eps = explore_std(self.cfg.train.exploration.as_ref(), it);
-        let key = rng::stream_key(self.cfg.seed, "train-noise", it as u64);
+        let purpose = match source {
+            Source::Forward => "train-noise",
+            Source::Backward(_) => "backward-noise",
+        };
+        let key = rng::stream_key(self.cfg.seed, purpose, it as u64);
         let shards = shard_ranges(b, self.cfg.train.shards);
         let rolls = par_map(shards.clone(), &|r: Range<usize>| {
-            let path = Path::Forward {
-                noise_key: key,
-                row0: r.start,
-                total_rows: b,
-                explore_std: eps,
+            let (roll, log_r) = match &source {
+                Source::Forward => {
+                    let path = Path::Forward {
+                        noise_key: key,
+                        row0: r.start,
+                        total_rows: b,
+                        explore_std: eps,
+                    };
+                    self.rollout_rows(r.len(), path, true)
+                }
+                Source::Backward(x_t) => {
+                    let mut noise = ChaCha8Rng::from_seed(key);
+                    let xt = &x_t[r.start * d..r.end * d];
+                    let states = sample_backward_states(&self.sampler, xt, &mut noise, r.start, b);
+                    self.rollout_rows(r.len(), Path::Given(&states), true)
+                }
             };
-            let (roll, log_r) = self.rollout_rows(r.len(), path, true);
             ShardRollout { roll, log_r }
         });
         let cat = |f: &dyn Fn(&ShardRollout) -> &Vec<f64>| {
@@ -454,6 +543,10 @@ impl Trainer {
                 quantity: what.into(),
             });
         }
+        let x_final: Vec<f32> = rolls
+            .iter()
+            .flat_map(|s| s.roll.x_final.iter().copied())
+            .collect();
         let jobs: Vec<(ShardRollout, Range<usize>)> = rolls.into_iter().zip(shards).collect();
         let d_lf = &lg.d_log_pf;
         let shard_grads = par_map(jobs, &|(s, r): (ShardRollout, Range<usize>)| {
@@ -479,7 +572,7 @@ impl Trainer {
             }
         }
         grad[self.net.log_z_index()] = lg.d_log_z as f32;
-        Ok((lg, grad))
+        Ok((lg, grad, x_final, lr))
     }
 
     /// One training iteration: trajectories, loss, gradient, Adam step.
@@ -489,7 +582,7 @@ impl Trainer {
             return self.step_on_device();
         }
         let it = self.iteration;
-        let (lg, mut grad) = self.loss_and_grad(it)?;
+        let (lg, mut grad) = self.off_policy_loss_and_grad(it)?;
         if let Some(c) = self.cfg.train.grad_clip {
             clip_grad_norm(&mut grad, c);
         }
@@ -577,6 +670,54 @@ impl Trainer {
             log_z: stats.log_z,
             explore_std: eps,
         })
+    }
+
+    /// Iteration `it`'s loss and gradient under the off-policy schedule (spec §4.1): forward
+    /// iterations also fill the replay buffer; backward ones (odd `it`) first run local search
+    /// when due, then train on p_B trajectories from states drawn from the local-search buffer
+    /// (the replay buffer while that is empty). Without `off_policy`, every iteration is forward.
+    fn off_policy_loss_and_grad(&mut self, it: usize) -> Result<(LossGrad, Vec<f32>), TrainError> {
+        let Some(o) = self.cfg.train.off_policy.clone() else {
+            return self.loss_and_grad(it);
+        };
+        let period = o.local_search.as_ref().map(|_| o.local_search_period);
+        match offpolicy::phase(it, true, period) {
+            Phase::Forward => {
+                let (lg, grad, x_t, log_r) = self.loss_and_grad_from(it, Source::Forward)?;
+                if let Some(buf) = self.replay.as_mut() {
+                    buf.add(&x_t, &log_r);
+                }
+                Ok((lg, grad))
+            }
+            Phase::Backward { local_search } => {
+                let seed = self.cfg.seed;
+                let b = self.cfg.train.batch;
+                let replay = self
+                    .replay
+                    .as_ref()
+                    .expect("off-policy runs keep a replay buffer");
+                if let (true, Some(ls)) = (local_search, &o.local_search) {
+                    let start =
+                        replay.sample_batch(b, &mut rng::stream(seed, "ls-start", it as u64));
+                    let out = LocalSearch::new(ls.clone()).run(
+                        &*self.energy,
+                        &start.0,
+                        &mut rng::stream(seed, "local-search", it as u64),
+                    );
+                    if let Some(buf) = self.ls_replay.as_mut() {
+                        buf.add(&out.samples, &out.log_r);
+                    }
+                }
+                let source = match &self.ls_replay {
+                    Some(buf) if !buf.is_empty() => buf,
+                    _ => self.replay.as_ref().expect("replay buffer"),
+                };
+                let (x_t, _) =
+                    source.sample_batch(b, &mut rng::stream(seed, "buffer-sample", it as u64));
+                self.loss_and_grad_from(it, Source::Backward(x_t))
+                    .map(|(lg, grad, _, _)| (lg, grad))
+            }
+        }
     }
 
     /// One shard's rollout with the current parameters, and log R of its terminal states.

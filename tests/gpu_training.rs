@@ -263,6 +263,17 @@ fn backend_resolution_names_the_problem() {
     let why = train::resolve_backend(&mut cfg).unwrap();
     assert_eq!(cfg.backend, Backend::Cpu);
     assert!(why.unwrap().contains("joint_layers"));
+    // Off-policy training (backward trajectories, buffers, local search) stays on the CPU.
+    let mut off = small("Gmm25", "Tb", "");
+    off.train.off_policy = Some(diffusion_samplers::config::OffPolicyConfig {
+        buffer_capacity: 1000,
+        sampling: Default::default(),
+        local_search: None,
+        local_search_period: 100,
+    });
+    off.backend = Backend::Gpu;
+    let err = train::resolve_backend(&mut off).unwrap_err().to_string();
+    assert!(err.contains("off-policy"), "{err}");
     // Shapes the fused step cannot hold are refused the same way.
     let mut wide = small("Gmm25", "Tb", "");
     wide.network.hidden = 300;

@@ -155,6 +155,13 @@ pub struct GpuTrainer {
 
 /// Why a config cannot train on the GPU backend.
 pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
+    if cfg.train.off_policy.is_some() {
+        return Some(
+            "off-policy training (train.off_policy: backward trajectories, replay buffer, local \
+             search) is CPU-only for now"
+                .into(),
+        );
+    }
     PolicyShape {
         batch: cfg.train.batch,
         dim: cfg.dim(),
