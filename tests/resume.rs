@@ -76,10 +76,23 @@ fn resume(dir: &Path) {
     assert!(o.status.success(), "resume failed: {}", text(&o));
 }
 
-#[test]
-fn sigkill_at_random_points_then_resume_is_bitwise_identical() {
+/// Off-policy training with local search (both-ways schedule, replay and local-search buffers in
+/// every checkpoint), long enough to be interrupted at several points.
+const LONG_OFF_POLICY: &str = "(seed: 5, target: Gmm25, sampler: (steps: 10, sigma2: 5.0),
+    network: (hidden: 16, harmonics: 8),
+    train: (method: Tb, iterations: 400, batch: 16,
+        exploration: Some((std: 0.1, decay_iters: Some(100))),
+        off_policy: Some((buffer_capacity: 200, sampling: Rank(k: 0.01),
+            local_search: Some((steps: 12, burn_in: 4, step0: 0.1, adapt: Some(0.01),
+                target_acceptance: 0.574, window: 5, beta: 1.0)),
+            local_search_period: 10))),
+    eval: (samples: 64, every: 50))";
+
+/// Runs `config` once uninterrupted, then `kills` times with a SIGKILL at a point drawn from a
+/// fixed stream and a resume; every run must end with the reference's digests.
+fn kill_and_resume(config: &str, kills: usize, min_interrupted: usize) {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write_config(tmp.path(), "long.ron", LONG);
+    let cfg = write_config(tmp.path(), "long.ron", config);
     let reference = tmp.path().join("reference");
     let t0 = Instant::now();
     let o = out(&[
@@ -93,10 +106,10 @@ fn sigkill_at_random_points_then_resume_is_bitwise_identical() {
     let full = t0.elapsed();
     let want = digests(&reference);
 
-    // 20 kill points spread over the run's duration, from a fixed stream (a reproducible test).
+    // Kill points spread over the run's duration, from a fixed stream (a reproducible test).
     let mut rng = diffusion_samplers::rng::stream(2024, "kill-points", 0);
     let mut interrupted = 0;
-    for k in 0..20 {
+    for k in 0..kills {
         let frac = diffusion_samplers::rng::uniform_f64(&mut rng);
         let delay = full.mul_f64(0.05 + 0.9 * frac);
         let dir = tmp.path().join(format!("killed-{k}"));
@@ -116,9 +129,19 @@ fn sigkill_at_random_points_then_resume_is_bitwise_identical() {
         assert_eq!(digests(&dir), want, "kill {k} after {delay:?}");
     }
     assert!(
-        interrupted >= 10,
-        "only {interrupted}/20 kills landed mid-run: the test run is too short"
+        interrupted >= min_interrupted,
+        "only {interrupted}/{kills} kills landed mid-run: the test run is too short"
     );
+}
+
+#[test]
+fn sigkill_at_random_points_then_resume_is_bitwise_identical() {
+    kill_and_resume(LONG, 20, 10);
+}
+
+#[test]
+fn off_policy_runs_resume_bitwise_with_their_buffers() {
+    kill_and_resume(LONG_OFF_POLICY, 6, 3);
 }
 
 #[test]
