@@ -12,7 +12,10 @@
 //! - [`losses`]: TB and VarGrad on per-trajectory log-probability sums;
 //! - [`energies`]: the targets; [`metrics`]: log Z estimators, ELBO/EUBO, ESS, exact W2;
 //! - [`rng`]: named ChaCha8 streams and in-crate Gaussians;
-//! - [`config`], [`train`]: RON experiment configs and the training/evaluation loop.
+//! - [`offpolicy`]: the rank-prioritized replay buffer, MALA local search and the both-ways schedule;
+//! - [`config`], [`train`]: RON experiment configs and the training/evaluation loop (CPU or GPU);
+//! - [`gpu`] (feature `gpu`): the WGSL kernels and the device-resident training iteration;
+//! - [`checkpoint`], [`data`]: self-checking checkpoints and the fuzzed data readers.
 //!
 //! Shape letters used in comments everywhere: B batch, D state dim, H hidden, T steps, P params.
 
