@@ -4,6 +4,8 @@
 //! through LF_b = Σ_i log p_F and a learned log Z. Each loss returns its value and ∂L/∂LF_b,
 //! ∂L/∂log Z; the tape then carries ∂L/∂LF_b into every step's log p_F node.
 
+pub mod subtb;
 pub mod tb;
 
+pub use subtb::{detailed_balance, fl_term, subtb, SubTbGrad};
 pub use tb::{trajectory_balance, vargrad, LossGrad};
