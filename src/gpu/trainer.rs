@@ -38,7 +38,7 @@ use super::kernels::losses::{self, LossBuffers};
 use super::kernels::policy_step::{self, PolicyBuffers, PolicyShape};
 use super::kernels::{chacha, gelu, linear, time_features, transpose, Dispatch};
 use super::{GpuContext, GpuError, GpuVec};
-use crate::config::{ExperimentConfig, Method, TargetConfig};
+use crate::config::{ExperimentConfig, TargetConfig};
 use crate::nn::{DriftNet, Group};
 use crate::rng;
 use crate::samplers::Sampler;
@@ -121,8 +121,6 @@ pub struct GpuTrainer {
     batch: usize,
     dim: usize,
     steps: usize,
-    method: Method,
-    grad_clip: Option<f64>,
     blocks: Vec<Block>,
     noise_source: NoiseSource,
     noise: GpuVec,
@@ -145,8 +143,6 @@ pub struct GpuTrainer {
     /// One Adam dispatch per block, built on first use; its step constants are rewritten
     /// (`set_step`) before each submission.
     adam: Vec<Option<adam::AdamStepDispatch>>,
-    states: GpuVec,
-    log_r: GpuVec,
     // Kept alive for the plan's bind groups.
     _keep: Vec<GpuVec>,
     _acts: Activations,
@@ -572,16 +568,14 @@ impl GpuTrainer {
         )?);
 
         keep.extend([
-            g_times, g_freqs, feats, t1, t1a, temb, lf, lb, tdata, grad_r, d_lf, dt1a, dt1, dfeats,
-            partials, part_w, part_b,
+            states, log_r, g_times, g_freqs, feats, t1, t1a, temb, lf, lb, tdata, grad_r, d_lf,
+            dt1a, dt1, dfeats, partials, part_w, part_b,
         ]);
         Ok(GpuTrainer {
             ctx,
             batch: b,
             dim: d,
             steps: t,
-            method: cfg.train.method,
-            grad_clip: cfg.train.grad_clip,
             blocks,
             noise_source,
             noise,
@@ -597,8 +591,6 @@ impl GpuTrainer {
             stats,
             scale,
             adam: Vec::new(),
-            states,
-            log_r,
             _keep: keep,
             _acts: acts,
             _lp: lp_net,
@@ -752,22 +744,5 @@ impl GpuTrainer {
             bl.v.write(self.ctx, &v[off..off + n]);
             off += n;
         }
-    }
-
-    /// x_T of the last iteration's rollout [B, D] and log R of it [B] (for tests).
-    pub fn last_terminal_states(&self) -> Result<(Vec<f32>, Vec<f32>), GpuError> {
-        let v = self.ctx.read_many(&[&self.states, &self.log_r])?;
-        let x_t = v[0][self.steps * self.batch * self.dim..].to_vec();
-        Ok((x_t, v[1].clone()))
-    }
-
-    /// The method this trainer optimises.
-    pub fn method(&self) -> Method {
-        self.method
-    }
-
-    /// The gradient-norm clip, if any.
-    pub fn grad_clip(&self) -> Option<f64> {
-        self.grad_clip
     }
 }
