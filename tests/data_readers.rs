@@ -1,16 +1,15 @@
-//! The data readers on the real files in `../shared/data` (beside the checkout, as in CI):
-//! checksums, shapes and the known values `shared/data/README.md` states. A missing folder is a
-//! failure, not a skip.
+//! The data readers on the real files in the project's `data/` folder (a copy of
+//! `shared/data`): checksums, shapes and the known values `data/README.md` states. A missing
+//! folder is a failure, not a skip.
 
 use diffusion_samplers::data::{checksum, csv, idx, npy};
 use std::path::PathBuf;
 
 fn data_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let dir = diffusion_samplers::data::project_dir();
     assert!(
         dir.join(checksum::SUMS_FILE).is_file(),
-        "the data folder {} (with its SHA256SUMS) is missing: the tests read the shared data \
-         beside the checkout",
+        "the data folder {} (with its SHA256SUMS) is missing: the project ships its data files",
         dir.display()
     );
     dir

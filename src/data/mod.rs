@@ -13,7 +13,8 @@
 //!
 //! `tests/fuzz_readers.rs` fuzzes each reader (random bytes and mutations of valid files) and
 //! replays the regression corpus in `tests/fuzz-corpus/`; `tests/data_readers.rs` checks the
-//! real files in `shared/data`.
+//! real files in the project's `data/` folder (copied from `shared/data`, with its README and
+//! `SHA256SUMS`, so a fresh clone runs every config with no other set-up).
 
 pub mod checksum;
 pub mod csv;
@@ -23,6 +24,13 @@ pub mod npy;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// The project's `data/` folder (beside `Cargo.toml`), where configs find their data files
+/// unless they name another folder. Resolved at build time, so a binary finds it from any
+/// working directory of the checkout it was built from.
+pub fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
+}
 
 /// The largest decompressed output any reader accepts from a gzip stream (100 MiB; the largest
 /// real file, MNIST's training images, is 47,040,016 bytes).
