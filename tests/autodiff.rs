@@ -140,6 +140,53 @@ fn em_logpf_vjp_fixed_and_learned_variance() {
     }
 }
 
+#[test]
+fn em_logpf_vjp_through_the_states() {
+    // PIS differentiates log p_F with respect to x and x' as well as the policy output.
+    for learned in [None, Some(4.0)] {
+        check_op(
+            "em_logpf(states)",
+            vec![randn(5, 6, 15), randn(5, 3, 16), randn(5, 3, 17)],
+            &|t, v| t.em_logpf(v[0], v[1], v[2], 0.1, 5f64.ln(), learned),
+        );
+    }
+}
+
+#[test]
+fn em_step_vjp_fixed_and_learned_variance() {
+    for learned in [None, Some(4.0)] {
+        check_op(
+            "em_step",
+            vec![randn(4, 6, 18), randn(4, 3, 19)],
+            &|t, v| t.em_step(v[0], v[1], randn(4, 3, 20), 0.1, 5f64.ln(), learned),
+        );
+    }
+}
+
+#[test]
+fn bridge_logpb_vjp() {
+    check_op(
+        "bridge_logpb",
+        vec![randn(4, 3, 21), randn(4, 3, 22)],
+        &|t, v| t.bridge_logpb(v[0], v[1], 0.75, 0.3),
+    );
+}
+
+#[test]
+fn row_function_vjp() {
+    // y_b = Σ_j sin(x_bj), a function the tape does not know, given with its Jacobian.
+    check_op("row_function", vec![randn(4, 3, 23)], &|t, v| {
+        let xv = t.value(v[0]).clone();
+        let vals: Vec<f64> = xv
+            .data
+            .chunks_exact(3)
+            .map(|r| r.iter().map(|a| a.sin()).sum())
+            .collect();
+        let jac = Tensor::from_vec(4, 3, xv.data.iter().map(|a| a.cos()).collect());
+        t.row_function(v[0], Tensor::from_vec(4, 1, vals), jac)
+    });
+}
+
 /// A tiny experiment exercising every parameter block: LP (per-dim scale) and learned variance.
 fn tiny_config(method: &str, langevin: bool, learned_variance: bool) -> ExperimentConfig {
     let text = format!(

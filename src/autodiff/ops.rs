@@ -44,6 +44,27 @@ pub enum Op<S> {
         log_sigma2: S,
         learned_range: Option<S>,
     },
+    /// The reparametrised Euler–Maruyama step (PIS): y[B,D] = x + u·dt + √(dt·e^ℓ)·ξ, with
+    /// ξ [B,D] a constant draw and u, ℓ read from o as in [`Op::EmLogPf`].
+    EmStep {
+        o: Var,
+        x: Var,
+        noise: Tensor<S>,
+        dt: S,
+        log_sigma2: S,
+        learned_range: Option<S>,
+    },
+    /// Per-row Brownian-bridge log-density y[B,1] = Σ_j log N(x_j; ratio·x'_j, var), the
+    /// fixed backward policy p_B(x_i | x_{i+1}) with ratio = i/(i+1), var = σ²·dt·ratio.
+    BridgeLogPb {
+        x: Var,
+        x_next: Var,
+        ratio: S,
+        var: S,
+    },
+    /// A per-row scalar function computed outside the tape (log R(x)): y[B,1] is given, and so
+    /// is its Jacobian `jac` [B,D] = ∂y_b/∂x_b, which the VJP applies.
+    RowFunction { x: Var, jac: Tensor<S> },
 }
 
 impl<S: Kernels> Tape<S> {
@@ -185,7 +206,7 @@ impl<S: Kernels> Tape<S> {
             }
             y.data[b] = acc;
         }
-        let ng = self.needs_grad(o);
+        let ng = self.needs_grad(o) || self.needs_grad(x) || self.needs_grad(x_next);
         self.push(
             Op::EmLogPf {
                 o,
@@ -198,6 +219,81 @@ impl<S: Kernels> Tape<S> {
             y,
             ng,
         )
+    }
+
+    /// x_next = x + u·dt + √(dt·e^ℓ)·ξ with gradient to the policy output and to x (the PIS
+    /// rollout, where the states themselves depend on θ).
+    pub fn em_step(
+        &mut self,
+        o: Var,
+        x: Var,
+        noise: Tensor<S>,
+        dt: S,
+        log_sigma2: S,
+        learned_range: Option<S>,
+    ) -> Var {
+        let (ov, xv) = (self.value(o), self.value(x));
+        let d = xv.cols;
+        assert_eq!(noise.shape(), xv.shape(), "em_step: noise shape");
+        let mut y = xv.clone();
+        for b in 0..xv.rows {
+            let orow = ov.row(b);
+            let yr = y.row_mut(b);
+            for j in 0..d {
+                let std = (dt * log_var(orow, d, j, log_sigma2, learned_range).exp()).sqrt();
+                yr[j] = yr[j] + orow[j] * dt + std * noise.data[b * d + j];
+            }
+        }
+        let ng = self.needs_grad(o) || self.needs_grad(x);
+        self.push(
+            Op::EmStep {
+                o,
+                x,
+                noise,
+                dt,
+                log_sigma2,
+                learned_range,
+            },
+            y,
+            ng,
+        )
+    }
+
+    /// log p_B(x | x_next) of the Brownian bridge per row (see [`Op::BridgeLogPb`]).
+    pub fn bridge_logpb(&mut self, x: Var, x_next: Var, ratio: S, var: S) -> Var {
+        let (xv, nv) = (self.value(x), self.value(x_next));
+        assert_eq!(xv.shape(), nv.shape(), "bridge_logpb: state shapes");
+        let half = S::from_f64(0.5);
+        let norm = half * (S::from_f64(std::f64::consts::TAU) * var).ln();
+        let mut y = Tensor::zeros(xv.rows, 1);
+        for b in 0..xv.rows {
+            let mut acc = S::ZERO;
+            for (&a, &n) in xv.row(b).iter().zip(nv.row(b)) {
+                let r = a - ratio * n;
+                acc += -half * r * r / var - norm;
+            }
+            y.data[b] = acc;
+        }
+        let ng = self.needs_grad(x) || self.needs_grad(x_next);
+        self.push(
+            Op::BridgeLogPb {
+                x,
+                x_next,
+                ratio,
+                var,
+            },
+            y,
+            ng,
+        )
+    }
+
+    /// A per-row function of x evaluated elsewhere: `values` [B,1] and `jac` [B,D].
+    pub fn row_function(&mut self, x: Var, values: Tensor<S>, jac: Tensor<S>) -> Var {
+        let xv = self.value(x);
+        assert_eq!(jac.shape(), xv.shape(), "row_function: Jacobian shape");
+        assert_eq!(values.shape(), (xv.rows, 1), "row_function: values shape");
+        let ng = self.needs_grad(x);
+        self.push(Op::RowFunction { x, jac }, values, ng)
     }
 }
 
@@ -327,6 +423,9 @@ impl<S: Kernels> Op<S> {
                 let d = xv.cols;
                 let fixed_var = *dt * log_sigma2.exp();
                 let mut dout = Tensor::zeros(ov.rows, ov.cols);
+                // Through the states only when they depend on θ (PIS); ∂/∂x' = −r/var = −∂/∂x.
+                let state_grads = ng(*x) || ng(*x_next);
+                let mut dnext = Tensor::zeros(if state_grads { xv.rows } else { 0 }, d);
                 for b in 0..xv.rows {
                     let (orow, xr, nr) = (ov.row(b), xv.row(b), nv.row(b));
                     let gb = g.data[b];
@@ -345,9 +444,99 @@ impl<S: Kernels> Op<S> {
                             let dl = S::from_f64(0.5) * r * r / var - S::from_f64(0.5);
                             drow[d + j] = gb * dl * *range * (S::ONE - th * th);
                         }
+                        if state_grads {
+                            dnext.data[b * d + j] = -gb * r / var;
+                        }
                     }
                 }
-                accumulate(&mut grads[o.0], dout);
+                if ng(*o) {
+                    accumulate(&mut grads[o.0], dout);
+                }
+                if ng(*x) {
+                    let mut dx = dnext.clone();
+                    for v in &mut dx.data {
+                        *v = -*v;
+                    }
+                    accumulate(&mut grads[x.0], dx);
+                }
+                if ng(*x_next) {
+                    accumulate(&mut grads[x_next.0], dnext);
+                }
+            }
+            Op::EmStep {
+                o,
+                x,
+                noise,
+                dt,
+                log_sigma2,
+                learned_range,
+            } => {
+                if ng(*o) {
+                    let ov = nodes[o.0].live_value();
+                    let d = g.cols;
+                    let mut dout = Tensor::zeros(ov.rows, ov.cols);
+                    for b in 0..g.rows {
+                        let orow = ov.row(b);
+                        let drow = dout.row_mut(b);
+                        for j in 0..d {
+                            let gk = g.data[b * d + j];
+                            drow[j] = gk * *dt;
+                            if let Some(range) = learned_range {
+                                // ∂/∂v of √(dt·e^ℓ)·ξ = ½·std·ξ·range·(1 − tanh²v).
+                                let ell = log_var(orow, d, j, *log_sigma2, *learned_range);
+                                let std = (*dt * ell.exp()).sqrt();
+                                let th = orow[d + j].tanh();
+                                drow[d + j] = gk
+                                    * S::from_f64(0.5)
+                                    * std
+                                    * noise.data[b * d + j]
+                                    * *range
+                                    * (S::ONE - th * th);
+                            }
+                        }
+                    }
+                    accumulate(&mut grads[o.0], dout);
+                }
+                if ng(*x) {
+                    accumulate(&mut grads[x.0], g);
+                }
+            }
+            Op::BridgeLogPb {
+                x,
+                x_next,
+                ratio,
+                var,
+            } => {
+                let (xv, nv) = (nodes[x.0].live_value(), nodes[x_next.0].live_value());
+                let d = xv.cols;
+                // r = x − ratio·x'; ∂y/∂x = −r/var, ∂y/∂x' = ratio·r/var.
+                let mut dx = Tensor::zeros(xv.rows, d);
+                for b in 0..xv.rows {
+                    for j in 0..d {
+                        let k = b * d + j;
+                        dx.data[k] = -g.data[b] * (xv.data[k] - *ratio * nv.data[k]) / *var;
+                    }
+                }
+                if ng(*x_next) {
+                    let mut dn = dx.clone();
+                    for v in &mut dn.data {
+                        *v = -*v * *ratio;
+                    }
+                    accumulate(&mut grads[x_next.0], dn);
+                }
+                if ng(*x) {
+                    accumulate(&mut grads[x.0], dx);
+                }
+            }
+            Op::RowFunction { x, jac } => {
+                let d = jac.cols;
+                let mut dx = jac.clone();
+                for (row, &gb) in dx.data.chunks_exact_mut(d).zip(&g.data) {
+                    for v in row {
+                        *v *= gb;
+                    }
+                }
+                accumulate(&mut grads[x.0], dx);
             }
         }
     }
