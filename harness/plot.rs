@@ -491,7 +491,8 @@ fn draw_curve(
         .draw()?;
     let learned = match cfg.train.method {
         Method::Tb => "learned log Z",
-        Method::VarGrad => "batch log Z",
+        Method::SubTb | Method::Db => "learned log F(x₀, 0)",
+        Method::VarGrad | Method::Pis => "batch log Z",
     };
     let mut entries = vec![(learned.to_string(), Mark::Line(LOGZ, 2))];
     chart.draw_series(LineSeries::new(log_z.iter().copied(), LOGZ.stroke_width(2)))?;

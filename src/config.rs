@@ -193,6 +193,21 @@ pub enum Method {
     Tb,
     /// VarGrad: TB with log Z replaced by the batch mean of the log-ratio.
     VarGrad,
+    /// Sub-trajectory balance with the conditional flow log F(x, t) (λ: `train.subtb_lambda`;
+    /// FL-SubTB with `train.forward_looking`).
+    SubTb,
+    /// Detailed balance with the conditional flow (FL with `train.forward_looking`).
+    Db,
+    /// PIS: the reverse KL by reparametrisation, differentiated through the simulated
+    /// trajectory and log R(x_T).
+    Pis,
+}
+
+impl Method {
+    /// Does the method train the conditional flow head log F(x, t)?
+    pub fn uses_flow(self) -> bool {
+        matches!(self, Method::SubTb | Method::Db)
+    }
 }
 
 /// Off-policy exploration: extra per-step noise std ε added in variance (spec §2.6).
@@ -235,6 +250,27 @@ pub struct TrainConfig {
     /// buffer and optional local search. Left out of the resolved config when off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub off_policy: Option<OffPolicyConfig>,
+    /// SubTB's λ (`--subtb_lambda`, 2 when omitted). Left out of the resolved config when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtb_lambda: Option<f64>,
+    /// The forward-looking partial energy added to log F_i (`--partial_energy`, FL-SubTB): SubTb
+    /// and Db only. Left out of the resolved config when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub forward_looking: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// λ when a SubTB config does not say (spec §3).
+pub const DEFAULT_SUBTB_LAMBDA: f64 = 2.0;
+
+impl TrainConfig {
+    /// SubTB's λ, the default filled in.
+    pub fn lambda(&self) -> f64 {
+        self.subtb_lambda.unwrap_or(DEFAULT_SUBTB_LAMBDA)
+    }
 }
 
 /// The reference code's `--both_ways` machinery (spec §4.1–4.3): even iterations train on
@@ -459,6 +495,29 @@ impl ExperimentConfig {
             }
             if e.decay_iters == Some(0) {
                 return bad("train.exploration.decay_iters", "must be ≥ 1 (or None)");
+            }
+        }
+        if let Some(l) = t.subtb_lambda {
+            if t.method != Method::SubTb {
+                return bad("train.subtb_lambda", "only SubTb has a λ");
+            }
+            positive("train.subtb_lambda", l)?;
+        }
+        if t.forward_looking && !t.method.uses_flow() {
+            return bad(
+                "train.forward_looking",
+                "the FL partial energy is a term of the learned flow: SubTb or Db only",
+            );
+        }
+        if t.method == Method::Pis {
+            if t.exploration.is_some() {
+                return bad(
+                    "train.exploration",
+                    "PIS trains on its own (reparametrised) trajectories: no exploration",
+                );
+            }
+            if t.off_policy.is_some() {
+                return bad("train.off_policy", "PIS is on-policy only");
             }
         }
         if let Some(c) = t.grad_clip {

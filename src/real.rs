@@ -28,6 +28,9 @@ pub trait Real:
 {
     const ZERO: Self;
     const ONE: Self;
+    /// f64, the precision of gradient checks: code that leaves the tape (a target's log R)
+    /// takes its exact f64 path when this is set, instead of rounding states to f32.
+    const IS_F64: bool;
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
     /// `self * a + b` with one rounding (hardware FMA when available).
@@ -49,6 +52,7 @@ macro_rules! impl_real {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
+            const IS_F64: bool = std::mem::size_of::<$t>() == 8;
             #[inline(always)]
             fn from_f64(v: f64) -> Self {
                 v as $t

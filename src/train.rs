@@ -8,12 +8,13 @@
 use crate::checkpoint::{BufferState, Checkpoint, CheckpointError};
 use crate::config::{Backend, ExperimentConfig, Method, TargetConfig};
 use crate::energies::{Energy, Funnel, Gmm, ManyWell};
-use crate::losses::{trajectory_balance, vargrad, LossGrad};
+use crate::losses::{detailed_balance, fl_term, subtb, trajectory_balance, vargrad, LossGrad};
 use crate::metrics;
 use crate::nn::adam::clip_grad_norm;
 use crate::nn::{Adam, DriftNet, Group};
 use crate::offpolicy::{self, LocalSearch, Phase, ReplayBuffer};
 use crate::rng;
+use crate::samplers::pis::rollout_pis;
 use crate::samplers::{explore_std, rollout, sample_backward_states, Path, Rollout, Sampler};
 use crate::tensor::Tensor;
 use rand_chacha::ChaCha8Rng;
@@ -178,6 +179,30 @@ pub fn par_map<T: Send, R: Send>(items: Vec<T>, f: &(dyn Fn(T) -> R + Sync)) -> 
     })
 }
 
+/// Σ of the shards' flat gradients, added in shard order.
+fn sum_in_order(shard_grads: &[Vec<f32>], len: usize) -> Vec<f32> {
+    let mut grad = vec![0f32; len];
+    for g in shard_grads {
+        for (a, &v) in grad.iter_mut().zip(g) {
+            *a += v;
+        }
+    }
+    grad
+}
+
+/// The learned log F(x_i, t_i) of a gradient rollout's rows, `[rows, T]` row-major.
+fn flow_values(roll: &Rollout<f32>, t: usize) -> Vec<f64> {
+    let tape = roll.tape.as_ref().expect("gradient rollout keeps its tape");
+    let rows = roll.log_pf.len();
+    let mut out = vec![0f64; rows * t];
+    for (i, &n) in roll.flow_nodes.iter().enumerate() {
+        for (b, v) in tape.value(n).data.iter().enumerate() {
+            out[b * t + i] = *v as f64;
+        }
+    }
+    out
+}
+
 /// A buffer's entries for a checkpoint.
 fn buffer_state(b: &ReplayBuffer) -> BufferState {
     let (xs, log_r) = b.entries();
@@ -283,10 +308,31 @@ pub fn resolve_backend(cfg: &mut ExperimentConfig) -> Result<Option<String>, Tra
     }
 }
 
-/// Per-shard output of a training rollout: the tape, and log R(x_T) of its rows.
+/// Per-shard output of a training rollout: the tape, log R(x_T) of its rows, and (FL methods)
+/// the partial-energy term of every state, `[rows, T]`.
 struct ShardRollout {
     roll: Rollout<f32>,
     log_r: Vec<f64>,
+    fl: Vec<f64>,
+}
+
+/// How an iteration's loss gradient enters the tape.
+enum StepSeeds {
+    /// ∂L/∂LF_b, the same for every step's log p_F (TB, VarGrad): `[B]`.
+    PerTrajectory(Vec<f64>),
+    /// ∂L/∂log p_F and ∂L/∂log F per step (SubTB, DB): `[B, T]` each.
+    PerStep {
+        d_log_pf: Vec<f64>,
+        d_log_f: Vec<f64>,
+    },
+}
+
+/// The parameter groups a method does not train: VarGrad and PIS learn no log Z.
+fn frozen_groups(method: Method) -> &'static [Group] {
+    match method {
+        Method::Tb | Method::SubTb | Method::Db => &[],
+        Method::VarGrad | Method::Pis => &[Group::Flow],
+    }
 }
 
 impl Trainer {
@@ -295,7 +341,7 @@ impl Trainer {
             .map_err(|(f, m)| TrainError::Invalid(format!("{f}: {m}")))?;
         crate::alloc_tuning::keep_freed_memory();
         let energy = build_energy(cfg);
-        let net = DriftNet::new(energy.dim(), &cfg.network);
+        let net = DriftNet::with_flow(energy.dim(), &cfg.network, cfg.train.method.uses_flow());
         let params = net.init(cfg.seed);
         let adam = Adam::new(&net.layout);
         let mut cfg = cfg.clone();
@@ -477,8 +523,12 @@ impl Trainer {
     /// [`Self::loss_and_grad`] for trajectories from `source`; also returns their terminal
     /// states [B, D] and log R [B].
     fn loss_and_grad_from(&self, it: usize, source: Source) -> Result<IterationGrad, TrainError> {
+        if self.cfg.train.method == Method::Pis {
+            return self.pis_loss_and_grad(it);
+        }
         let b = self.cfg.train.batch;
         let d = self.sampler.dim;
+        let t = self.sampler.steps;
         let eps = explore_std(self.cfg.train.exploration.as_ref(), it);
         let purpose = match source {
             Source::Forward => "train-noise",
@@ -486,6 +536,7 @@ impl Trainer {
         };
         let key = rng::stream_key(self.cfg.seed, purpose, it as u64);
         let shards = shard_ranges(b, self.cfg.train.shards);
+        let fl_on = self.cfg.train.forward_looking;
         let rolls = par_map(shards.clone(), &|r: Range<usize>| {
             let (roll, log_r) = match &source {
                 Source::Forward => {
@@ -504,7 +555,12 @@ impl Trainer {
                     self.rollout_rows(r.len(), Path::Given(&states), true)
                 }
             };
-            ShardRollout { roll, log_r }
+            let fl = if fl_on {
+                self.fl_terms(&roll.states, r.len())
+            } else {
+                Vec::new()
+            };
+            ShardRollout { roll, log_r, fl }
         });
         let cat = |f: &dyn Fn(&ShardRollout) -> &Vec<f64>| {
             rolls
@@ -526,9 +582,51 @@ impl Trainer {
                 quantity: "sampled states x_T".into(),
             });
         }
-        let lg = match self.cfg.train.method {
-            Method::Tb => trajectory_balance(self.learned_log_z(), &lf, &lb, &lr),
-            Method::VarGrad => vargrad(&lf, &lb, &lr),
+        let (lg, step_seeds) = match self.cfg.train.method {
+            Method::Tb => {
+                let lg = trajectory_balance(self.learned_log_z(), &lf, &lb, &lr);
+                let seeds = StepSeeds::PerTrajectory(lg.d_log_pf.clone());
+                (lg, seeds)
+            }
+            Method::VarGrad => {
+                let lg = vargrad(&lf, &lb, &lr);
+                let seeds = StepSeeds::PerTrajectory(lg.d_log_pf.clone());
+                (lg, seeds)
+            }
+            Method::SubTb | Method::Db => {
+                let step_lf = cat(&|s| &s.roll.step_log_pf);
+                let step_lb = cat(&|s| &s.roll.step_log_pb);
+                let log_f: Vec<f64> = rolls.iter().flat_map(|s| flow_values(&s.roll, t)).collect();
+                let fl = fl_on.then(|| cat(&|s| &s.fl));
+                let g = if self.cfg.train.method == Method::SubTb {
+                    let lambda = self.cfg.train.lambda();
+                    subtb(lambda, &step_lf, &step_lb, &log_f, fl.as_deref(), &lr, b, t)
+                } else {
+                    // DB takes the flow as one input; FL is additive and gradient-free.
+                    let total: Vec<f64> = match &fl {
+                        Some(fl) => log_f.iter().zip(fl).map(|(a, c)| a + c).collect(),
+                        None => log_f.clone(),
+                    };
+                    detailed_balance(&step_lf, &step_lb, &total, &lr, b, t)
+                };
+                // The learned log Z is log F(x₀, 0) (+ its FL constant), averaged over rows.
+                let log_z = (0..b)
+                    .map(|r| log_f[r * t] + fl.as_ref().map_or(0.0, |fl| fl[r * t]))
+                    .sum::<f64>()
+                    / b as f64;
+                let lg = LossGrad {
+                    loss: g.loss,
+                    d_log_pf: Vec::new(),
+                    d_log_z: 0.0,
+                    log_z,
+                };
+                let seeds = StepSeeds::PerStep {
+                    d_log_pf: g.d_log_pf,
+                    d_log_f: g.d_log_f,
+                };
+                (lg, seeds)
+            }
+            Method::Pis => unreachable!("PIS returned above"),
         };
         if !lg.loss.is_finite() {
             let what = if lr.iter().any(|v| !v.is_finite()) {
@@ -548,15 +646,35 @@ impl Trainer {
             .flat_map(|s| s.roll.x_final.iter().copied())
             .collect();
         let jobs: Vec<(ShardRollout, Range<usize>)> = rolls.into_iter().zip(shards).collect();
-        let d_lf = &lg.d_log_pf;
         let shard_grads = par_map(jobs, &|(s, r): (ShardRollout, Range<usize>)| {
-            let seed = Tensor::from_vec(r.len(), 1, d_lf[r].iter().map(|&v| v as f32).collect());
-            let seeds = s
-                .roll
-                .logpf_nodes
-                .iter()
-                .map(|&n| (n, seed.clone()))
-                .collect();
+            let column = |v: &[f64], i: usize| {
+                Tensor::from_vec(
+                    r.len(),
+                    1,
+                    r.clone().map(|row| v[row * t + i] as f32).collect(),
+                )
+            };
+            let seeds: Vec<(crate::autodiff::Var, Tensor<f32>)> = match &step_seeds {
+                StepSeeds::PerTrajectory(d_lf) => {
+                    let seed = Tensor::from_vec(
+                        r.len(),
+                        1,
+                        d_lf[r.clone()].iter().map(|&v| v as f32).collect(),
+                    );
+                    s.roll
+                        .logpf_nodes
+                        .iter()
+                        .map(|&n| (n, seed.clone()))
+                        .collect()
+                }
+                StepSeeds::PerStep { d_log_pf, d_log_f } => {
+                    let pf = s.roll.logpf_nodes.iter().enumerate();
+                    let fl = s.roll.flow_nodes.iter().enumerate();
+                    pf.map(|(i, &n)| (n, column(d_log_pf, i)))
+                        .chain(fl.map(|(i, &n)| (n, column(d_log_f, i))))
+                        .collect()
+                }
+            };
             let vars = s.roll.vars.expect("gradient rollout keeps its vars");
             let grads = s
                 .roll
@@ -565,13 +683,109 @@ impl Trainer {
                 .backward(seeds);
             self.net.flat_grads(&vars, &grads)
         });
-        let mut grad = vec![0f32; self.net.num_params()];
-        for g in &shard_grads {
-            for (a, &v) in grad.iter_mut().zip(g) {
-                *a += v;
+        let mut grad = sum_in_order(&shard_grads, self.net.num_params());
+        if self.cfg.train.method == Method::Tb {
+            grad[self.net.log_z_index()] = lg.d_log_z as f32;
+        }
+        Ok((lg, grad, x_final, lr))
+    }
+
+    /// The FL partial-energy term of states x_0..x_{T−1} of a gradient rollout's `states`
+    /// (`[T+1, rows, D]`): `[rows, T]` row-major.
+    fn fl_terms(&self, states: &[f32], rows: usize) -> Vec<f64> {
+        let (d, t) = (self.sampler.dim, self.sampler.steps);
+        let dt = self.sampler.dt();
+        let mut out = vec![0f64; rows * t];
+        let mut log_r = vec![0f64; rows];
+        for i in 0..t {
+            let x_i = &states[i * rows * d..(i + 1) * rows * d];
+            self.energy.log_reward(x_i, &mut log_r);
+            for b in 0..rows {
+                let xb = &x_i[b * d..(b + 1) * d];
+                out[b * t + i] = fl_term(i as f64 * dt, i, dt, self.sampler.sigma2, xb, log_r[b]);
             }
         }
-        grad[self.net.log_z_index()] = lg.d_log_z as f32;
+        out
+    }
+
+    /// PIS (spec §3): L = (1/D)(1/B) Σ_b (LF_b − LB_b − log R(x_T)) on reparametrised forward
+    /// trajectories, differentiated through the states and log R. The reported log Z is the
+    /// batch ELBO mean_b(log R + LB − LF).
+    fn pis_loss_and_grad(&self, it: usize) -> Result<IterationGrad, TrainError> {
+        let b = self.cfg.train.batch;
+        let d = self.sampler.dim;
+        let key = rng::stream_key(self.cfg.seed, "train-noise", it as u64);
+        let scale = 1.0 / (d as f64 * b as f64);
+        let parts = par_map(shard_ranges(b, self.cfg.train.shards), &|r: Range<
+            usize,
+        >| {
+            let roll = rollout_pis::<f32>(
+                &self.net,
+                &self.params,
+                &self.sampler,
+                &*self.energy,
+                r.len(),
+                key,
+                r.start,
+                b,
+            );
+            let ok = roll.x_final.iter().all(|v| v.is_finite())
+                && roll.log_r.iter().all(|v| v.is_finite());
+            let (lf, lb, lr, x) = (
+                roll.log_pf.clone(),
+                roll.log_pb.clone(),
+                roll.log_r.clone(),
+                roll.x_final.clone(),
+            );
+            let grad = ok.then(|| {
+                let c = |v: f64| Tensor::from_vec(r.len(), 1, vec![v as f32; r.len()]);
+                let seeds = roll
+                    .logpf_nodes
+                    .iter()
+                    .map(|&n| (n, c(scale)))
+                    .chain(roll.logpb_nodes.iter().map(|&n| (n, c(-scale))))
+                    .chain(std::iter::once((roll.log_r_node, c(-scale))))
+                    .collect();
+                let grads = roll.tape.backward(seeds);
+                self.net.flat_grads(&roll.vars, &grads)
+            });
+            (lf, lb, lr, x, grad)
+        });
+        let mut lf = Vec::with_capacity(b);
+        let mut lb = Vec::with_capacity(b);
+        let mut lr = Vec::with_capacity(b);
+        let mut x_final = Vec::with_capacity(b * d);
+        let mut shard_grads = Vec::new();
+        for (f, bb, r, x, g) in parts {
+            lf.extend(f);
+            lb.extend(bb);
+            lr.extend(r);
+            x_final.extend(x);
+            match g {
+                Some(g) => shard_grads.push(g),
+                None => {
+                    return Err(TrainError::NonFinite {
+                        iteration: it,
+                        quantity: "sampled states x_T or their log R (PIS)".into(),
+                    })
+                }
+            }
+        }
+        let sum: f64 = (0..b).map(|i| lf[i] - lb[i] - lr[i]).sum();
+        let loss = sum * scale;
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                iteration: it,
+                quantity: "PIS loss".into(),
+            });
+        }
+        let lg = LossGrad {
+            loss,
+            d_log_pf: Vec::new(),
+            d_log_z: 0.0,
+            log_z: -sum / b as f64,
+        };
+        let grad = sum_in_order(&shard_grads, self.net.num_params());
         Ok((lg, grad, x_final, lr))
     }
 
@@ -604,10 +818,7 @@ impl Trainer {
             Group::Policy => lr_policy,
             Group::Flow => lr_flow,
         };
-        let frozen: &[Group] = match self.cfg.train.method {
-            Method::Tb => &[],
-            Method::VarGrad => &[Group::Flow],
-        };
+        let frozen = frozen_groups(self.cfg.train.method);
         self.adam
             .step(&self.net.layout, &mut self.params, &grad, &lr, frozen);
         if self.params.iter().any(|p| !p.is_finite()) {
@@ -638,10 +849,7 @@ impl Trainer {
             Group::Policy => lr_policy,
             Group::Flow => lr_flow,
         };
-        let frozen: &[Group] = match self.cfg.train.method {
-            Method::Tb => &[],
-            Method::VarGrad => &[Group::Flow],
-        };
+        let frozen = frozen_groups(self.cfg.train.method);
         let seed = self.cfg.seed;
         let dev = self.device.as_mut().expect("device trainer");
         let stats = dev

@@ -384,6 +384,7 @@ fn loss_check(method: Method) {
         let cpu = match method {
             Method::Tb => trajectory_balance(LOG_Z as f64, &f(&lf), &f(&lb), &f(&lr)),
             Method::VarGrad => vargrad(&f(&lf), &f(&lb), &f(&lr)),
+            other => unreachable!("the GPU loss kernel has no {other:?}"),
         };
         let gpu = ok(losses::run_loss_grad(ctx, method, LOG_Z, &lf, &lb, &lr));
         let bounds = loss_bounds(method, &lf, &lb, &lr, &cpu);

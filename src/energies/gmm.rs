@@ -140,6 +140,12 @@ impl Energy for Gmm {
         }
     }
 
+    fn log_reward_grad_f64(&self, x: &[f64], grad: &mut [f64]) -> f64 {
+        grad[0] = self.dlog_factor(x[0]);
+        grad[1] = self.dlog_factor(x[1]);
+        self.log_factor(x[0]) + self.log_factor(x[1])
+    }
+
     fn log_z(&self) -> Option<f64> {
         Some(0.0)
     }

@@ -49,6 +49,18 @@ pub trait Energy: Send + Sync {
             self.grad_log_reward_row(row, g);
         }
     }
+    /// log R(x) of one state given in f64, with ∇log R written to `grad`: the path f64
+    /// gradient checks take (PIS differentiates log R(x_T)). The default rounds x to f32 and
+    /// uses the f32 methods; targets override it with exact f64 arithmetic.
+    fn log_reward_grad_f64(&self, x: &[f64], grad: &mut [f64]) -> f64 {
+        let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let mut g = vec![0f32; x.len()];
+        self.grad_log_reward_row(&x32, &mut g);
+        for (o, &v) in grad.iter_mut().zip(&g) {
+            *o = v as f64;
+        }
+        self.log_reward_row(&x32)
+    }
     /// The true log Z = log ∫R, when known.
     fn log_z(&self) -> Option<f64> {
         None

@@ -151,6 +151,13 @@ pub struct GpuTrainer {
 
 /// Why a config cannot train on the GPU backend.
 pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
+    use crate::config::Method;
+    if !matches!(cfg.train.method, Method::Tb | Method::VarGrad) {
+        return Some(format!(
+            "train.method {:?} is CPU-only for now (the GPU backend trains TB and VarGrad)",
+            cfg.train.method
+        ));
+    }
     if cfg.train.off_policy.is_some() {
         return Some(
             "off-policy training (train.off_policy: backward trajectories, replay buffer, local \

@@ -7,7 +7,10 @@
 //!   layer zero-initialised (so the initial policy is plain Brownian motion);
 //! - optional Langevin scale s(t): its own phase, Linear(2F, H) → [GELU → Linear(H, H)] × (n − 1)
 //!   → GELU → Linear(H, 1 or D) with zero weights and bias 0.01;
-//! - log Z, a scalar in the `Flow` group.
+//! - log Z, a scalar in the `Flow` group;
+//! - optional conditional flow log F(x, t) (SubTB, DB; spec §2.4 "Flow"): on the shared trunk
+//!   GELU(S(x) + T(t)) → [Linear(H, H) → GELU] × L → Linear(H, 1), PyTorch default init, in the
+//!   `Flow` group. It shares S and T with the policy, so their gradients sum both heads'.
 //!
 //! The output is [u ; v] ∈ ℝ^{2D}: drift u, and v the raw log-variance when it is learned.
 
@@ -29,6 +32,8 @@ pub struct DriftNet {
     pub langevin: Option<(usize, bool)>,
     /// Clip of the raw output (`gfn_clip`).
     pub out_clip: f64,
+    /// The conditional flow head log F(x, t) is present.
+    pub flow: bool,
     pub layout: ParamLayout,
 }
 
@@ -51,7 +56,14 @@ impl NetVars {
 }
 
 impl DriftNet {
+    /// The network without a flow head (TB, VarGrad, PIS).
     pub fn new(dim: usize, cfg: &NetworkConfig) -> Self {
+        Self::with_flow(dim, cfg, false)
+    }
+
+    /// The network, with the conditional flow head when `flow` (its blocks come after every
+    /// other policy block, so a network without it has the same layout and initial values).
+    pub fn with_flow(dim: usize, cfg: &NetworkConfig, flow: bool) -> Self {
         let (h, f) = (cfg.hidden, cfg.harmonics);
         let mut l = ParamLayout::default();
         l.add("t.phase", 1, f, Group::Policy);
@@ -82,8 +94,17 @@ impl DriftNet {
             l.add("lp.out.w", out, h, Group::Policy);
             l.add("lp.out.b", 1, out, Group::Policy);
         }
+        if flow {
+            for k in 0..cfg.joint_layers {
+                l.add(&format!("flow.{k}.w"), h, h, Group::Flow);
+                l.add(&format!("flow.{k}.b"), 1, h, Group::Flow);
+            }
+            l.add("flow.out.w", 1, h, Group::Flow);
+            l.add("flow.out.b", 1, 1, Group::Flow);
+        }
         l.add("log_z", 1, 1, Group::Flow);
         DriftNet {
+            flow,
             dim,
             hidden: h,
             harmonics: f,
@@ -206,10 +227,27 @@ impl DriftNet {
         row: usize,
         lp: Option<(Var, Var)>,
     ) -> Var {
+        self.policy_and_flow(tape, v, x, temb, row, lp, false).0
+    }
+
+    /// [`Self::policy`], and with `want_flow` (and a flow head) the learned log F(x, t_row)
+    /// `[B, 1]` from the same trunk.
+    #[allow(clippy::too_many_arguments)]
+    pub fn policy_and_flow<S: Kernels>(
+        &self,
+        tape: &mut Tape<S>,
+        v: &NetVars,
+        x: Var,
+        temb: Var,
+        row: usize,
+        lp: Option<(Var, Var)>,
+        want_flow: bool,
+    ) -> (Var, Option<Var>) {
         let s = tape.linear(x, v.get(self, "s.lin.w"), v.get(self, "s.lin.b"));
         let h = tape.add_row(s, temb, row);
         // Pre-activations feed only their GELU: release them (the GELU keeps its derivative).
-        let mut a = tape.gelu_consuming(h);
+        let trunk = tape.gelu_consuming(h);
+        let mut a = trunk;
         for k in 0..self.joint_layers {
             let z = tape.linear(
                 a,
@@ -222,7 +260,20 @@ impl DriftNet {
         if let Some((scale, grad)) = lp {
             o = tape.langevin_add(o, scale, row, grad);
         }
-        tape.clip(o, S::from_f64(self.out_clip))
+        let o = tape.clip(o, S::from_f64(self.out_clip));
+        let flow = (want_flow && self.flow).then(|| {
+            let mut a = trunk;
+            for k in 0..self.joint_layers {
+                let z = tape.linear(
+                    a,
+                    v.get(self, &format!("flow.{k}.w")),
+                    v.get(self, &format!("flow.{k}.b")),
+                );
+                a = tape.gelu_consuming(z);
+            }
+            tape.linear(a, v.get(self, "flow.out.w"), v.get(self, "flow.out.b"))
+        });
+        (o, flow)
     }
 
     /// Gather the parameter leaves' gradients (from [`Tape::backward`]) into a flat vector;

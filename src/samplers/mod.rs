@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod exploration;
+pub mod pis;
 pub mod rollout;
 
 pub use bridge::{log_pb_step, sample_backward_states};

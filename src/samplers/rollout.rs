@@ -33,6 +33,14 @@ pub struct Rollout<S> {
     pub vars: Option<NetVars>,
     /// One `[B, 1]` log p_F node per step (gradient rollouts only).
     pub logpf_nodes: Vec<Var>,
+    /// One `[B, 1]` learned log F(x_i, t_i) node per step i = 0..T−1 (gradient rollouts of a
+    /// network with a flow head only).
+    pub flow_nodes: Vec<Var>,
+    /// Per-step log p_F(x_{i+1}|x_i), `[B, T]` row-major (gradient rollouts only).
+    pub step_log_pf: Vec<f64>,
+    /// Per-step log p_B(x_i|x_{i+1}) of the same transitions, `[B, T]`, 0 at i = 0 (gradient
+    /// rollouts only).
+    pub step_log_pb: Vec<f64>,
     /// Σ_i log p_F(x_{i+1}|x_i) per row, summed in step order in f64.
     pub log_pf: Vec<f64>,
     /// Σ_{i≥1} log p_B(x_i|x_{i+1}) per row.
@@ -93,6 +101,9 @@ pub fn rollout<S: Kernels>(
     let mut log_pf = vec![0f64; rows];
     let mut log_pb = vec![0f64; rows];
     let mut logpf_nodes = Vec::new();
+    let mut flow_nodes = Vec::new();
+    let per_step = if keep_graph { rows * t } else { 0 };
+    let (mut step_log_pf, mut step_log_pb) = (vec![0f64; per_step], vec![0f64; per_step]);
     let mut x_node = tape.constant(to_tensor(&x, rows, d));
     let log_sigma2 = S::from_f64(sampler.sigma2.ln());
     let range = sampler.learned_range.map(S::from_f64);
@@ -105,7 +116,8 @@ pub fn rollout<S: Kernels>(
             }
             (scale, tape.constant(to_tensor(&grad, rows, d)))
         });
-        let o = net.policy(&mut tape, &vars, x_node, temb, i, lp);
+        let (o, flow) = net.policy_and_flow(&mut tape, &vars, x_node, temb, i, lp, keep_graph);
+        flow_nodes.extend(flow);
         let x_next: Vec<f32> = match &path {
             Path::Forward {
                 row0,
@@ -141,16 +153,20 @@ pub fn rollout<S: Kernels>(
         };
         let next_node = tape.constant(to_tensor(&x_next, rows, d));
         let lpf = tape.em_logpf(o, x_node, next_node, S::from_f64(dt), log_sigma2, range);
-        for (b, acc) in log_pf.iter_mut().enumerate() {
-            *acc += tape.value(lpf).data[b].to_f64();
-        }
         for b in 0..rows {
-            log_pb[b] += log_pb_step(
+            let lf = tape.value(lpf).data[b].to_f64();
+            let lb = log_pb_step(
                 sampler,
                 i,
                 &x[b * d..(b + 1) * d],
                 &x_next[b * d..(b + 1) * d],
             );
+            log_pf[b] += lf;
+            log_pb[b] += lb;
+            if keep_graph {
+                step_log_pf[b * t + i] = lf;
+                step_log_pb[b * t + i] = lb;
+            }
         }
         x = x_next;
         if keep_graph {
@@ -166,6 +182,9 @@ pub fn rollout<S: Kernels>(
         tape: keep_graph.then_some(tape),
         vars: keep_graph.then_some(vars),
         logpf_nodes,
+        flow_nodes,
+        step_log_pf,
+        step_log_pb,
         log_pf,
         log_pb,
         x_final: x,

@@ -35,11 +35,13 @@ pub struct LossParams {
     pub _pad1: u32,
 }
 
-/// The shader's method code.
+/// The shader's method code (TB and VarGrad; [`crate::gpu::trainer::unsupported`] refuses
+/// the others before a plan is built).
 pub fn method_code(method: Method) -> u32 {
     match method {
         Method::Tb => 0,
         Method::VarGrad => 1,
+        other => panic!("the GPU loss kernel has no {other:?}"),
     }
 }
 

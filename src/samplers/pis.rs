@@ -1,0 +1,147 @@
+//! The PIS rollout (spec §3 "PIS"): the whole simulation on the tape, so the reverse KL
+//! E[log p_F(τ) − log p_B(τ|x_T) − log R(x_T)] can be differentiated by reparametrisation.
+//!
+//! Unlike [`super::rollout`], whose states are constants (GFlowNet losses differentiate
+//! log p_F along fixed trajectories), here x_{i+1} = x_i + u(x_i, t_i)·dt + √(dt·e^ℓ)·ξ_i is a
+//! tape node, and so are log p_B(x_i | x_{i+1}) and log R(x_T). With a fixed variance log p_F
+//! does not depend on θ once ξ is fixed (its residual is the noise itself), but it is kept on the
+//! tape: the learned variance needs it, and the two routes cancel exactly in the algebra.
+//! The Langevin term uses the detached clip(∇log R(x_i)), as the reference does.
+//!
+//! The noise for (step i, row b, dim j) is the same stream position as a forward GFlowNet
+//! rollout's ([`super::Path::Forward`]), so shards draw what the whole batch would.
+
+use super::rollout::clip_nan_to_num;
+use super::Sampler;
+use crate::autodiff::{Tape, Var};
+use crate::cpu::Kernels;
+use crate::energies::Energy;
+use crate::nn::{DriftNet, NetVars};
+use crate::rng;
+use crate::tensor::Tensor;
+
+/// A PIS rollout of B rows, with every quantity of the loss on its tape.
+pub struct PisRollout<S> {
+    pub tape: Tape<S>,
+    pub vars: NetVars,
+    /// `[B, 1]` per step i = 0..T−1.
+    pub logpf_nodes: Vec<Var>,
+    /// `[B, 1]` per step i = 1..T−1 (p_B(x₀|x₁) = 1: x₀ = 0 surely).
+    pub logpb_nodes: Vec<Var>,
+    /// log R(x_T), `[B, 1]`, with ∇log R as its Jacobian.
+    pub log_r_node: Var,
+    /// LF, LB and log R per row, summed in step order in f64.
+    pub log_pf: Vec<f64>,
+    pub log_pb: Vec<f64>,
+    pub log_r: Vec<f64>,
+    /// x_T, `[B, D]` (rounded to f32).
+    pub x_final: Vec<f32>,
+}
+
+/// Simulate `rows` trajectories with parameters `params`, drawing normals for rows
+/// `row0..row0+rows` of a `total_rows` batch from the stream `noise_key`.
+#[allow(clippy::too_many_arguments)]
+pub fn rollout_pis<S: Kernels>(
+    net: &DriftNet,
+    params: &[S],
+    sampler: &Sampler,
+    energy: &dyn Energy,
+    rows: usize,
+    noise_key: [u8; 32],
+    row0: usize,
+    total_rows: usize,
+) -> PisRollout<S> {
+    let (d, t) = (sampler.dim, sampler.steps);
+    let dt = sampler.dt();
+    let mut tape = Tape::<S>::new();
+    let vars = net.bind(&mut tape, params);
+    let ts = sampler.times();
+    let temb = net.time_embedding(&mut tape, &vars, &ts);
+    let lp_scale = net.langevin_scale(&mut tape, &vars, &ts);
+    let mut noise_rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(noise_key);
+    let mut noise = vec![0f32; rows * d];
+    let log_sigma2 = S::from_f64(sampler.sigma2.ln());
+    let range = sampler.learned_range.map(S::from_f64);
+    let mut x_node = tape.constant(Tensor::zeros(rows, d));
+    let (mut log_pf, mut log_pb) = (vec![0f64; rows], vec![0f64; rows]);
+    let (mut logpf_nodes, mut logpb_nodes) = (Vec::with_capacity(t), Vec::with_capacity(t));
+    for i in 0..t {
+        let lp = lp_scale.map(|scale| {
+            let x32 = to_f32(&tape.value(x_node).data);
+            let mut g = vec![0f32; rows * d];
+            energy.grad_log_reward(&x32, &mut g);
+            for v in g.iter_mut() {
+                *v = clip_nan_to_num(*v, sampler.lgv_clip as f32);
+            }
+            (scale, tape.constant(Tensor::from_f32(rows, d, &g)))
+        });
+        let o = net.policy(&mut tape, &vars, x_node, temb, i, lp);
+        rng::normals_at(
+            &mut noise_rng,
+            ((i * total_rows + row0) * d) as u64,
+            &mut noise,
+        );
+        let xi = Tensor::from_f32(rows, d, &noise);
+        let next = tape.em_step(o, x_node, xi, S::from_f64(dt), log_sigma2, range);
+        let lpf = tape.em_logpf(o, x_node, next, S::from_f64(dt), log_sigma2, range);
+        for (acc, v) in log_pf.iter_mut().zip(&tape.value(lpf).data) {
+            *acc += v.to_f64();
+        }
+        logpf_nodes.push(lpf);
+        if i > 0 {
+            let ratio = i as f64 / (i + 1) as f64;
+            let var = sampler.sigma2 * dt * ratio;
+            let lpb = tape.bridge_logpb(x_node, next, S::from_f64(ratio), S::from_f64(var));
+            for (acc, v) in log_pb.iter_mut().zip(&tape.value(lpb).data) {
+                *acc += v.to_f64();
+            }
+            logpb_nodes.push(lpb);
+        }
+        x_node = next;
+    }
+    let (log_r, jac) = log_reward_and_grad(energy, &tape.value(x_node).data, rows, d);
+    let values = Tensor::from_vec(rows, 1, log_r.iter().map(|&v| S::from_f64(v)).collect());
+    let x_final = to_f32(&tape.value(x_node).data);
+    let log_r_node = tape.row_function(x_node, values, jac);
+    PisRollout {
+        tape,
+        vars,
+        logpf_nodes,
+        logpb_nodes,
+        log_r_node,
+        log_pf,
+        log_pb,
+        log_r,
+        x_final,
+    }
+}
+
+/// log R and ∇log R of the rows of `x` (`[B, D]`): the target's batched f32 methods when
+/// training in f32, its exact f64 path under an f64 gradient check.
+fn log_reward_and_grad<S: Kernels>(
+    energy: &dyn Energy,
+    x: &[S],
+    rows: usize,
+    d: usize,
+) -> (Vec<f64>, Tensor<S>) {
+    let mut log_r = vec![0f64; rows];
+    if S::IS_F64 {
+        let mut jac = vec![0f64; rows * d];
+        for b in 0..rows {
+            let xb: Vec<f64> = x[b * d..(b + 1) * d].iter().map(|v| v.to_f64()).collect();
+            log_r[b] = energy.log_reward_grad_f64(&xb, &mut jac[b * d..(b + 1) * d]);
+        }
+        let jac = jac.into_iter().map(S::from_f64).collect();
+        (log_r, Tensor::from_vec(rows, d, jac))
+    } else {
+        let x32 = to_f32(x);
+        let mut g = vec![0f32; rows * d];
+        energy.log_reward(&x32, &mut log_r);
+        energy.grad_log_reward(&x32, &mut g);
+        (log_r, Tensor::from_f32(rows, d, &g))
+    }
+}
+
+fn to_f32<S: Kernels>(x: &[S]) -> Vec<f32> {
+    x.iter().map(|v| v.to_f64() as f32).collect()
+}
