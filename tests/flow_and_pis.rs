@@ -158,7 +158,10 @@ fn block_of(tr: &Trainer, index: usize) -> String {
         .unwrap_or_default()
 }
 
-fn check_whole(tr: &Trainer, what: &str, f: &dyn Fn(&[f64]) -> (f64, Vec<f64>)) {
+/// A loss and its gradient as functions of the f64 parameter vector.
+type LossFn<'a> = &'a dyn Fn(&[f64]) -> (f64, Vec<f64>);
+
+fn check_whole(tr: &Trainer, what: &str, f: LossFn<'_>) {
     let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
     let (_, analytic) = f(&theta);
     let live = analytic.iter().filter(|g| g.abs() > 1e-9).count();
