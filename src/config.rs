@@ -136,6 +136,29 @@ pub struct SamplerConfig {
     pub learned_variance: bool,
     /// `range` above (`--log_var_range`).
     pub log_var_range: f64,
+    /// The reference (noising) process p_B: the Brownian bridge to x₀ = 0 of the paper's main
+    /// tables, or the VP (Ornstein–Uhlenbeck) process of Table C.2. Left out of the resolved
+    /// config when Brownian.
+    #[serde(skip_serializing_if = "Noising::is_brownian")]
+    pub noising: Noising,
+}
+
+/// The noising process the sampler reverses (spec Table C.2).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+pub enum Noising {
+    /// dX = σ dW pinned at x₀ = 0: p_B is the discretised Brownian bridge, x₀ = 0 surely.
+    #[default]
+    Brownian,
+    /// The VP / OU process dX_s = −β(s)X_s ds + √(2β(s)) dW_s in noising time s = 1 − t, β
+    /// linear from `beta_min` (s = 0, the target end) to `beta_max` (s = 1): x₀ ~ N(0, I), and
+    /// `sampler.sigma2` is unused.
+    Vp { beta_min: f64, beta_max: f64 },
+}
+
+impl Noising {
+    pub fn is_brownian(&self) -> bool {
+        *self == Noising::Brownian
+    }
 }
 
 impl Default for SamplerConfig {
@@ -145,6 +168,7 @@ impl Default for SamplerConfig {
             sigma2: 5.0,
             learned_variance: false,
             log_var_range: 4.0,
+            noising: Noising::Brownian,
         }
     }
 }
@@ -459,6 +483,17 @@ impl ExperimentConfig {
         }
         positive("sampler.sigma2", s.sigma2)?;
         positive("sampler.log_var_range", s.log_var_range)?;
+        if let Noising::Vp { beta_min, beta_max } = s.noising {
+            positive("sampler.noising.beta_min", beta_min)?;
+            positive("sampler.noising.beta_max", beta_max)?;
+            let worst = beta_min.max(beta_max) / s.steps as f64;
+            if worst >= 1.0 {
+                return bad(
+                    "sampler.noising",
+                    format!("β·dt = {worst} ≥ 1: the OU Euler step would flip the state's sign; use more steps"),
+                );
+            }
+        }
         let n = &self.network;
         if n.hidden == 0 {
             return bad("network.hidden", "must be at least 1");
@@ -509,7 +544,19 @@ impl ExperimentConfig {
                 "the FL partial energy is a term of the learned flow: SubTb or Db only",
             );
         }
+        if !s.noising.is_brownian() && t.forward_looking {
+            return bad(
+                "train.forward_looking",
+                "the FL partial energy assumes the Brownian reference process (sampler.noising)",
+            );
+        }
         if t.method == Method::Pis {
+            if !s.noising.is_brownian() {
+                return bad(
+                    "sampler.noising",
+                    "PIS runs with the Brownian reference only",
+                );
+            }
             if t.exploration.is_some() {
                 return bad(
                     "train.exploration",

@@ -99,6 +99,7 @@ fn sampler(dim: usize, sigma2: f64) -> Sampler {
         sigma2,
         learned_range: None,
         lgv_clip: 1e4,
+        noising: Default::default(),
     }
 }
 

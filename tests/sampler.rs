@@ -109,6 +109,7 @@ fn log_pb_matches_its_definition() {
         sigma2: 2.0,
         learned_range: None,
         lgv_clip: 100.0,
+        noising: Default::default(),
     };
     assert_eq!(log_pb_step(&s, 0, &[0.0, 0.0], &[1.0, 2.0]), 0.0);
     let (i, xi, xn) = (3usize, [0.4f32, -0.2], [1.0f32, 0.5]);
@@ -170,4 +171,69 @@ fn training_is_bitwise_reproducible() {
     let a = run(11);
     assert_eq!(a, run(11));
     assert_ne!(a.0, run(12).0);
+}
+
+/// VP noising (Table C.2) with a constant β: the Euler OU kernel N((1 − β·dt)x, 2β·dt) is
+/// reversible with respect to its stationary N(0, v), v = 2/(2 − β·dt), so with zero drift
+/// LF − LB = log N(x_T; 0, v) + log N(x₀; 0, 1) − log N(x₀; 0, v) on every trajectory (LF
+/// includes the source density N(0, I) of x₀), forward and backward.
+#[test]
+fn vp_zero_drift_reversibility_identity() {
+    let (beta, steps) = (2.0, 20usize);
+    let text = format!(
+        "(seed: 11, target: ManyWell(dim: 4),
+          sampler: (steps: {steps}, noising: Vp(beta_min: {beta}, beta_max: {beta})),
+          network: (hidden: 16, harmonics: 8),
+          train: (method: Tb, iterations: 1, batch: 17, shards: 2), eval: (samples: 8))"
+    );
+    let c = ExperimentConfig::parse(&text, "vp").unwrap();
+    let tr = Trainer::new(&c).unwrap();
+    let (b, d) = (c.train.batch, tr.sampler.dim);
+    let v = 2.0 / (2.0 - beta / steps as f64);
+    let forward = Path::Forward {
+        noise_key: rng::stream_key(2, "vp", 0),
+        row0: 0,
+        total_rows: b,
+        explore_std: 0.0,
+    };
+    let roll = rollout::<f32>(
+        &tr.net,
+        &tr.params,
+        &tr.sampler,
+        &*tr.energy,
+        b,
+        forward,
+        true,
+    );
+    let x0 = roll.states[..b * d].to_vec();
+    assert!(x0.iter().any(|&v| v != 0.0), "VP starts from x₀ ~ N(0, I)");
+    let mut noise = rng::stream(3, "vp-back", 0);
+    let back = sample_backward_states(&tr.sampler, &roll.x_final, &mut noise, 0, b);
+    assert!(back[..b * d].iter().any(|&v| v != 0.0), "VP p_B draws x₀");
+    let back_roll = rollout::<f32>(
+        &tr.net,
+        &tr.params,
+        &tr.sampler,
+        &*tr.energy,
+        b,
+        Path::Given(&back),
+        true,
+    );
+    for (what, r, states) in [
+        ("forward", &roll, &roll.states),
+        ("backward", &back_roll, &back),
+    ] {
+        for row in 0..b {
+            let x0 = &states[row * d..(row + 1) * d];
+            let xt = &r.x_final[row * d..(row + 1) * d];
+            let want = log_normal_iso(xt, v) + log_normal_iso(x0, 1.0) - log_normal_iso(x0, v);
+            let got = r.log_pf[row] - r.log_pb[row];
+            assert!(
+                BRIDGE_IDENTITY.close(got, want),
+                "{what} row {row}: {got} vs {want}"
+            );
+        }
+    }
+    // The Brownian config keeps its digest: the default noising is not written out.
+    assert!(!cfg("Gmm25", 10, 5.0).to_ron().contains("noising"));
 }

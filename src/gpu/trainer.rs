@@ -158,6 +158,9 @@ pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
             cfg.train.method
         ));
     }
+    if !cfg.sampler.noising.is_brownian() {
+        return Some("the VP noising (sampler.noising) is CPU-only for now".into());
+    }
     if cfg.train.off_policy.is_some() {
         return Some(
             "off-policy training (train.off_policy: backward trajectories, replay buffer, local \

@@ -1,18 +1,18 @@
-//! The fixed backward policy: a discretised Brownian bridge to x₀ = 0 (spec §2.3).
+//! The fixed backward policy: a discretised Brownian bridge to x₀ = 0 (spec §2.3), or the VP
+//! (OU) noising step (Table C.2); [`Sampler::transition`] gives each step's kernel.
 //!
-//! p_B(x_i | x_{i+1}) = N(x_i; (i/(i+1))·x_{i+1}, σ²·dt·(i/(i+1))·I) for i ≥ 1; x₀ = 0 surely.
+//! Brownian: p_B(x_i | x_{i+1}) = N(x_i; (i/(i+1))·x_{i+1}, σ²·dt·(i/(i+1))·I) for i ≥ 1; x₀ = 0
+//! surely. VP: p_B(x_i | x_{i+1}) = N(x_i; (1 − β_i·dt)·x_{i+1}, 2β_i·dt·I) for every i ≥ 0.
 
 use super::Sampler;
 use crate::rng;
 use rand_chacha::ChaCha8Rng;
 
-/// log p_B(x_i | x_{i+1}) for one row (D values each), f64. Zero for i = 0.
+/// log p_B(x_i | x_{i+1}) for one row (D values each), f64. Zero for the Brownian i = 0.
 pub fn log_pb_step(s: &Sampler, i: usize, x_i: &[f32], x_next: &[f32]) -> f64 {
-    if i == 0 {
+    let Some((ratio, var)) = s.transition(i).backward else {
         return 0.0;
-    }
-    let ratio = i as f64 / (i + 1) as f64;
-    let var = s.sigma2 * s.dt() * ratio;
+    };
     let norm = -0.5 * (std::f64::consts::TAU * var).ln();
     let mut acc = 0.0;
     for (&a, &b) in x_i.iter().zip(x_next) {
@@ -23,7 +23,8 @@ pub fn log_pb_step(s: &Sampler, i: usize, x_i: &[f32], x_next: &[f32]) -> f64 {
 }
 
 /// Backward trajectories from terminal states `x_t` (`[B, D]`): returns all states `[T+1, B, D]`
-/// with x_T = `x_t`, x_k ~ p_B(·|x_{k+1}) for k = T−1..1, and x₀ = 0. The normal used for
+/// with x_T = `x_t`, x_k ~ p_B(·|x_{k+1}) for k = T−1..1, and x₀ = 0 (Brownian) or
+/// x₀ ~ p_B(·|x₁) (VP). The normal used for
 /// (k, row b, dim j) is number `((T−1−k)·total_rows + row0 + b)·D + j` of `rng`'s stream, so a
 /// batch split into shards draws exactly what the whole batch would.
 pub fn sample_backward_states(
@@ -38,9 +39,11 @@ pub fn sample_backward_states(
     let mut states = vec![0f32; (t + 1) * rows * d];
     states[t * rows * d..].copy_from_slice(x_t);
     let mut noise = vec![0f32; rows * d];
-    for k in (1..t).rev() {
-        let ratio = k as f64 / (k + 1) as f64;
-        let std = (s.sigma2 * s.dt() * ratio).sqrt();
+    for k in (0..t).rev() {
+        let Some((ratio, var)) = s.transition(k).backward else {
+            continue;
+        };
+        let std = var.sqrt();
         rng::normals_at(
             rng,
             (((t - 1 - k) * total_rows + row0) * d) as u64,

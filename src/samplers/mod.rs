@@ -10,7 +10,7 @@ pub use bridge::{log_pb_step, sample_backward_states};
 pub use exploration::explore_std;
 pub use rollout::{rollout, Path, Rollout};
 
-use crate::config::ExperimentConfig;
+use crate::config::{ExperimentConfig, Noising};
 
 /// The time grid and noise scale shared by p_F and p_B.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +25,23 @@ pub struct Sampler {
     pub learned_range: Option<f64>,
     /// Clip of ∇log R in the Langevin term.
     pub lgv_clip: f64,
+    /// The reference process p_B reverses.
+    pub noising: Noising,
+}
+
+/// One transition i → i+1 of the reference process, as both kernels use it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Transition {
+    /// p_F's mean is `decay·x_i + u·dt` (1 for Brownian, 1 − β_i·dt for VP: the OU drift is the
+    /// base drift, so the zero-initialised network starts as the OU process itself).
+    pub decay: f64,
+    /// p_F's per-unit-time variance: σ², or 2β_i.
+    pub rate: f64,
+    /// Its log (the ℓ of a fixed variance).
+    pub log_rate: f64,
+    /// p_B(x_i | x_{i+1}) = N(mean_factor·x_{i+1}, var); `None` when x_i is fixed (x₀ = 0 under
+    /// the Brownian bridge).
+    pub backward: Option<(f64, f64)>,
 }
 
 impl Sampler {
@@ -38,7 +55,53 @@ impl Sampler {
                 .learned_variance
                 .then_some(cfg.sampler.log_var_range),
             lgv_clip: cfg.network.lgv_clip,
+            noising: cfg.sampler.noising,
         }
+    }
+
+    /// The kernels of transition i → i+1 (spec §2.2–2.3; VP: Table C.2). Under VP both kernels of
+    /// transition i use β_i = β(s) at noising time s = 1 − t_{i+1}, the time the backward
+    /// (noising) step starts from.
+    pub fn transition(&self, i: usize) -> Transition {
+        let dt = self.dt();
+        match self.noising {
+            Noising::Brownian => Transition {
+                decay: 1.0,
+                rate: self.sigma2,
+                log_rate: self.sigma2.ln(),
+                backward: (i > 0).then(|| {
+                    let ratio = i as f64 / (i + 1) as f64;
+                    (ratio, self.sigma2 * dt * ratio)
+                }),
+            },
+            Noising::Vp { beta_min, beta_max } => {
+                let s = 1.0 - (i + 1) as f64 * dt;
+                let beta = beta_min + (beta_max - beta_min) * s;
+                Transition {
+                    decay: 1.0 - beta * dt,
+                    rate: 2.0 * beta,
+                    log_rate: (2.0 * beta).ln(),
+                    backward: Some((1.0 - beta * dt, 2.0 * beta * dt)),
+                }
+            }
+        }
+    }
+
+    /// x₀ ~ N(0, I) (VP) instead of x₀ = 0.
+    pub fn random_start(&self) -> bool {
+        !self.noising.is_brownian()
+    }
+
+    /// log p₀(x₀) of one row: log N(x₀; 0, I) under VP (part of LF, without gradient), 0 for
+    /// the Brownian start at the origin.
+    pub fn log_p0(&self, x0: &[f32]) -> f64 {
+        if !self.random_start() {
+            return 0.0;
+        }
+        let half_log_tau = 0.5 * std::f64::consts::TAU.ln();
+        x0.iter()
+            .map(|&v| -0.5 * (v as f64) * (v as f64) - half_log_tau)
+            .sum()
     }
 
     /// dt = 1/T.

@@ -87,28 +87,41 @@ pub fn rollout<S: Kernels>(
         );
         x.copy_from_slice(&s[..rows * d]);
     }
-    if keep_graph {
-        states.extend_from_slice(&x);
-    }
     let mut noise_rng = match &path {
         Path::Forward { noise_key, .. } => {
             Some(<rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(*noise_key))
         }
         Path::Given(_) => None,
     };
+    if let (
+        true,
+        Path::Forward {
+            row0, total_rows, ..
+        },
+        Some(rng),
+    ) = (sampler.random_start(), &path, noise_rng.as_mut())
+    {
+        // x₀ ~ N(0, I) from the stream positions after all T steps' normals.
+        rng::normals_at(rng, ((t * total_rows + row0) * d) as u64, &mut x);
+    }
+    if keep_graph {
+        states.extend_from_slice(&x);
+    }
     let mut noise = vec![0f32; rows * d];
     let mut grad = vec![0f32; if lp_scale.is_some() { rows * d } else { 0 }];
-    let mut log_pf = vec![0f64; rows];
+    // LF includes the source density log p₀(x₀) (0 for the Brownian start at the origin).
+    let mut log_pf: Vec<f64> = x.chunks_exact(d).map(|x0| sampler.log_p0(x0)).collect();
     let mut log_pb = vec![0f64; rows];
     let mut logpf_nodes = Vec::new();
     let mut flow_nodes = Vec::new();
     let per_step = if keep_graph { rows * t } else { 0 };
     let (mut step_log_pf, mut step_log_pb) = (vec![0f64; per_step], vec![0f64; per_step]);
     let mut x_node = tape.constant(to_tensor(&x, rows, d));
-    let log_sigma2 = S::from_f64(sampler.sigma2.ln());
     let range = sampler.learned_range.map(S::from_f64);
 
     for i in 0..t {
+        let step = sampler.transition(i);
+        let log_sigma2 = S::from_f64(step.log_rate);
         let lp = lp_scale.map(|scale| {
             energy.grad_log_reward(&x, &mut grad);
             for g in grad.iter_mut() {
@@ -129,7 +142,8 @@ pub fn rollout<S: Kernels>(
                 rng::normals_at(rng, ((i * total_rows + row0) * d) as u64, &mut noise);
                 let ov = tape.value(o);
                 let eps2 = explore_std * explore_std;
-                let fixed_std = (dt * sampler.sigma2 + eps2).sqrt() as f32;
+                let fixed_std = (dt * step.rate + eps2).sqrt() as f32;
+                let decay = step.decay as f32;
                 let mut next = vec![0f32; rows * d];
                 for b in 0..rows {
                     let orow = ov.row(b);
@@ -138,13 +152,13 @@ pub fn rollout<S: Kernels>(
                         let std = match sampler.learned_range {
                             None => fixed_std,
                             Some(r) => {
-                                let ell = sampler.sigma2.ln() + r * orow[d + j].to_f64().tanh();
+                                let ell = step.log_rate + r * orow[d + j].to_f64().tanh();
                                 (dt * ell.exp() + eps2).sqrt() as f32
                             }
                         };
                         let u = orow[j].to_f64() as f32;
                         let k = b * d + j;
-                        next[k] = x[k] + u * dt as f32 + std * noise[k];
+                        next[k] = x[k] * decay + u * dt as f32 + std * noise[k];
                     }
                 }
                 next
@@ -152,7 +166,15 @@ pub fn rollout<S: Kernels>(
             Path::Given(s) => s[(i + 1) * rows * d..(i + 2) * rows * d].to_vec(),
         };
         let next_node = tape.constant(to_tensor(&x_next, rows, d));
-        let lpf = tape.em_logpf(o, x_node, next_node, S::from_f64(dt), log_sigma2, range);
+        // p_F's mean is decay·x + u·dt: hand em_logpf the decayed state as its base.
+        let base = if step.decay == 1.0 {
+            x_node
+        } else {
+            let decay = step.decay as f32;
+            let xs: Vec<f32> = x.iter().map(|&v| v * decay).collect();
+            tape.constant(to_tensor(&xs, rows, d))
+        };
+        let lpf = tape.em_logpf(o, base, next_node, S::from_f64(dt), log_sigma2, range);
         for b in 0..rows {
             let lf = tape.value(lpf).data[b].to_f64();
             let lb = log_pb_step(
