@@ -86,7 +86,14 @@ proptest! {
     /// checked as the bridge identity with the zero-drift forward density written out here.
     #[test]
     fn bridge_identity_random(t in 1usize..30, d in 1usize..5, sigma2 in 0.2f64..6.0, seed in 0u64..1000) {
-        let s = Sampler { dim: d, steps: t, sigma2, learned_range: None, lgv_clip: 100.0 };
+        let s = Sampler {
+            dim: d,
+            steps: t,
+            sigma2,
+            learned_range: None,
+            lgv_clip: 100.0,
+            noising: Default::default(),
+        };
         let b = 3usize;
         let mut r = rng::stream(seed, "bridge", 0);
         let xt: Vec<f32> = (0..b * d).map(|_| (2.0 * rng::normal_f64(&mut r)) as f32).collect();
