@@ -173,6 +173,14 @@ fn bridge_logpb_vjp() {
 }
 
 #[test]
+fn add_vjp() {
+    check_op("add", vec![randn(3, 4, 24), randn(3, 4, 25)], &|t, v| {
+        let s = t.add(v[0], v[1]);
+        t.add(s, v[0])
+    });
+}
+
+#[test]
 fn row_function_vjp() {
     // y_b = Σ_j sin(x_bj), a function the tape does not know, given with its Jacobian.
     check_op("row_function", vec![randn(4, 3, 23)], &|t, v| {

@@ -62,6 +62,8 @@ pub enum Op<S> {
         ratio: S,
         var: S,
     },
+    /// y = a + b, same shapes.
+    Add { a: Var, b: Var },
     /// A per-row scalar function computed outside the tape (log R(x)): y[B,1] is given, and so
     /// is its Jacobian `jac` [B,D] = ∂y_b/∂x_b, which the VJP applies.
     RowFunction { x: Var, jac: Tensor<S> },
@@ -285,6 +287,18 @@ impl<S: Kernels> Tape<S> {
             y,
             ng,
         )
+    }
+
+    /// y = a + b (same shapes).
+    pub fn add(&mut self, a: Var, b: Var) -> Var {
+        let (av, bv) = (self.value(a), self.value(b));
+        assert_eq!(av.shape(), bv.shape(), "add: shapes differ");
+        let mut y = av.clone();
+        for (v, &w) in y.data.iter_mut().zip(&bv.data) {
+            *v += w;
+        }
+        let ng = self.needs_grad(a) || self.needs_grad(b);
+        self.push(Op::Add { a, b }, y, ng)
     }
 
     /// A per-row function of x evaluated elsewhere: `values` [B,1] and `jac` [B,D].
@@ -526,6 +540,14 @@ impl<S: Kernels> Op<S> {
                 }
                 if ng(*x) {
                     accumulate(&mut grads[x.0], dx);
+                }
+            }
+            Op::Add { a, b } => {
+                if ng(*b) {
+                    accumulate(&mut grads[b.0], g.clone());
+                }
+                if ng(*a) {
+                    accumulate(&mut grads[a.0], g);
                 }
             }
             Op::RowFunction { x, jac } => {

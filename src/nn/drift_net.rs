@@ -34,6 +34,9 @@ pub struct DriftNet {
     pub out_clip: f64,
     /// The conditional flow head log F(x, t) is present.
     pub flow: bool,
+    /// C, the width of a per-trajectory condition (784 for the VAE posterior), when the state
+    /// encoder is the conditional MLP of spec §2.5.
+    pub cond_dim: Option<usize>,
     pub layout: ParamLayout,
 }
 
@@ -64,6 +67,16 @@ impl DriftNet {
     /// The network, with the conditional flow head when `flow` (its blocks come after every
     /// other policy block, so a network without it has the same layout and initial values).
     pub fn with_flow(dim: usize, cfg: &NetworkConfig, flow: bool) -> Self {
+        Self::build(dim, cfg, flow, None)
+    }
+
+    /// The network for states of width `dim` conditioned on a `cond_dim`-wide vector (spec
+    /// §2.5): S(z, c) = Linear(D + C, H) → GELU → [Linear(H, H) → GELU] × L → Linear(H, H). The
+    /// first layer is stored as two blocks, `s.lin.w` [H, D] and `s.cond.w` [H, C], because the
+    /// condition's part c·W_cᵀ is the same at every step: it is computed once per rollout
+    /// ([`Self::condition_embedding`]) and its gradient summed over the steps before one
+    /// product.
+    pub fn build(dim: usize, cfg: &NetworkConfig, flow: bool, cond_dim: Option<usize>) -> Self {
         let (h, f) = (cfg.hidden, cfg.harmonics);
         let mut l = ParamLayout::default();
         l.add("t.phase", 1, f, Group::Policy);
@@ -73,6 +86,15 @@ impl DriftNet {
         l.add("t.lin2.b", 1, h, Group::Policy);
         l.add("s.lin.w", h, dim, Group::Policy);
         l.add("s.lin.b", 1, h, Group::Policy);
+        if let Some(c) = cond_dim {
+            l.add("s.cond.w", h, c, Group::Policy);
+            for k in 0..cfg.joint_layers {
+                l.add(&format!("s.{k}.w"), h, h, Group::Policy);
+                l.add(&format!("s.{k}.b"), 1, h, Group::Policy);
+            }
+            l.add("s.out.w", h, h, Group::Policy);
+            l.add("s.out.b", 1, h, Group::Policy);
+        }
         for k in 0..cfg.joint_layers {
             l.add(&format!("joint.{k}.w"), h, h, Group::Policy);
             l.add(&format!("joint.{k}.b"), 1, h, Group::Policy);
@@ -105,6 +127,7 @@ impl DriftNet {
         l.add("log_z", 1, 1, Group::Flow);
         DriftNet {
             flow,
+            cond_dim,
             dim,
             hidden: h,
             harmonics: f,
@@ -152,11 +175,12 @@ impl DriftNet {
             } else if name == "lp.out.b" {
                 block.fill(0.01);
             } else {
-                // Biases share their weight's fan-in (the block before a ".b" is its ".w").
-                let fan_in = if name.ends_with(".b") {
-                    self.layout.specs[i - 1].cols
-                } else {
-                    s.cols
+                // Biases share their weight's fan-in (the block before a ".b" is its ".w"); the
+                // conditional encoder's first layer is one Linear(D + C, H) split in two blocks.
+                let fan_in = match (self.cond_dim, name) {
+                    (Some(c), "s.lin.w" | "s.lin.b" | "s.cond.w") => self.dim + c,
+                    _ if name.ends_with(".b") => self.layout.specs[i - 1].cols,
+                    _ => s.cols,
                 };
                 let bound = 1.0 / (fan_in as f64).sqrt();
                 for v in block.iter_mut() {
@@ -215,6 +239,44 @@ impl DriftNet {
         Some(tape.linear(g, v.get(self, "lp.out.w"), v.get(self, "lp.out.b")))
     }
 
+    /// c·W_cᵀ for the conditions `cond` `[B, C]` (a constant node): `[B, H]`, added to the
+    /// state encoder's first layer at every step.
+    pub fn condition_embedding<S: Kernels>(
+        &self,
+        tape: &mut Tape<S>,
+        v: &NetVars,
+        cond: Var,
+    ) -> Var {
+        let zero = tape.constant(Tensor::zeros(1, self.hidden));
+        tape.linear(cond, v.get(self, "s.cond.w"), zero)
+    }
+
+    /// S(x) (`[B, H]`): one Linear, or the conditional MLP when `cond_emb` (from
+    /// [`Self::condition_embedding`]) is given.
+    fn state_encoder<S: Kernels>(
+        &self,
+        tape: &mut Tape<S>,
+        v: &NetVars,
+        x: Var,
+        cond_emb: Option<Var>,
+    ) -> Var {
+        let s = tape.linear(x, v.get(self, "s.lin.w"), v.get(self, "s.lin.b"));
+        let Some(c) = cond_emb else {
+            return s;
+        };
+        let joined = tape.add(s, c);
+        let mut a = tape.gelu_consuming(joined);
+        for k in 0..self.joint_layers {
+            let z = tape.linear(
+                a,
+                v.get(self, &format!("s.{k}.w")),
+                v.get(self, &format!("s.{k}.b")),
+            );
+            a = tape.gelu_consuming(z);
+        }
+        tape.linear(a, v.get(self, "s.out.w"), v.get(self, "s.out.b"))
+    }
+
     /// The policy output at one step: `o [B, 2D]` for states `x [B, D]` at step `row` of the
     /// precomputed time embedding. With LP, `lp = Some((scale, clipped_grad))`, where `scale` is
     /// [`Self::langevin_scale`]'s node and `clipped_grad` the constant clip(∇log R(x)) `[B, D]`.
@@ -227,23 +289,25 @@ impl DriftNet {
         row: usize,
         lp: Option<(Var, Var)>,
     ) -> Var {
-        self.policy_and_flow(tape, v, x, temb, row, lp, false).0
+        self.policy_and_flow(tape, v, x, None, temb, row, lp, false)
+            .0
     }
 
-    /// [`Self::policy`], and with `want_flow` (and a flow head) the learned log F(x, t_row)
-    /// `[B, 1]` from the same trunk.
+    /// [`Self::policy`] (conditioned on `cond_emb` when the network is conditional), and with
+    /// `want_flow` (and a flow head) the learned log F(x, t_row) `[B, 1]` from the same trunk.
     #[allow(clippy::too_many_arguments)]
     pub fn policy_and_flow<S: Kernels>(
         &self,
         tape: &mut Tape<S>,
         v: &NetVars,
         x: Var,
+        cond_emb: Option<Var>,
         temb: Var,
         row: usize,
         lp: Option<(Var, Var)>,
         want_flow: bool,
     ) -> (Var, Option<Var>) {
-        let s = tape.linear(x, v.get(self, "s.lin.w"), v.get(self, "s.lin.b"));
+        let s = self.state_encoder(tape, v, x, cond_emb);
         let h = tape.add_row(s, temb, row);
         // Pre-activations feed only their GELU: release them (the GELU keeps its derivative).
         let trunk = tape.gelu_consuming(h);

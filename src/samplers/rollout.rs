@@ -64,6 +64,22 @@ pub fn rollout<S: Kernels>(
     path: Path<'_>,
     keep_graph: bool,
 ) -> Rollout<S> {
+    rollout_conditional(net, params, sampler, energy, rows, path, keep_graph, None)
+}
+
+/// [`rollout`] for a conditional network: row b is conditioned on `cond[b]` (`[B, C]`), and
+/// `energy` must be the matching conditioned batch (its row b scores state b given `cond[b]`).
+#[allow(clippy::too_many_arguments)]
+pub fn rollout_conditional<S: Kernels>(
+    net: &DriftNet,
+    params: &[S],
+    sampler: &Sampler,
+    energy: &dyn Energy,
+    rows: usize,
+    path: Path<'_>,
+    keep_graph: bool,
+    cond: Option<&[f32]>,
+) -> Rollout<S> {
     let (d, t) = (sampler.dim, sampler.steps);
     let dt = sampler.dt();
     let mut tape = Tape::<S>::new();
@@ -71,6 +87,17 @@ pub fn rollout<S: Kernels>(
     let ts = sampler.times();
     let temb = net.time_embedding(&mut tape, &vars, &ts);
     let lp_scale = net.langevin_scale(&mut tape, &vars, &ts);
+    assert_eq!(
+        cond.is_some(),
+        net.cond_dim.is_some(),
+        "a conditional network needs conditions, and only it takes them"
+    );
+    let cond_emb = cond.map(|c| {
+        let width = net.cond_dim.expect("conditional network");
+        assert_eq!(c.len(), rows * width, "conditions must be [B, C]");
+        let node = tape.constant(to_tensor(c, rows, width));
+        net.condition_embedding(&mut tape, &vars, node)
+    });
     let mark = tape.len();
 
     let mut states = if keep_graph {
@@ -129,7 +156,8 @@ pub fn rollout<S: Kernels>(
             }
             (scale, tape.constant(to_tensor(&grad, rows, d)))
         });
-        let (o, flow) = net.policy_and_flow(&mut tape, &vars, x_node, temb, i, lp, keep_graph);
+        let (o, flow) =
+            net.policy_and_flow(&mut tape, &vars, x_node, cond_emb, temb, i, lp, keep_graph);
         flow_nodes.extend(flow);
         let x_next: Vec<f32> = match &path {
             Path::Forward {
