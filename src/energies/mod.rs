@@ -8,10 +8,12 @@ use rand_chacha::ChaCha8Rng;
 pub mod funnel;
 pub mod gmm;
 pub mod many_well;
+pub mod vae;
 
 pub use funnel::Funnel;
 pub use gmm::Gmm;
 pub use many_well::ManyWell;
+pub use vae::{VaeEnergy, VaeFixedImage, VaeModel};
 
 /// An unnormalised target density on ℝ^D. Rows are `[B, D]` row-major `f32`.
 pub trait Energy: Send + Sync {
