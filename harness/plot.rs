@@ -49,7 +49,7 @@ pub fn write_figures(
     evals: &[EvalRow],
     samples: Option<(&[f32], usize)>,
 ) -> Result<Vec<String>, CliError> {
-    let energy = build_energy(cfg);
+    let energy = build_energy(cfg).map_err(|e| CliError::usage(e.to_string()))?;
     let mut written = Vec::new();
     if let Some((x, d)) = samples.filter(|(x, d)| *d >= 2 && x.len() >= *d) {
         let drawn = render(dir, SAMPLES_PNG, SAMPLES_SIZE, |root| {
@@ -130,6 +130,8 @@ fn target_box(cfg: &ExperimentConfig) -> (Range<f64>, Range<f64>) {
             FunnelVariant::Hard => (-10.0..10.0, -10.0..10.0),
             FunnelVariant::Easy => (-4.0..4.0, -6.0..6.0),
         },
+        // Latents near the N(0, I) prior, the posterior of evaluation image 0.
+        TargetConfig::Vae { .. } => (-4.0..4.0, -4.0..4.0),
     }
 }
 

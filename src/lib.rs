@@ -22,6 +22,7 @@
 pub mod alloc_tuning;
 pub mod autodiff;
 pub mod checkpoint;
+pub mod conditional;
 pub mod config;
 pub mod cpu;
 pub mod data;

@@ -8,14 +8,18 @@
 use crate::checkpoint::{BufferState, Checkpoint, CheckpointError};
 use crate::config::{Backend, ExperimentConfig, Method, TargetConfig};
 use crate::energies::{Energy, Funnel, Gmm, ManyWell};
-use crate::losses::{detailed_balance, fl_term, subtb, trajectory_balance, vargrad, LossGrad};
+use crate::losses::{
+    detailed_balance, fl_term, subtb, trajectory_balance, vargrad, vargrad_conditional, LossGrad,
+};
 use crate::metrics;
 use crate::nn::adam::clip_grad_norm;
 use crate::nn::{Adam, DriftNet, Group};
 use crate::offpolicy::{self, LocalSearch, Phase, ReplayBuffer};
 use crate::rng;
 use crate::samplers::pis::rollout_pis;
-use crate::samplers::{explore_std, rollout, sample_backward_states, Path, Rollout, Sampler};
+use crate::samplers::{
+    explore_std, rollout_conditional, sample_backward_states, Path, Rollout, Sampler,
+};
 use crate::tensor::Tensor;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
@@ -95,6 +99,8 @@ pub enum TrainError {
     Checkpoint { iteration: usize, message: String },
     #[error("GPU backend: {0}")]
     Device(String),
+    #[error("data: {0}")]
+    Data(String),
 }
 
 /// Everything a finished, failed or interrupted run produced.
@@ -134,15 +140,25 @@ impl RunHooks for ProgressOnly<'_> {
     }
 }
 
-/// Build the target named by a config.
-pub fn build_energy(cfg: &ExperimentConfig) -> Box<dyn Energy> {
+/// Build the target named by a config. Targets with data files read them from the project's
+/// `data/` folder (checksummed); the VAE posterior is returned conditioned on evaluation image 0
+/// (what plots draw; training conditions each row on its own image, see [`Trainer`]).
+pub fn build_energy(cfg: &ExperimentConfig) -> Result<Box<dyn Energy>, TrainError> {
     let gt = cfg.eval.gmm_ground_truth;
-    match &cfg.target {
+    Ok(match &cfg.target {
         TargetConfig::Gmm25 => Box::new(Gmm::grid25(gt)),
         TargetConfig::Gmm9 => Box::new(Gmm::grid9(gt)),
         TargetConfig::Funnel { variant, dim } => Box::new(Funnel::new(*variant, *dim)),
         TargetConfig::ManyWell { dim } => Box::new(ManyWell::new(*dim)),
-    }
+        TargetConfig::Vae { .. } => {
+            let dir = crate::data::project_dir();
+            let data = |e: crate::energies::vae::VaeError| TrainError::Data(e.to_string());
+            let energy = crate::energies::VaeEnergy::load(&dir).map_err(data)?;
+            let eval = crate::energies::vae::load_eval_images(&dir).map_err(data)?;
+            let first = eval[..crate::energies::vae::PIXELS].to_vec();
+            Box::new(crate::energies::VaeFixedImage::new(energy, first))
+        }
+    })
 }
 
 /// Cut `0..n` into `k` contiguous shards of near-equal size (the first `n mod k` get one more).
@@ -241,6 +257,9 @@ pub struct Trainer {
     /// search fills (spec §4.2, D_buffer and D_LS).
     pub replay: Option<ReplayBuffer>,
     pub ls_replay: Option<ReplayBuffer>,
+    /// The VAE posterior's conditions (training and evaluation images), when the target is
+    /// conditional.
+    pub vae: Option<crate::conditional::VaeTask>,
 }
 
 /// An iteration's loss, flat gradient, terminal states [B, D] and their log R [B].
@@ -340,8 +359,21 @@ impl Trainer {
         cfg.validate()
             .map_err(|(f, m)| TrainError::Invalid(format!("{f}: {m}")))?;
         crate::alloc_tuning::keep_freed_memory();
-        let energy = build_energy(cfg);
-        let net = DriftNet::with_flow(energy.dim(), &cfg.network, cfg.train.method.uses_flow());
+        let energy = build_energy(cfg)?;
+        let vae = match cfg.target {
+            TargetConfig::Vae { repeats } => Some(
+                crate::conditional::VaeTask::load(&crate::data::project_dir(), repeats)
+                    .map_err(|e| TrainError::Data(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let cond_dim = vae.is_some().then_some(crate::energies::vae::PIXELS);
+        let net = DriftNet::build(
+            energy.dim(),
+            &cfg.network,
+            cfg.train.method.uses_flow(),
+            cond_dim,
+        );
         let params = net.init(cfg.seed);
         let adam = Adam::new(&net.layout);
         let mut cfg = cfg.clone();
@@ -389,6 +421,7 @@ impl Trainer {
             host_stale: false,
             replay,
             ls_replay,
+            vae,
         })
     }
 
@@ -526,7 +559,12 @@ impl Trainer {
         if self.cfg.train.method == Method::Pis {
             return self.pis_loss_and_grad(it);
         }
-        let b = self.cfg.train.batch;
+        // B trajectories, or R·B for the conditional target (B images × R repeats).
+        let b = self.cfg.rows_per_iteration();
+        let conditions = self
+            .vae
+            .as_ref()
+            .map(|v| v.training_conditions(self.cfg.seed, it, self.cfg.train.batch));
         let d = self.sampler.dim;
         let t = self.sampler.steps;
         let eps = explore_std(self.cfg.train.exploration.as_ref(), it);
@@ -546,13 +584,14 @@ impl Trainer {
                         total_rows: b,
                         explore_std: eps,
                     };
-                    self.rollout_rows(r.len(), path, true)
+                    let cond = Self::cond_rows(conditions.as_deref(), &r);
+                    self.rollout_rows(r.len(), path, true, cond)
                 }
                 Source::Backward(x_t) => {
                     let mut noise = ChaCha8Rng::from_seed(key);
                     let xt = &x_t[r.start * d..r.end * d];
                     let states = sample_backward_states(&self.sampler, xt, &mut noise, r.start, b);
-                    self.rollout_rows(r.len(), Path::Given(&states), true)
+                    self.rollout_rows(r.len(), Path::Given(&states), true, None)
                 }
             };
             let fl = if fl_on {
@@ -589,7 +628,10 @@ impl Trainer {
                 (lg, seeds)
             }
             Method::VarGrad => {
-                let lg = vargrad(&lf, &lb, &lr);
+                let lg = match self.vae {
+                    Some(_) => vargrad_conditional(&lf, &lb, &lr, self.cfg.train.batch),
+                    None => vargrad(&lf, &lb, &lr),
+                };
                 let seeds = StepSeeds::PerTrajectory(lg.d_log_pf.clone());
                 (lg, seeds)
             }
@@ -929,29 +971,62 @@ impl Trainer {
     }
 
     /// One shard's rollout with the current parameters, and log R of its terminal states.
+    /// `cond` (`[rows, 784]`) conditions each row on its own image (the VAE posterior).
     fn rollout_rows(
         &self,
         rows: usize,
         path: Path<'_>,
         keep_graph: bool,
+        cond: Option<&[f32]>,
     ) -> (Rollout<f32>, Vec<f64>) {
-        let roll = rollout::<f32>(
+        let batch;
+        let energy: &dyn Energy = match (cond, &self.vae) {
+            (Some(images), Some(task)) => {
+                batch = crate::conditional::ConditionedBatch {
+                    energy: &task.energy,
+                    images,
+                };
+                &batch
+            }
+            _ => &*self.energy,
+        };
+        let roll = rollout_conditional::<f32>(
             &self.net,
             &self.params,
             &self.sampler,
-            &*self.energy,
+            energy,
             rows,
             path,
             keep_graph,
+            cond,
         );
         let mut log_r = vec![0f64; rows];
-        self.energy.log_reward(&roll.x_final, &mut log_r);
+        energy.log_reward(&roll.x_final, &mut log_r);
         (roll, log_r)
+    }
+
+    /// The conditions of rows `r` of a batch whose conditions are `all` (`[N, 784]`).
+    fn cond_rows<'a>(all: Option<&'a [f32]>, r: &Range<usize>) -> Option<&'a [f32]> {
+        let p = crate::energies::vae::PIXELS;
+        all.map(|c| &c[r.start * p..r.end * p])
+    }
+
+    /// Trajectories per evaluation: `eval.samples`, or one per evaluation image (VAE).
+    pub fn eval_rows(&self) -> usize {
+        self.vae
+            .as_ref()
+            .map_or(self.cfg.eval.samples, |v| v.eval_count())
     }
 
     /// `n` on-policy trajectories from stream `key`: their log-weights
     /// log R(x_T) + LB − LF and their terminal states `[n, D]`.
+    /// For the VAE posterior, row b is conditioned on evaluation image b (`n` must be
+    /// [`Self::eval_rows`]).
     pub fn sample_with_weights(&self, n: usize, key: [u8; 32]) -> (Vec<f64>, Vec<f32>) {
+        let cond_all = self.vae.as_ref().map(|v| {
+            assert_eq!(n, v.eval_count(), "one VAE evaluation trajectory per image");
+            &v.eval[..]
+        });
         let shards = shard_ranges(n, self.cfg.train.shards);
         let parts = par_map(shards, &|r: Range<usize>| {
             let path = Path::Forward {
@@ -960,7 +1035,8 @@ impl Trainer {
                 total_rows: n,
                 explore_std: 0.0,
             };
-            let (roll, lr) = self.rollout_rows(r.len(), path, false);
+            let cond = Self::cond_rows(cond_all, &r);
+            let (roll, lr) = self.rollout_rows(r.len(), path, false, cond);
             (log_weights(&roll, &lr), roll.x_final)
         });
         let mut w = Vec::with_capacity(n);
@@ -984,7 +1060,7 @@ impl Trainer {
             let xt = &exact[r.start * d..r.end * d];
             let states = sample_backward_states(&self.sampler, xt, &mut noise, r.start, n);
             // x_T of a backward trajectory is the exact sample itself.
-            let (roll, lr) = self.rollout_rows(r.len(), Path::Given(&states), false);
+            let (roll, lr) = self.rollout_rows(r.len(), Path::Given(&states), false, None);
             log_weights(&roll, &lr)
         });
         let all: Vec<f64> = parts.into_iter().flatten().collect();
@@ -994,7 +1070,7 @@ impl Trainer {
     /// The cheap estimators on `eval.samples` fresh trajectories.
     pub fn evaluate_periodic(&self) -> EvalRow {
         let key = rng::stream_key(self.cfg.seed, "eval-noise", self.iteration as u64);
-        let (w, _) = self.sample_with_weights(self.cfg.eval.samples, key);
+        let (w, _) = self.sample_with_weights(self.eval_rows(), key);
         let (log_z, log_z_rw) = metrics::log_z_estimates(&w);
         EvalRow {
             iteration: self.iteration,
@@ -1008,7 +1084,7 @@ impl Trainer {
     /// The final evaluation (spec §6): estimators, deltas, EUBO and W2 against exact samples.
     pub fn evaluate_final(&self) -> Result<FinalEval, TrainError> {
         crate::alloc_tuning::release_freed_memory();
-        let n = self.cfg.eval.samples;
+        let n = self.eval_rows();
         let d = self.sampler.dim;
         let key = rng::stream_key(self.cfg.seed, "final-eval", 0);
         let (w, samples) = self.sample_with_weights(n, key);

@@ -158,6 +158,18 @@ pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
             cfg.train.method
         ));
     }
+    if !matches!(
+        cfg.target,
+        TargetConfig::Gmm25
+            | TargetConfig::Gmm9
+            | TargetConfig::Funnel { .. }
+            | TargetConfig::ManyWell { .. }
+    ) {
+        return Some(format!(
+            "the target {:?} has no GPU energy kernel yet",
+            cfg.target
+        ));
+    }
     if !cfg.sampler.noising.is_brownian() {
         return Some("the VP noising (sampler.noising) is CPU-only for now".into());
     }
@@ -216,6 +228,7 @@ fn target_of(cfg: &ExperimentConfig) -> Target {
         TargetConfig::Gmm9 => Target::gmm9(),
         TargetConfig::Funnel { variant, .. } => Target::Funnel(*variant),
         TargetConfig::ManyWell { .. } => Target::ManyWell,
+        other => unreachable!("`unsupported` refuses {other:?} before a plan is built"),
     }
 }
 
