@@ -110,7 +110,7 @@ fn conditional_vargrad_matches_finite_differences() {
     // Every coordinate outside the 784-wide condition block, and every 97th inside it (the
     // block alone is 8·784 coordinates, each a pair of f64 rollouts).
     let picked: Vec<usize> = (0..theta.len())
-        .filter(|&i| !cond_block.contains(&i) || (i - cond_block.start) % 97 == 0)
+        .filter(|&i| !cond_block.contains(&i) || (i - cond_block.start).is_multiple_of(97))
         .collect();
     let (loss0, _) = loss(&theta);
     // Central differences of a loss of size |L| carry ≈ |L|·1e-16/h of rounding: scale `abs`.
