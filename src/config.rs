@@ -493,11 +493,11 @@ impl ExperimentConfig {
                 if *repeats == 0 {
                     return bad("target.repeats", "must be at least 1");
                 }
-                if !matches!(self.train.method, Method::VarGrad) {
+                if !matches!(self.train.method, Method::VarGrad | Method::Tb) {
                     return bad(
                         "train.method",
                         "the VAE posterior trains with conditional VarGrad (`VarGrad`, the \
-                         reference's cond-tb-avg) only for now",
+                         reference's cond-tb-avg) or TB with a learned log Z(x) (`Tb`) for now",
                     );
                 }
                 if self.train.off_policy.is_some() {
@@ -506,7 +506,7 @@ impl ExperimentConfig {
                         "off-policy training of the conditional VAE sampler is not built yet",
                     );
                 }
-                if *repeats < 2 {
+                if *repeats < 2 && self.train.method == Method::VarGrad {
                     return bad(
                         "target.repeats",
                         "conditional VarGrad centres over each image's repeats: needs ≥ 2",

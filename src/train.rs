@@ -9,7 +9,8 @@ use crate::checkpoint::{BufferState, Checkpoint, CheckpointError};
 use crate::config::{Backend, ExperimentConfig, Method, TargetConfig};
 use crate::energies::{Energy, Funnel, Gmm, ManyWell};
 use crate::losses::{
-    detailed_balance, fl_term, subtb, trajectory_balance, vargrad, vargrad_conditional, LossGrad,
+    detailed_balance, fl_term, subtb, trajectory_balance, trajectory_balance_rows, vargrad,
+    vargrad_conditional, LossGrad,
 };
 use crate::metrics;
 use crate::nn::adam::clip_grad_norm;
@@ -206,6 +207,11 @@ fn sum_in_order(shard_grads: &[Vec<f32>], len: usize) -> Vec<f32> {
     grad
 }
 
+/// A `[rows, 1]` seed from per-row f64 values.
+fn rows_seed(v: &[f64]) -> Tensor<f32> {
+    Tensor::from_vec(v.len(), 1, v.iter().map(|&x| x as f32).collect())
+}
+
 /// The learned log F(x_i, t_i) of a gradient rollout's rows, `[rows, T]` row-major.
 fn flow_values(roll: &Rollout<f32>, t: usize) -> Vec<f64> {
     let tape = roll.tape.as_ref().expect("gradient rollout keeps its tape");
@@ -344,6 +350,11 @@ enum StepSeeds {
         d_log_pf: Vec<f64>,
         d_log_f: Vec<f64>,
     },
+    /// [`StepSeeds::PerTrajectory`] plus ∂L/∂log Z(x_b) of the conditional log Z: `[B]` each.
+    WithLogZ {
+        d_log_pf: Vec<f64>,
+        d_log_z: Vec<f64>,
+    },
 }
 
 /// The parameter groups a method does not train: VarGrad and PIS learn no log Z.
@@ -368,12 +379,10 @@ impl Trainer {
             _ => None,
         };
         let cond_dim = vae.is_some().then_some(crate::energies::vae::PIXELS);
-        let net = DriftNet::build(
-            energy.dim(),
-            &cfg.network,
-            cfg.train.method.uses_flow(),
-            cond_dim,
-        );
+        // The VAE's TB learns log Z(x) with the flow head on the condition's embedding.
+        let flow =
+            cfg.train.method.uses_flow() || (vae.is_some() && cfg.train.method == Method::Tb);
+        let net = DriftNet::build(energy.dim(), &cfg.network, flow, cond_dim);
         let params = net.init(cfg.seed);
         let adam = Adam::new(&net.layout);
         let mut cfg = cfg.clone();
@@ -622,6 +631,30 @@ impl Trainer {
             });
         }
         let (lg, step_seeds) = match self.cfg.train.method {
+            Method::Tb if self.vae.is_some() => {
+                let log_z: Vec<f64> = rolls
+                    .iter()
+                    .flat_map(|s| {
+                        let tape = s
+                            .roll
+                            .tape
+                            .as_ref()
+                            .expect("gradient rollout keeps its tape");
+                        let node = s.roll.log_z_node.expect("conditional TB has log Z(x)");
+                        tape.value(node)
+                            .data
+                            .iter()
+                            .map(|&v| v as f64)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                let (lg, d_log_z) = trajectory_balance_rows(&log_z, &lf, &lb, &lr);
+                let seeds = StepSeeds::WithLogZ {
+                    d_log_pf: lg.d_log_pf.clone(),
+                    d_log_z,
+                };
+                (lg, seeds)
+            }
             Method::Tb => {
                 let lg = trajectory_balance(self.learned_log_z(), &lf, &lb, &lr);
                 let seeds = StepSeeds::PerTrajectory(lg.d_log_pf.clone());
@@ -698,15 +731,21 @@ impl Trainer {
             };
             let seeds: Vec<(crate::autodiff::Var, Tensor<f32>)> = match &step_seeds {
                 StepSeeds::PerTrajectory(d_lf) => {
-                    let seed = Tensor::from_vec(
-                        r.len(),
-                        1,
-                        d_lf[r.clone()].iter().map(|&v| v as f32).collect(),
-                    );
+                    let seed = rows_seed(&d_lf[r.clone()]);
                     s.roll
                         .logpf_nodes
                         .iter()
                         .map(|&n| (n, seed.clone()))
+                        .collect()
+                }
+                StepSeeds::WithLogZ { d_log_pf, d_log_z } => {
+                    let seed = rows_seed(&d_log_pf[r.clone()]);
+                    let z = s.roll.log_z_node.expect("conditional TB has log Z(x)");
+                    s.roll
+                        .logpf_nodes
+                        .iter()
+                        .map(|&n| (n, seed.clone()))
+                        .chain(std::iter::once((z, rows_seed(&d_log_z[r.clone()]))))
                         .collect()
                 }
                 StepSeeds::PerStep { d_log_pf, d_log_f } => {

@@ -7,7 +7,7 @@ use diffusion_samplers::conditional::ConditionedBatch;
 use diffusion_samplers::config::ExperimentConfig;
 use diffusion_samplers::energies::vae::PIXELS;
 use diffusion_samplers::energies::Energy;
-use diffusion_samplers::losses::vargrad_conditional;
+use diffusion_samplers::losses::{trajectory_balance_rows, vargrad_conditional};
 use diffusion_samplers::rng;
 use diffusion_samplers::samplers::{rollout_conditional, Path};
 use diffusion_samplers::tensor::Tensor;
@@ -15,10 +15,14 @@ use diffusion_samplers::tolerance::{Tolerance, GRADCHECK_F64};
 use diffusion_samplers::train::Trainer;
 
 fn tiny(langevin: bool) -> ExperimentConfig {
+    tiny_with("VarGrad", langevin)
+}
+
+fn tiny_with(method: &str, langevin: bool) -> ExperimentConfig {
     let text = format!(
         "(seed: 4, target: Vae(repeats: 3), sampler: (steps: 4, sigma2: 5.0),
           network: (hidden: 8, harmonics: 4, joint_layers: 1, langevin: {langevin}),
-          train: (method: VarGrad, iterations: 3, batch: 2, shards: 2,
+          train: (method: {method}, iterations: 3, batch: 2, shards: 2,
                   exploration: Some((std: 0.1, decay_iters: None))),
           eval: (samples: 2, every: 0, w2: false, eubo: false))"
     );
@@ -45,7 +49,16 @@ fn conditions_are_tiled_repeat_major() {
 
 #[test]
 fn conditional_vargrad_matches_finite_differences() {
-    let cfg = tiny(true);
+    check_conditional_loss("VarGrad");
+}
+
+#[test]
+fn conditional_tb_with_learned_log_z_matches_finite_differences() {
+    check_conditional_loss("Tb");
+}
+
+fn check_conditional_loss(method: &str) {
+    let cfg = tiny_with(method, true);
     let mut tr = Trainer::new(&cfg).unwrap();
     let mut r = rng::stream(8, "perturb", 0);
     let mut p = tr.params.clone();
@@ -90,18 +103,37 @@ fn conditional_vargrad_matches_finite_differences() {
         );
         let mut lr = vec![0f64; rows];
         batch.log_reward(&roll.x_final, &mut lr);
-        let g = vargrad_conditional(&roll.log_pf, &roll.log_pb, &lr, cfg.train.batch);
+        let tape = roll.tape.unwrap();
+        let (g, extra) = match roll.log_z_node {
+            Some(node) => {
+                let lz = tape.value(node).data.clone();
+                let (g, d_z) = trajectory_balance_rows(&lz, &roll.log_pf, &roll.log_pb, &lr);
+                (g, vec![(node, Tensor::from_vec(rows, 1, d_z))])
+            }
+            None => (
+                vargrad_conditional(&roll.log_pf, &roll.log_pb, &lr, cfg.train.batch),
+                vec![],
+            ),
+        };
         let seed = Tensor::from_vec(rows, 1, g.d_log_pf.clone());
         let seeds = roll
             .logpf_nodes
             .iter()
             .map(|&n| (n, seed.clone()))
+            .chain(extra)
             .collect();
-        let grads = roll.tape.unwrap().backward(seeds);
+        let grads = tape.backward(seeds);
         (g.loss, tr.net.flat_grads(&roll.vars.unwrap(), &grads))
     };
     let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
     let (_, analytic) = loss(&theta);
+    if method == "Tb" {
+        let out = tr.net.layout.find("flow.out.w").unwrap().range();
+        assert!(
+            analytic[out].iter().any(|g| g.abs() > 1e-9),
+            "log Z(x) is learned"
+        );
+    }
     let cond_block = tr.net.layout.find("s.cond.w").unwrap().range();
     assert!(
         analytic[cond_block.clone()].iter().any(|g| g.abs() > 1e-9),
@@ -175,7 +207,7 @@ fn vae_config_errors_name_the_field() {
             .unwrap_err()
             .to_string()
     };
-    assert!(bad("method: Tb, iterations: 1").contains("train.method"));
+    assert!(bad("method: SubTb, iterations: 1").contains("train.method"));
     let one = "(target: Vae(repeats: 1), train: (method: VarGrad, iterations: 1))";
     assert!(ExperimentConfig::parse(one, "vae.ron")
         .unwrap_err()

@@ -8,4 +8,4 @@ pub mod subtb;
 pub mod tb;
 
 pub use subtb::{detailed_balance, fl_term, subtb, SubTbGrad};
-pub use tb::{trajectory_balance, vargrad, vargrad_conditional, LossGrad};
+pub use tb::{trajectory_balance, trajectory_balance_rows, vargrad, vargrad_conditional, LossGrad};

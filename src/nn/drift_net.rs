@@ -251,6 +251,36 @@ impl DriftNet {
         tape.linear(cond, v.get(self, "s.cond.w"), zero)
     }
 
+    /// log Z(c) of a conditional network with a flow head (the VAE's TB, spec §2.5): the flow
+    /// MLP on GELU(S(0, c)), the state embedding at the start state z₀ = 0 with no time input.
+    /// `[B, 1]`.
+    pub fn conditional_log_z<S: Kernels>(
+        &self,
+        tape: &mut Tape<S>,
+        v: &NetVars,
+        cond_emb: Var,
+        rows: usize,
+    ) -> Var {
+        let z0 = tape.constant(Tensor::zeros(rows, self.dim));
+        let s = self.state_encoder(tape, v, z0, Some(cond_emb));
+        let a = tape.gelu_consuming(s);
+        self.flow_mlp(tape, v, a)
+    }
+
+    /// The flow head's layers on an activation `a` `[B, H]`: `[B, 1]`.
+    fn flow_mlp<S: Kernels>(&self, tape: &mut Tape<S>, v: &NetVars, a: Var) -> Var {
+        let mut a = a;
+        for k in 0..self.joint_layers {
+            let z = tape.linear(
+                a,
+                v.get(self, &format!("flow.{k}.w")),
+                v.get(self, &format!("flow.{k}.b")),
+            );
+            a = tape.gelu_consuming(z);
+        }
+        tape.linear(a, v.get(self, "flow.out.w"), v.get(self, "flow.out.b"))
+    }
+
     /// S(x) (`[B, H]`): one Linear, or the conditional MLP when `cond_emb` (from
     /// [`Self::condition_embedding`]) is given.
     fn state_encoder<S: Kernels>(
@@ -325,18 +355,9 @@ impl DriftNet {
             o = tape.langevin_add(o, scale, row, grad);
         }
         let o = tape.clip(o, S::from_f64(self.out_clip));
-        let flow = (want_flow && self.flow).then(|| {
-            let mut a = trunk;
-            for k in 0..self.joint_layers {
-                let z = tape.linear(
-                    a,
-                    v.get(self, &format!("flow.{k}.w")),
-                    v.get(self, &format!("flow.{k}.b")),
-                );
-                a = tape.gelu_consuming(z);
-            }
-            tape.linear(a, v.get(self, "flow.out.w"), v.get(self, "flow.out.b"))
-        });
+        // A conditional network's flow head is its log Z(c) ([`Self::conditional_log_z`]).
+        let flow = (want_flow && self.flow && self.cond_dim.is_none())
+            .then(|| self.flow_mlp(tape, v, trunk));
         (o, flow)
     }
 

@@ -36,6 +36,9 @@ pub struct Rollout<S> {
     /// One `[B, 1]` learned log F(x_i, t_i) node per step i = 0..T−1 (gradient rollouts of a
     /// network with a flow head only).
     pub flow_nodes: Vec<Var>,
+    /// log Z(c) per row, `[B, 1]` (gradient rollouts of a conditional network with a flow
+    /// head: the VAE's TB).
+    pub log_z_node: Option<Var>,
     /// Per-step log p_F(x_{i+1}|x_i), `[B, T]` row-major (gradient rollouts only).
     pub step_log_pf: Vec<f64>,
     /// Per-step log p_B(x_i|x_{i+1}) of the same transitions, `[B, T]`, 0 at i = 0 (gradient
@@ -98,6 +101,10 @@ pub fn rollout_conditional<S: Kernels>(
         let node = tape.constant(to_tensor(c, rows, width));
         net.condition_embedding(&mut tape, &vars, node)
     });
+    let log_z_node = match cond_emb {
+        Some(c) if keep_graph && net.flow => Some(net.conditional_log_z(&mut tape, &vars, c, rows)),
+        _ => None,
+    };
     let mark = tape.len();
 
     let mut states = if keep_graph {
@@ -233,6 +240,7 @@ pub fn rollout_conditional<S: Kernels>(
         vars: keep_graph.then_some(vars),
         logpf_nodes,
         flow_nodes,
+        log_z_node,
         step_log_pf,
         step_log_pb,
         log_pf,
