@@ -7,10 +7,12 @@ use rand_chacha::ChaCha8Rng;
 
 pub mod funnel;
 pub mod gmm;
+pub mod lgcp;
 pub mod many_well;
 
 pub use funnel::Funnel;
 pub use gmm::Gmm;
+pub use lgcp::Lgcp;
 pub use many_well::ManyWell;
 
 /// An unnormalised target density on ℝ^D. Rows are `[B, D]` row-major `f32`.
