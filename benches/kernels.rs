@@ -55,5 +55,31 @@ fn linear(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, linear);
+/// The LGCP target (D = 1600) at the training batch B = 300: the f32 GEMM gradient (called at
+/// every step with the Langevin parametrisation) and the f64 log R. FLOPs: 2·B·D² for the
+/// gradient, B·D² for log R (a triangular product). Construction (≈ 1 s) is outside the timing.
+fn lgcp(c: &mut Criterion) {
+    use diffusion_samplers::energies::{Energy, Lgcp};
+    let l = Lgcp::load_default().expect("data/lgcp/pines.csv");
+    let (b, d) = (300usize, l.dim());
+    let x: Vec<f32> = randv(b * d, 5)
+        .iter()
+        .map(|&v| v + l.mu0() as f32)
+        .collect();
+    let mut g = c.benchmark_group("lgcp");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements((2 * b * d * d) as u64));
+    let mut grad = vec![0f32; b * d];
+    g.bench_function(format!("grad_log_reward_b{b}"), |bch| {
+        bch.iter(|| l.grad_log_reward(black_box(&x), &mut grad))
+    });
+    g.throughput(Throughput::Elements((b * d * d) as u64));
+    let mut out = vec![0f64; b];
+    g.bench_function(format!("log_reward_b{b}"), |bch| {
+        bch.iter(|| l.log_reward(black_box(&x), &mut out))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, linear, lgcp);
 criterion_main!(benches);

@@ -7,11 +7,13 @@ use rand_chacha::ChaCha8Rng;
 
 pub mod funnel;
 pub mod gmm;
+pub mod lgcp;
 pub mod many_well;
 pub mod vae;
 
 pub use funnel::Funnel;
 pub use gmm::Gmm;
+pub use lgcp::Lgcp;
 pub use many_well::ManyWell;
 pub use vae::{VaeEnergy, VaeFixedImage, VaeModel};
 
