@@ -54,6 +54,7 @@ pub const VAE_F32_VS_F64_GRAD: Tolerance = Tolerance {
     name: "vae-f32-vs-f64-grad",
     abs: 3e-4,
     rel: 2e-6,
+};
 /// Test values the spec prints to 4 decimal places (the LGCP values, |v| up to ~2500): the band
 /// is 1e-3 absolute, which also covers evaluating log R at the f32 rounding of μ₀·1.
 pub const SPEC_VALUE_4DP: Tolerance = Tolerance {
