@@ -130,6 +130,8 @@ fn target_box(cfg: &ExperimentConfig) -> (Range<f64>, Range<f64>) {
             FunnelVariant::Hard => (-10.0..10.0, -10.0..10.0),
             FunnelVariant::Easy => (-4.0..4.0, -6.0..6.0),
         },
+        // Log-intensities around the prior mean μ₀ ≈ 3.9 (prior std √1.91 ≈ 1.4).
+        TargetConfig::Lgcp => (-2.0..10.0, -2.0..10.0),
         // Latents near the N(0, I) prior, the posterior of evaluation image 0.
         TargetConfig::Vae { .. } => (-4.0..4.0, -4.0..4.0),
     }

@@ -106,6 +106,9 @@ pub enum TargetConfig {
     Funnel { variant: FunnelVariant, dim: usize },
     /// Independent double wells, d even (32 in the paper).
     ManyWell { dim: usize },
+    /// The log-Gaussian Cox process on the Finnish pines (d = 1600, a 40 × 40 grid; spec §1.5),
+    /// unwhitened; log Z unknown (the paper reports raw log Ẑ and log Ẑ^RW).
+    Lgcp,
     /// The VAE latent posterior p(z | x) ∝ N(z; 0, I)·p(x | z) of the frozen MNIST VAE (d = 20,
     /// spec §1.6): a conditional sampler trained on MNIST training images with `repeats`
     /// trajectories per image (5 in the README commands, 10 in the paper text), evaluated on
@@ -453,6 +456,7 @@ impl ExperimentConfig {
             TargetConfig::Gmm25 | TargetConfig::Gmm9 => 2,
             TargetConfig::Funnel { dim, .. } | TargetConfig::ManyWell { dim } => *dim,
             TargetConfig::Vae { .. } => crate::energies::vae::LATENT,
+            TargetConfig::Lgcp => crate::energies::lgcp::GRID * crate::energies::lgcp::GRID,
         }
     }
 

@@ -151,6 +151,9 @@ pub fn build_energy(cfg: &ExperimentConfig) -> Result<Box<dyn Energy>, TrainErro
         TargetConfig::Gmm9 => Box::new(Gmm::grid9(gt)),
         TargetConfig::Funnel { variant, dim } => Box::new(Funnel::new(*variant, *dim)),
         TargetConfig::ManyWell { dim } => Box::new(ManyWell::new(*dim)),
+        TargetConfig::Lgcp => Box::new(
+            crate::energies::Lgcp::load_default().map_err(|e| TrainError::Data(e.to_string()))?,
+        ),
         TargetConfig::Vae { .. } => {
             let dir = crate::data::project_dir();
             let data = |e: crate::energies::vae::VaeError| TrainError::Data(e.to_string());
