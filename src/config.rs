@@ -497,11 +497,14 @@ impl ExperimentConfig {
                 if *repeats == 0 {
                     return bad("target.repeats", "must be at least 1");
                 }
-                if !matches!(self.train.method, Method::VarGrad | Method::Tb) {
+                if !matches!(
+                    self.train.method,
+                    Method::VarGrad | Method::Tb | Method::Pis
+                ) {
                     return bad(
                         "train.method",
                         "the VAE posterior trains with conditional VarGrad (`VarGrad`, the \
-                         reference's cond-tb-avg) or TB with a learned log Z(x) (`Tb`) for now",
+                         reference's cond-tb-avg), TB with a learned log Z(x) (`Tb`) or PIS for now",
                     );
                 }
                 if self.train.off_policy.is_some() {

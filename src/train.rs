@@ -17,7 +17,7 @@ use crate::nn::adam::clip_grad_norm;
 use crate::nn::{Adam, DriftNet, Group};
 use crate::offpolicy::{self, LocalSearch, Phase, ReplayBuffer};
 use crate::rng;
-use crate::samplers::pis::rollout_pis;
+use crate::samplers::pis::rollout_pis_conditional;
 use crate::samplers::{
     explore_std, rollout_conditional, sample_backward_states, Path, Rollout, Sampler,
 };
@@ -796,22 +796,33 @@ impl Trainer {
     /// trajectories, differentiated through the states and log R. The reported log Z is the
     /// batch ELBO mean_b(log R + LB − LF).
     fn pis_loss_and_grad(&self, it: usize) -> Result<IterationGrad, TrainError> {
-        let b = self.cfg.train.batch;
+        let b = self.cfg.rows_per_iteration();
         let d = self.sampler.dim;
         let key = rng::stream_key(self.cfg.seed, "train-noise", it as u64);
         let scale = 1.0 / (d as f64 * b as f64);
+        let conditions = self
+            .vae
+            .as_ref()
+            .map(|v| v.training_conditions(self.cfg.seed, it, self.cfg.train.batch));
         let parts = par_map(shard_ranges(b, self.cfg.train.shards), &|r: Range<
             usize,
         >| {
-            let roll = rollout_pis::<f32>(
+            let cond = Self::cond_rows(conditions.as_deref(), &r);
+            let batch = self.conditioned(cond);
+            let energy: &dyn Energy = match &batch {
+                Some(b) => b,
+                None => &*self.energy,
+            };
+            let roll = rollout_pis_conditional::<f32>(
                 &self.net,
                 &self.params,
                 &self.sampler,
-                &*self.energy,
+                energy,
                 r.len(),
                 key,
                 r.start,
                 b,
+                cond,
             );
             let ok = roll.x_final.iter().all(|v| v.is_finite())
                 && roll.log_r.iter().all(|v| v.is_finite());
@@ -1021,16 +1032,10 @@ impl Trainer {
         keep_graph: bool,
         cond: Option<&[f32]>,
     ) -> (Rollout<f32>, Vec<f64>) {
-        let batch;
-        let energy: &dyn Energy = match (cond, &self.vae) {
-            (Some(images), Some(task)) => {
-                batch = crate::conditional::ConditionedBatch {
-                    energy: &task.energy,
-                    images,
-                };
-                &batch
-            }
-            _ => &*self.energy,
+        let batch = self.conditioned(cond);
+        let energy: &dyn Energy = match &batch {
+            Some(b) => b,
+            None => &*self.energy,
         };
         let roll = rollout_conditional::<f32>(
             &self.net,
@@ -1045,6 +1050,21 @@ impl Trainer {
         let mut log_r = vec![0f64; rows];
         energy.log_reward(&roll.x_final, &mut log_r);
         (roll, log_r)
+    }
+
+    /// The VAE energy of a batch conditioned on `cond` (`[rows, 784]`); `None` for the
+    /// unconditional targets (use `self.energy`).
+    fn conditioned<'a>(
+        &'a self,
+        cond: Option<&'a [f32]>,
+    ) -> Option<crate::conditional::ConditionedBatch<'a>> {
+        match (cond, &self.vae) {
+            (Some(images), Some(task)) => Some(crate::conditional::ConditionedBatch {
+                energy: &task.energy,
+                images,
+            }),
+            _ => None,
+        }
     }
 
     /// The conditions of rows `r` of a batch whose conditions are `all` (`[N, 784]`).

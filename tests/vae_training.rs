@@ -200,6 +200,28 @@ fn short_run_replays_bitwise_and_evaluates_on_the_100_images() {
 }
 
 #[test]
+fn pis_and_tb_train_the_conditional_sampler() {
+    for method in ["Pis", "Tb"] {
+        let text = format!(
+            "(seed: 4, target: Vae(repeats: 2), sampler: (steps: 4, sigma2: 5.0),
+              network: (hidden: 8, harmonics: 4, joint_layers: 1, langevin: true),
+              train: (method: {method}, iterations: 2, batch: 2, shards: 2),
+              eval: (samples: 2, every: 0, w2: false, eubo: false))"
+        );
+        let cfg = ExperimentConfig::parse(&text, "vae").unwrap();
+        let run = || {
+            let mut tr = Trainer::new(&cfg).unwrap();
+            let losses: Vec<f64> = (0..2).map(|_| tr.step().unwrap().loss).collect();
+            (losses, tr.params.clone())
+        };
+        let (a, pa) = run();
+        assert!(a.iter().all(|l| l.is_finite()), "{method}: {a:?}");
+        assert_eq!((a, pa.clone()), run(), "{method} replays bitwise");
+        assert_ne!(pa, Trainer::new(&cfg).unwrap().params, "{method} trained");
+    }
+}
+
+#[test]
 fn vae_config_errors_name_the_field() {
     let bad = |train: &str| {
         let text = format!("(target: Vae(repeats: 5), train: ({train}))");

@@ -51,6 +51,25 @@ pub fn rollout_pis<S: Kernels>(
     row0: usize,
     total_rows: usize,
 ) -> PisRollout<S> {
+    rollout_pis_conditional(
+        net, params, sampler, energy, rows, noise_key, row0, total_rows, None,
+    )
+}
+
+/// [`rollout_pis`] for a conditional network: row b conditioned on `cond[b]` (`[B, C]`), with
+/// `energy` the matching conditioned batch.
+#[allow(clippy::too_many_arguments)]
+pub fn rollout_pis_conditional<S: Kernels>(
+    net: &DriftNet,
+    params: &[S],
+    sampler: &Sampler,
+    energy: &dyn Energy,
+    rows: usize,
+    noise_key: [u8; 32],
+    row0: usize,
+    total_rows: usize,
+    cond: Option<&[f32]>,
+) -> PisRollout<S> {
     let (d, t) = (sampler.dim, sampler.steps);
     let dt = sampler.dt();
     let mut tape = Tape::<S>::new();
@@ -58,6 +77,11 @@ pub fn rollout_pis<S: Kernels>(
     let ts = sampler.times();
     let temb = net.time_embedding(&mut tape, &vars, &ts);
     let lp_scale = net.langevin_scale(&mut tape, &vars, &ts);
+    let cond_emb = cond.map(|c| {
+        let width = net.cond_dim.expect("conditions need a conditional network");
+        let node = tape.constant(Tensor::from_f32(rows, width, c));
+        net.condition_embedding(&mut tape, &vars, node)
+    });
     let mut noise_rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(noise_key);
     let mut noise = vec![0f32; rows * d];
     let log_sigma2 = S::from_f64(sampler.sigma2.ln());
@@ -75,7 +99,7 @@ pub fn rollout_pis<S: Kernels>(
             }
             (scale, tape.constant(Tensor::from_f32(rows, d, &g)))
         });
-        let o = net.policy(&mut tape, &vars, x_node, temb, i, lp);
+        let (o, _) = net.policy_and_flow(&mut tape, &vars, x_node, cond_emb, temb, i, lp, false);
         rng::normals_at(
             &mut noise_rng,
             ((i * total_rows + row0) * d) as u64,
