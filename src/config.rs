@@ -497,14 +497,11 @@ impl ExperimentConfig {
                 if *repeats == 0 {
                     return bad("target.repeats", "must be at least 1");
                 }
-                if !matches!(
-                    self.train.method,
-                    Method::VarGrad | Method::Tb | Method::Pis
-                ) {
+                if self.train.method == Method::Db {
                     return bad(
                         "train.method",
-                        "the VAE posterior trains with conditional VarGrad (`VarGrad`, the \
-                         reference's cond-tb-avg), TB with a learned log Z(x) (`Tb`) or PIS for now",
+                        "the VAE posterior trains with VarGrad (cond-tb-avg), TB with a \
+                         learned log Z(x), SubTb (FL-SubTB) or PIS; DB is not wired for it",
                     );
                 }
                 if self.train.off_policy.is_some() {

@@ -385,7 +385,8 @@ impl Trainer {
         // The VAE's TB learns log Z(x) with the flow head on the condition's embedding.
         let flow =
             cfg.train.method.uses_flow() || (vae.is_some() && cfg.train.method == Method::Tb);
-        let net = DriftNet::build(energy.dim(), &cfg.network, flow, cond_dim);
+        let mut net = DriftNet::build(energy.dim(), &cfg.network, flow, cond_dim);
+        net.log_z_head = vae.is_some() && cfg.train.method == Method::Tb;
         let params = net.init(cfg.seed);
         let adam = Adam::new(&net.layout);
         let mut cfg = cfg.clone();
@@ -607,7 +608,8 @@ impl Trainer {
                 }
             };
             let fl = if fl_on {
-                self.fl_terms(&roll.states, r.len())
+                let cond = Self::cond_rows(conditions.as_deref(), &r);
+                self.fl_terms(&roll.states, r.len(), cond)
             } else {
                 Vec::new()
             };
@@ -776,14 +778,19 @@ impl Trainer {
 
     /// The FL partial-energy term of states x_0..x_{T−1} of a gradient rollout's `states`
     /// (`[T+1, rows, D]`): `[rows, T]` row-major.
-    fn fl_terms(&self, states: &[f32], rows: usize) -> Vec<f64> {
+    fn fl_terms(&self, states: &[f32], rows: usize, cond: Option<&[f32]>) -> Vec<f64> {
+        let batch = self.conditioned(cond);
+        let energy: &dyn Energy = match &batch {
+            Some(b) => b,
+            None => &*self.energy,
+        };
         let (d, t) = (self.sampler.dim, self.sampler.steps);
         let dt = self.sampler.dt();
         let mut out = vec![0f64; rows * t];
         let mut log_r = vec![0f64; rows];
         for i in 0..t {
             let x_i = &states[i * rows * d..(i + 1) * rows * d];
-            self.energy.log_reward(x_i, &mut log_r);
+            energy.log_reward(x_i, &mut log_r);
             for b in 0..rows {
                 let xb = &x_i[b * d..(b + 1) * d];
                 out[b * t + i] = fl_term(i as f64 * dt, i, dt, self.sampler.sigma2, xb, log_r[b]);

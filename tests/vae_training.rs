@@ -200,8 +200,8 @@ fn short_run_replays_bitwise_and_evaluates_on_the_100_images() {
 }
 
 #[test]
-fn pis_and_tb_train_the_conditional_sampler() {
-    for method in ["Pis", "Tb"] {
+fn pis_tb_and_fl_subtb_train_the_conditional_sampler() {
+    for method in ["Pis", "Tb", "SubTb, forward_looking: true"] {
         let text = format!(
             "(seed: 4, target: Vae(repeats: 2), sampler: (steps: 4, sigma2: 5.0),
               network: (hidden: 8, harmonics: 4, joint_layers: 1, langevin: true),
@@ -229,7 +229,7 @@ fn vae_config_errors_name_the_field() {
             .unwrap_err()
             .to_string()
     };
-    assert!(bad("method: SubTb, iterations: 1").contains("train.method"));
+    assert!(bad("method: Db, iterations: 1").contains("train.method"));
     let one = "(target: Vae(repeats: 1), train: (method: VarGrad, iterations: 1))";
     assert!(ExperimentConfig::parse(one, "vae.ron")
         .unwrap_err()

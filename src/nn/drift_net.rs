@@ -34,6 +34,9 @@ pub struct DriftNet {
     pub out_clip: f64,
     /// The conditional flow head log F(x, t) is present.
     pub flow: bool,
+    /// The flow head is the conditional log Z(c) of TB on a conditional target (spec §2.5),
+    /// evaluated once on the condition's embedding, rather than log F(x, t) on the trunk.
+    pub log_z_head: bool,
     /// C, the width of a per-trajectory condition (784 for the VAE posterior), when the state
     /// encoder is the conditional MLP of spec §2.5.
     pub cond_dim: Option<usize>,
@@ -127,6 +130,7 @@ impl DriftNet {
         l.add("log_z", 1, 1, Group::Flow);
         DriftNet {
             flow,
+            log_z_head: false,
             cond_dim,
             dim,
             hidden: h,
@@ -251,7 +255,8 @@ impl DriftNet {
         tape.linear(cond, v.get(self, "s.cond.w"), zero)
     }
 
-    /// log Z(c) of a conditional network with a flow head (the VAE's TB, spec §2.5): the flow
+    /// log Z(c) of a conditional network whose flow head is a log Z head (the VAE's TB, spec §2.5,
+    /// [`Self::log_z_head`]): the flow
     /// MLP on GELU(S(0, c)), the state embedding at the start state z₀ = 0 with no time input.
     /// `[B, 1]`.
     pub fn conditional_log_z<S: Kernels>(
@@ -356,8 +361,8 @@ impl DriftNet {
         }
         let o = tape.clip(o, S::from_f64(self.out_clip));
         // A conditional network's flow head is its log Z(c) ([`Self::conditional_log_z`]).
-        let flow = (want_flow && self.flow && self.cond_dim.is_none())
-            .then(|| self.flow_mlp(tape, v, trunk));
+        let flow =
+            (want_flow && self.flow && !self.log_z_head).then(|| self.flow_mlp(tape, v, trunk));
         (o, flow)
     }
 

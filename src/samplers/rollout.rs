@@ -102,7 +102,9 @@ pub fn rollout_conditional<S: Kernels>(
         net.condition_embedding(&mut tape, &vars, node)
     });
     let log_z_node = match cond_emb {
-        Some(c) if keep_graph && net.flow => Some(net.conditional_log_z(&mut tape, &vars, c, rows)),
+        Some(c) if keep_graph && net.flow && net.log_z_head => {
+            Some(net.conditional_log_z(&mut tape, &vars, c, rows))
+        }
         _ => None,
     };
     let mark = tape.len();
