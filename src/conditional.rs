@@ -61,6 +61,62 @@ pub fn tile(rows: &[f32], repeats: usize) -> Vec<f32> {
     out
 }
 
+/// Replay-buffer entries of a forward batch: for each of the B conditions, the terminal state
+/// with the highest log R among its R repeats (rows r·B + b), joined with its image as a
+/// `[z | x]` row. `x_t` is `[R·B, D]`, `images` `[R·B, 784]`; returns (`[B, D + 784]`, `[B]`).
+/// The reference reshapes the repeat-major batch as (B, R) here and so pairs states with the
+/// wrong images (spec §9 item 13); this takes the argmax over r for each b.
+pub fn best_of_repeats(
+    x_t: &[f32],
+    log_r: &[f64],
+    images: &[f32],
+    b: usize,
+    d: usize,
+) -> (Vec<f32>, Vec<f64>) {
+    let repeats = log_r.len() / b;
+    let mut entries = Vec::with_capacity(b * (d + PIXELS));
+    let mut best_log_r = Vec::with_capacity(b);
+    for c in 0..b {
+        // The first maximum in repeat order (ties keep the earliest repeat).
+        let mut best = c;
+        for r in 1..repeats {
+            let row = r * b + c;
+            if log_r[row] > log_r[best] {
+                best = row;
+            }
+        }
+        entries.extend_from_slice(&x_t[best * d..(best + 1) * d]);
+        entries.extend_from_slice(&images[best * PIXELS..(best + 1) * PIXELS]);
+        best_log_r.push(log_r[best]);
+    }
+    (entries, best_log_r)
+}
+
+/// `[z | x]` entries (`[N, D + 784]`) → (z `[N, D]`, x `[N, 784]`).
+pub fn split_entries(entries: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
+    let width = d + PIXELS;
+    let n = entries.len() / width;
+    let mut z = Vec::with_capacity(n * d);
+    let mut x = Vec::with_capacity(n * PIXELS);
+    for row in entries.chunks_exact(width) {
+        z.extend_from_slice(&row[..d]);
+        x.extend_from_slice(&row[d..]);
+    }
+    (z, x)
+}
+
+/// Local-search samples `[S, D]` joined with the image of the chain each came from
+/// (`chains[s]` indexes `images` `[M, 784]`): `[S, D + 784]`.
+pub fn join_entries(samples: &[f32], chains: &[u32], images: &[f32], d: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(chains.len() * (d + PIXELS));
+    for (z, &c) in samples.chunks_exact(d).zip(chains) {
+        let c = c as usize;
+        out.extend_from_slice(z);
+        out.extend_from_slice(&images[c * PIXELS..(c + 1) * PIXELS]);
+    }
+    out
+}
+
 /// The VAE energy of a batch whose row b is conditioned on `images[b]`: the batched methods
 /// score each latent against its own image. A single row has no image of its own, so the
 /// per-row methods are refused.

@@ -504,12 +504,6 @@ impl ExperimentConfig {
                          learned log Z(x), SubTb (FL-SubTB) or PIS; DB is not wired for it",
                     );
                 }
-                if self.train.off_policy.is_some() {
-                    return bad(
-                        "train.off_policy",
-                        "off-policy training of the conditional VAE sampler is not built yet",
-                    );
-                }
                 if *repeats < 2 && self.train.method == Method::VarGrad {
                     return bad(
                         "target.repeats",

@@ -278,8 +278,9 @@ type IterationGrad = (LossGrad, Vec<f32>, Vec<f32>, Vec<f64>);
 enum Source {
     /// Forward from x₀ = 0 under the (exploratory) policy: stream (seed, "train-noise", it).
     Forward,
-    /// Backward p_B(·|x) from terminal states x [B, D]: stream (seed, "backward-noise", it).
-    Backward(Vec<f32>),
+    /// Backward p_B(·|x) from terminal states x [B, D]: stream (seed, "backward-noise", it);
+    /// for the conditional target, with each row's condition `[B, 784]`.
+    Backward(Vec<f32>, Option<Vec<f32>>),
 }
 
 /// Resolves `cfg.backend = Auto` to the backend this machine will use (a hardware GPU when
@@ -411,8 +412,10 @@ impl Trainer {
             }
             _ => None,
         };
+        // A conditional target's buffers hold (z, x) pairs: [z | image] rows.
+        let entry_dim = sampler.dim + cond_dim.unwrap_or(0);
         let buffer = |o: &crate::config::OffPolicyConfig| {
-            ReplayBuffer::new(o.buffer_capacity, sampler.dim, o.sampling)
+            ReplayBuffer::new(o.buffer_capacity, entry_dim, o.sampling)
         };
         let replay = cfg.train.off_policy.as_ref().map(buffer);
         let ls_replay = cfg
@@ -574,16 +577,19 @@ impl Trainer {
         }
         // B trajectories, or R·B for the conditional target (B images × R repeats).
         let b = self.cfg.rows_per_iteration();
-        let conditions = self
-            .vae
-            .as_ref()
-            .map(|v| v.training_conditions(self.cfg.seed, it, self.cfg.train.batch));
+        let conditions = match &source {
+            Source::Backward(_, cond) => cond.clone(),
+            Source::Forward => self
+                .vae
+                .as_ref()
+                .map(|v| v.training_conditions(self.cfg.seed, it, self.cfg.train.batch)),
+        };
         let d = self.sampler.dim;
         let t = self.sampler.steps;
         let eps = explore_std(self.cfg.train.exploration.as_ref(), it);
         let purpose = match source {
             Source::Forward => "train-noise",
-            Source::Backward(_) => "backward-noise",
+            Source::Backward(..) => "backward-noise",
         };
         let key = rng::stream_key(self.cfg.seed, purpose, it as u64);
         let shards = shard_ranges(b, self.cfg.train.shards);
@@ -600,11 +606,12 @@ impl Trainer {
                     let cond = Self::cond_rows(conditions.as_deref(), &r);
                     self.rollout_rows(r.len(), path, true, cond)
                 }
-                Source::Backward(x_t) => {
+                Source::Backward(x_t, _) => {
                     let mut noise = ChaCha8Rng::from_seed(key);
                     let xt = &x_t[r.start * d..r.end * d];
                     let states = sample_backward_states(&self.sampler, xt, &mut noise, r.start, b);
-                    self.rollout_rows(r.len(), Path::Given(&states), true, None)
+                    let cond = Self::cond_rows(conditions.as_deref(), &r);
+                    self.rollout_rows(r.len(), Path::Given(&states), true, cond)
                 }
             };
             let fl = if fl_on {
@@ -994,37 +1001,82 @@ impl Trainer {
         match offpolicy::phase(it, true, period) {
             Phase::Forward => {
                 let (lg, grad, x_t, log_r) = self.loss_and_grad_from(it, Source::Forward)?;
+                let (entries, entry_log_r) = match &self.vae {
+                    Some(task) => {
+                        let images =
+                            task.training_conditions(self.cfg.seed, it, self.cfg.train.batch);
+                        crate::conditional::best_of_repeats(
+                            &x_t,
+                            &log_r,
+                            &images,
+                            self.cfg.train.batch,
+                            self.sampler.dim,
+                        )
+                    }
+                    None => (x_t, log_r),
+                };
                 if let Some(buf) = self.replay.as_mut() {
-                    buf.add(&x_t, &log_r);
+                    buf.add(&entries, &entry_log_r);
                 }
                 Ok((lg, grad))
             }
             Phase::Backward { local_search } => {
                 let seed = self.cfg.seed;
                 let b = self.cfg.train.batch;
+                let d = self.sampler.dim;
                 let replay = self
                     .replay
                     .as_ref()
                     .expect("off-policy runs keep a replay buffer");
                 if let (true, Some(ls)) = (local_search, &o.local_search) {
-                    let start =
+                    let (start, _) =
                         replay.sample_batch(b, &mut rng::stream(seed, "ls-start", it as u64));
-                    let out = LocalSearch::new(ls.clone()).run(
-                        &*self.energy,
-                        &start.0,
-                        &mut rng::stream(seed, "local-search", it as u64),
-                    );
+                    let mut noise = rng::stream(seed, "local-search", it as u64);
+                    let (samples, log_r) = match &self.vae {
+                        Some(task) => {
+                            // MALA moves z with each chain's image fixed; entries keep the pair.
+                            let (z, images) = crate::conditional::split_entries(&start, d);
+                            let batch = crate::conditional::ConditionedBatch {
+                                energy: &task.energy,
+                                images: &images,
+                            };
+                            let out = LocalSearch::new(ls.clone()).run(&batch, &z, &mut noise);
+                            let entries = crate::conditional::join_entries(
+                                &out.samples,
+                                &out.sample_chains,
+                                &images,
+                                d,
+                            );
+                            (entries, out.log_r)
+                        }
+                        None => {
+                            let out =
+                                LocalSearch::new(ls.clone()).run(&*self.energy, &start, &mut noise);
+                            (out.samples, out.log_r)
+                        }
+                    };
                     if let Some(buf) = self.ls_replay.as_mut() {
-                        buf.add(&out.samples, &out.log_r);
+                        buf.add(&samples, &log_r);
                     }
                 }
                 let source = match &self.ls_replay {
                     Some(buf) if !buf.is_empty() => buf,
                     _ => self.replay.as_ref().expect("replay buffer"),
                 };
-                let (x_t, _) =
+                let (drawn, _) =
                     source.sample_batch(b, &mut rng::stream(seed, "buffer-sample", it as u64));
-                self.loss_and_grad_from(it, Source::Backward(x_t))
+                let backward = match &self.vae {
+                    // R backward trajectories of each drawn (z, x), repeat-major like training.
+                    Some(task) => {
+                        let (z, images) = crate::conditional::split_entries(&drawn, d);
+                        Source::Backward(
+                            crate::conditional::tile(&z, task.repeats),
+                            Some(crate::conditional::tile(&images, task.repeats)),
+                        )
+                    }
+                    None => Source::Backward(drawn, None),
+                };
+                self.loss_and_grad_from(it, backward)
                     .map(|(lg, grad, _, _)| (lg, grad))
             }
         }

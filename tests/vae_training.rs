@@ -221,6 +221,46 @@ fn pis_tb_and_fl_subtb_train_the_conditional_sampler() {
     }
 }
 
+/// Off-policy with local search on the conditional target: every buffer entry is a (z, x) pair
+/// whose stored log R is log R(z; x) — the pairing the reference gets wrong (spec §9 item 13) —
+/// and the run replays bitwise.
+#[test]
+fn off_policy_entries_pair_each_latent_with_its_image() {
+    let text = "(seed: 6, target: Vae(repeats: 2), sampler: (steps: 4, sigma2: 5.0),
+        network: (hidden: 8, harmonics: 4, joint_layers: 1),
+        train: (method: VarGrad, iterations: 6, batch: 3, shards: 2,
+                exploration: Some((std: 0.1, decay_iters: None)),
+                off_policy: Some((buffer_capacity: 100, sampling: Rank(k: 0.01),
+                    local_search: Some((steps: 6, burn_in: 2, step0: 0.001, adapt: Some(0.1),
+                        target_acceptance: 0.574, window: 5, beta: 5.0)),
+                    local_search_period: 4))),
+        eval: (samples: 2, every: 0, w2: false, eubo: false))";
+    let cfg = ExperimentConfig::parse(text, "vae-ls").unwrap();
+    let run = || {
+        let mut tr = Trainer::new(&cfg).unwrap();
+        let losses: Vec<f64> = (0..6).map(|_| tr.step().unwrap().loss).collect();
+        (tr, losses)
+    };
+    let (tr, losses) = run();
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert_eq!(losses, run().1, "replays bitwise");
+    let task = tr.vae.as_ref().unwrap();
+    for (name, buf) in [
+        ("replay", tr.replay.as_ref()),
+        ("local search", tr.ls_replay.as_ref()),
+    ] {
+        let buf = buf.unwrap();
+        assert!(!buf.is_empty(), "{name} buffer filled");
+        assert_eq!(buf.dim(), 20 + PIXELS);
+        let (entries, stored) = buf.entries();
+        for (row, &want) in entries.chunks_exact(20 + PIXELS).zip(stored) {
+            let mut got = [0f64];
+            task.energy.log_reward(&row[..20], &row[20..], &mut got);
+            assert_eq!(got[0], want, "{name}: log R(z; x) of the stored pair");
+        }
+    }
+}
+
 #[test]
 fn vae_config_errors_name_the_field() {
     let bad = |train: &str| {

@@ -120,6 +120,9 @@ pub struct LocalSearchOutput {
     pub samples: Vec<f32>,
     /// `[S]`: log R of `samples`.
     pub log_r: Vec<f64>,
+    /// `[S]`: the chain (start row) each sample came from — its condition, for a conditional
+    /// target.
+    pub sample_chains: Vec<u32>,
     /// `[M, D]`: the chains after the last iteration.
     pub final_states: Vec<f32>,
     /// `[M]`: log R of `final_states`.
@@ -177,6 +180,7 @@ impl LocalSearch {
 
         let mut samples = Vec::new();
         let mut sample_log_r = Vec::new();
+        let mut sample_chains = Vec::new();
         let mut step_sizes = Vec::with_capacity(cfg.steps);
         let mut accepted_per_iter = Vec::with_capacity(cfg.steps);
 
@@ -237,6 +241,7 @@ impl LocalSearch {
                 if k > cfg.burn_in {
                     samples.extend_from_slice(&x_new[rows.clone()]);
                     sample_log_r.push(log_r_new[c]);
+                    sample_chains.push(c as u32);
                 }
                 x[rows.clone()].copy_from_slice(&x_new[rows.clone()]);
                 grad[rows.clone()].copy_from_slice(&grad_new[rows]);
@@ -259,6 +264,7 @@ impl LocalSearch {
         LocalSearchOutput {
             samples,
             log_r: sample_log_r,
+            sample_chains,
             final_states: x,
             final_log_r: log_r,
             final_step_size: eta,
