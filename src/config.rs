@@ -587,12 +587,6 @@ impl ExperimentConfig {
             );
         }
         if t.method == Method::Pis {
-            if !s.noising.is_brownian() {
-                return bad(
-                    "sampler.noising",
-                    "PIS runs with the Brownian reference only",
-                );
-            }
             if t.exploration.is_some() {
                 return bad(
                     "train.exploration",

@@ -181,6 +181,11 @@ fn add_vjp() {
 }
 
 #[test]
+fn scale_vjp() {
+    check_op("scale", vec![randn(3, 4, 26)], &|t, v| t.scale(v[0], 0.7));
+}
+
+#[test]
 fn row_function_vjp() {
     // y_b = Σ_j sin(x_bj), a function the tape does not know, given with its Jacobian.
     check_op("row_function", vec![randn(4, 3, 23)], &|t, v| {

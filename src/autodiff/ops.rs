@@ -64,6 +64,8 @@ pub enum Op<S> {
     },
     /// y = a + b, same shapes.
     Add { a: Var, b: Var },
+    /// y = c·x for a constant c.
+    Scale { x: Var, c: S },
     /// A per-row scalar function computed outside the tape (log R(x)): y[B,1] is given, and so
     /// is its Jacobian `jac` [B,D] = ∂y_b/∂x_b, which the VJP applies.
     RowFunction { x: Var, jac: Tensor<S> },
@@ -299,6 +301,16 @@ impl<S: Kernels> Tape<S> {
         }
         let ng = self.needs_grad(a) || self.needs_grad(b);
         self.push(Op::Add { a, b }, y, ng)
+    }
+
+    /// y = c·x.
+    pub fn scale(&mut self, x: Var, c: S) -> Var {
+        let mut y = self.value(x).clone();
+        for v in &mut y.data {
+            *v = *v * c;
+        }
+        let ng = self.needs_grad(x);
+        self.push(Op::Scale { x, c }, y, ng)
     }
 
     /// A per-row function of x evaluated elsewhere: `values` [B,1] and `jac` [B,D].
@@ -549,6 +561,13 @@ impl<S: Kernels> Op<S> {
                 if ng(*a) {
                     accumulate(&mut grads[a.0], g);
                 }
+            }
+            Op::Scale { x, c } => {
+                let mut dx = g;
+                for v in &mut dx.data {
+                    *v = *v * *c;
+                }
+                accumulate(&mut grads[x.0], dx);
             }
             Op::RowFunction { x, jac } => {
                 let d = jac.cols;

@@ -10,6 +10,11 @@
 //!
 //! The noise for (step i, row b, dim j) is the same stream position as a forward GFlowNet
 //! rollout's ([`super::Path::Forward`]), so shards draw what the whole batch would.
+//!
+//! Under the VP reference (`sampler.noising`) this is the objective of DDS (Vargas et al. 2023):
+//! the reverse KL against the OU noising process from x₀ ~ N(0, I), whose density enters LF.
+//! DDS integrates the OU part exactly (an exponential integrator); here every step is the same
+//! Euler–Maruyama step the GFlowNet losses use.
 
 use super::rollout::clip_nan_to_num;
 use super::Sampler;
@@ -26,7 +31,8 @@ pub struct PisRollout<S> {
     pub vars: NetVars,
     /// `[B, 1]` per step i = 0..T−1.
     pub logpf_nodes: Vec<Var>,
-    /// `[B, 1]` per step i = 1..T−1 (p_B(x₀|x₁) = 1: x₀ = 0 surely).
+    /// `[B, 1]` per step i = 1..T−1 under the Brownian bridge (p_B(x₀|x₁) = 1: x₀ = 0 surely),
+    /// every step i = 0..T−1 under VP.
     pub logpb_nodes: Vec<Var>,
     /// log R(x_T), `[B, 1]`, with ∇log R as its Jacobian.
     pub log_r_node: Var,
@@ -84,12 +90,24 @@ pub fn rollout_pis_conditional<S: Kernels>(
     });
     let mut noise_rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(noise_key);
     let mut noise = vec![0f32; rows * d];
-    let log_sigma2 = S::from_f64(sampler.sigma2.ln());
     let range = sampler.learned_range.map(S::from_f64);
-    let mut x_node = tape.constant(Tensor::zeros(rows, d));
-    let (mut log_pf, mut log_pb) = (vec![0f64; rows], vec![0f64; rows]);
+    // x₀ = 0 (Brownian), or x₀ ~ N(0, I) (VP: DDS) from the stream positions after all T steps'
+    // normals, as the GFlowNet rollout draws it; x₀ is a constant either way.
+    let mut x0 = vec![0f32; rows * d];
+    if sampler.random_start() {
+        rng::normals_at(
+            &mut noise_rng,
+            ((t * total_rows + row0) * d) as u64,
+            &mut x0,
+        );
+    }
+    let mut x_node = tape.constant(Tensor::from_f32(rows, d, &x0));
+    let mut log_pf: Vec<f64> = x0.chunks_exact(d).map(|r| sampler.log_p0(r)).collect();
+    let mut log_pb = vec![0f64; rows];
     let (mut logpf_nodes, mut logpb_nodes) = (Vec::with_capacity(t), Vec::with_capacity(t));
     for i in 0..t {
+        let step = sampler.transition(i);
+        let log_sigma2 = S::from_f64(step.log_rate);
         let lp = lp_scale.map(|scale| {
             let x32 = to_f32(&tape.value(x_node).data);
             let mut g = vec![0f32; rows * d];
@@ -106,15 +124,19 @@ pub fn rollout_pis_conditional<S: Kernels>(
             &mut noise,
         );
         let xi = Tensor::from_f32(rows, d, &noise);
-        let next = tape.em_step(o, x_node, xi, S::from_f64(dt), log_sigma2, range);
-        let lpf = tape.em_logpf(o, x_node, next, S::from_f64(dt), log_sigma2, range);
+        // p_F's mean is decay·x + u·dt (decay = 1 under the Brownian reference).
+        let base = if step.decay == 1.0 {
+            x_node
+        } else {
+            tape.scale(x_node, S::from_f64(step.decay))
+        };
+        let next = tape.em_step(o, base, xi, S::from_f64(dt), log_sigma2, range);
+        let lpf = tape.em_logpf(o, base, next, S::from_f64(dt), log_sigma2, range);
         for (acc, v) in log_pf.iter_mut().zip(&tape.value(lpf).data) {
             *acc += v.to_f64();
         }
         logpf_nodes.push(lpf);
-        if i > 0 {
-            let ratio = i as f64 / (i + 1) as f64;
-            let var = sampler.sigma2 * dt * ratio;
+        if let Some((ratio, var)) = step.backward {
             let lpb = tape.bridge_logpb(x_node, next, S::from_f64(ratio), S::from_f64(var));
             for (acc, v) in log_pb.iter_mut().zip(&tape.value(lpb).data) {
                 *acc += v.to_f64();
