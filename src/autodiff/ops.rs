@@ -307,7 +307,7 @@ impl<S: Kernels> Tape<S> {
     pub fn scale(&mut self, x: Var, c: S) -> Var {
         let mut y = self.value(x).clone();
         for v in &mut y.data {
-            *v = *v * c;
+            *v *= c;
         }
         let ng = self.needs_grad(x);
         self.push(Op::Scale { x, c }, y, ng)
@@ -565,7 +565,7 @@ impl<S: Kernels> Op<S> {
             Op::Scale { x, c } => {
                 let mut dx = g;
                 for v in &mut dx.data {
-                    *v = *v * *c;
+                    *v *= *c;
                 }
                 accumulate(&mut grads[x.0], dx);
             }
