@@ -57,6 +57,51 @@ fn iteration(c: &mut Criterion) {
     g.finish();
 }
 
+/// One iteration of each other method, and of the data targets, at the paper's shapes:
+/// `cpu/iteration/<method>/<target>`. PIS back-propagates through the states; FL-SubTB adds
+/// the flow head and log R at every state; the VAE rows train R·B = 1500 conditioned
+/// trajectories; LGCP is D = 1600.
+fn method_iterations(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cpu/iteration");
+    g.sample_size(10);
+    for (name, text) in [
+        (
+            "pis/25gmm",
+            "(target: Gmm25, train: (method: Pis, iterations: 1000000))",
+        ),
+        (
+            "fl_subtb/25gmm",
+            "(target: Gmm25, train: (method: SubTb, forward_looking: true, lr_flow: 1e-2, \
+             iterations: 1000000))",
+        ),
+        (
+            "fl_subtb/manywell32",
+            "(target: ManyWell(dim: 32), sampler: (sigma2: 1.0), \
+             train: (method: SubTb, forward_looking: true, iterations: 1000000))",
+        ),
+        (
+            "dds/25gmm",
+            "(target: Gmm25, sampler: (noising: Vp(beta_min: 0.01, beta_max: 4.0)), \
+             train: (method: Pis, iterations: 1000000))",
+        ),
+        (
+            "vargrad_r5/vae",
+            "(target: Vae(repeats: 5), train: (method: VarGrad, iterations: 1000000))",
+        ),
+        (
+            "tb/lgcp",
+            "(target: Lgcp, train: (method: Tb, iterations: 1000000))",
+        ),
+    ] {
+        let cfg = ExperimentConfig::parse(text, "bench").unwrap();
+        let mut tr = Trainer::new(&cfg).unwrap();
+        g.bench_function(format!("{name}/B300xT100xH64"), |b| {
+            b.iter(|| tr.step().unwrap())
+        });
+    }
+    g.finish();
+}
+
 #[cfg(feature = "gpu")]
 fn gpu_iteration(c: &mut Criterion) {
     use diffusion_samplers::config::Backend;
@@ -103,5 +148,5 @@ fn gpu_iteration(c: &mut Criterion) {
 #[cfg(not(feature = "gpu"))]
 fn gpu_iteration(_: &mut Criterion) {}
 
-criterion_group!(benches, iteration, gpu_iteration);
+criterion_group!(benches, iteration, method_iterations, gpu_iteration);
 criterion_main!(benches);
