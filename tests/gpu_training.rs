@@ -274,6 +274,34 @@ fn backend_resolution_names_the_problem() {
     off.backend = Backend::Gpu;
     let err = train::resolve_backend(&mut off).unwrap_err().to_string();
     assert!(err.contains("off-policy"), "{err}");
+    // The CPU-only methods, targets and the VP reference are refused by name; Auto falls back.
+    for (target, method, field) in [
+        ("Gmm25", "Pis", "Pis"),
+        ("Gmm25", "SubTb", "SubTb"),
+        ("Gmm25", "Db", "Db"),
+        ("Lgcp", "Tb", "Lgcp"),
+        ("Vae(repeats: 2)", "VarGrad", "Vae"),
+    ] {
+        let mut cfg = small(target, method, "");
+        cfg.backend = Backend::Gpu;
+        let err = train::resolve_backend(&mut cfg.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{target} {method}: {err}");
+        cfg.backend = Backend::Auto;
+        let why = train::resolve_backend(&mut cfg)
+            .unwrap()
+            .unwrap_or_default();
+        assert_eq!(cfg.backend, Backend::Cpu, "{target} {method}: {why}");
+    }
+    let mut vp = small("Gmm25", "Tb", "");
+    vp.sampler.noising = diffusion_samplers::config::Noising::Vp {
+        beta_min: 0.01,
+        beta_max: 4.0,
+    };
+    vp.backend = Backend::Gpu;
+    let err = train::resolve_backend(&mut vp).unwrap_err().to_string();
+    assert!(err.contains("VP"), "{err}");
     // Shapes the fused step cannot hold are refused the same way.
     let mut wide = small("Gmm25", "Tb", "");
     wide.network.hidden = 300;
