@@ -274,13 +274,38 @@ pub struct Trainer {
 /// An iteration's loss, flat gradient, terminal states [B, D] and their log R [B].
 type IterationGrad = (LossGrad, Vec<f32>, Vec<f32>, Vec<f64>);
 
-/// Where an iteration's trajectories come from.
-enum Source {
-    /// Forward from x₀ = 0 under the (exploratory) policy: stream (seed, "train-noise", it).
-    Forward,
-    /// Backward p_B(·|x) from terminal states x [B, D]: stream (seed, "backward-noise", it);
-    /// for the conditional target, with each row's condition `[B, 784]`.
+/// Where an iteration's trajectories come from; for the conditional target, with each row's
+/// condition `[B, 784]` (B the rows of the iteration).
+enum Source<'a> {
+    /// Forward from x₀ under the (exploratory) policy: stream (seed, "train-noise", it).
+    Forward(Option<&'a [f32]>),
+    /// Backward p_B(·|x) from terminal states x [B, D]: stream (seed, "backward-noise", it).
     Backward(Vec<f32>, Option<Vec<f32>>),
+}
+
+impl Source<'_> {
+    fn conditions(&self) -> Option<&[f32]> {
+        match self {
+            Source::Forward(cond) => *cond,
+            Source::Backward(_, cond) => cond.as_deref(),
+        }
+    }
+}
+
+/// The energy that scores a batch: the target itself, or the VAE with each row conditioned on
+/// its own image.
+enum BatchEnergy<'a> {
+    Target(&'a dyn Energy),
+    Conditioned(crate::conditional::ConditionedBatch<'a>),
+}
+
+impl BatchEnergy<'_> {
+    fn get(&self) -> &dyn Energy {
+        match self {
+            BatchEnergy::Target(e) => *e,
+            BatchEnergy::Conditioned(b) => b,
+        }
+    }
 }
 
 /// Resolves `cfg.backend = Auto` to the backend this machine will use (a hardware GPU when
@@ -347,17 +372,16 @@ struct ShardRollout {
 
 /// How an iteration's loss gradient enters the tape.
 enum StepSeeds {
-    /// ∂L/∂LF_b, the same for every step's log p_F (TB, VarGrad): `[B]`.
-    PerTrajectory(Vec<f64>),
+    /// ∂L/∂LF_b, the same for every step's log p_F (TB, VarGrad): `[B]`; and for the
+    /// conditional TB, ∂L/∂log Z(x_b) of its log Z head: `[B]`.
+    PerTrajectory {
+        d_log_pf: Vec<f64>,
+        d_log_z: Option<Vec<f64>>,
+    },
     /// ∂L/∂log p_F and ∂L/∂log F per step (SubTB, DB): `[B, T]` each.
     PerStep {
         d_log_pf: Vec<f64>,
         d_log_f: Vec<f64>,
-    },
-    /// [`StepSeeds::PerTrajectory`] plus ∂L/∂log Z(x_b) of the conditional log Z: `[B]` each.
-    WithLogZ {
-        d_log_pf: Vec<f64>,
-        d_log_z: Vec<f64>,
     },
 }
 
@@ -565,8 +589,16 @@ impl Trainer {
     /// Compute the loss and the flat gradient at the current parameters for iteration `it`'s
     /// forward trajectories, without updating anything. Returns (loss and per-trajectory parts, ∇).
     pub fn loss_and_grad(&self, it: usize) -> Result<(LossGrad, Vec<f32>), TrainError> {
-        self.loss_and_grad_from(it, Source::Forward)
+        let conditions = self.forward_conditions(it);
+        self.loss_and_grad_from(it, Source::Forward(conditions.as_deref()))
             .map(|(lg, grad, _, _)| (lg, grad))
+    }
+
+    /// Iteration `it`'s training conditions `[R·B, 784]` (the VAE posterior), else `None`.
+    fn forward_conditions(&self, it: usize) -> Option<Vec<f32>> {
+        self.vae
+            .as_ref()
+            .map(|v| v.training_conditions(self.cfg.seed, it, self.cfg.train.batch))
     }
 
     /// [`Self::loss_and_grad`] for trajectories from `source`; also returns their terminal
@@ -577,18 +609,12 @@ impl Trainer {
         }
         // B trajectories, or R·B for the conditional target (B images × R repeats).
         let b = self.cfg.rows_per_iteration();
-        let conditions = match &source {
-            Source::Backward(_, cond) => cond.clone(),
-            Source::Forward => self
-                .vae
-                .as_ref()
-                .map(|v| v.training_conditions(self.cfg.seed, it, self.cfg.train.batch)),
-        };
+        let conditions = source.conditions();
         let d = self.sampler.dim;
         let t = self.sampler.steps;
         let eps = explore_std(self.cfg.train.exploration.as_ref(), it);
         let purpose = match source {
-            Source::Forward => "train-noise",
+            Source::Forward(_) => "train-noise",
             Source::Backward(..) => "backward-noise",
         };
         let key = rng::stream_key(self.cfg.seed, purpose, it as u64);
@@ -596,27 +622,25 @@ impl Trainer {
         let fl_on = self.cfg.train.forward_looking;
         let rolls = par_map(shards.clone(), &|r: Range<usize>| {
             let (roll, log_r) = match &source {
-                Source::Forward => {
+                Source::Forward(_) => {
                     let path = Path::Forward {
                         noise_key: key,
                         row0: r.start,
                         total_rows: b,
                         explore_std: eps,
                     };
-                    let cond = Self::cond_rows(conditions.as_deref(), &r);
-                    self.rollout_rows(r.len(), path, true, cond)
+                    self.rollout_rows(r.len(), path, true, Self::cond_rows(conditions, &r))
                 }
                 Source::Backward(x_t, _) => {
                     let mut noise = ChaCha8Rng::from_seed(key);
                     let xt = &x_t[r.start * d..r.end * d];
                     let states = sample_backward_states(&self.sampler, xt, &mut noise, r.start, b);
-                    let cond = Self::cond_rows(conditions.as_deref(), &r);
+                    let cond = Self::cond_rows(conditions, &r);
                     self.rollout_rows(r.len(), Path::Given(&states), true, cond)
                 }
             };
             let fl = if fl_on {
-                let cond = Self::cond_rows(conditions.as_deref(), &r);
-                self.fl_terms(&roll.states, r.len(), cond)
+                self.fl_terms(&roll.states, r.len(), Self::cond_rows(conditions, &r))
             } else {
                 Vec::new()
             };
@@ -661,15 +685,18 @@ impl Trainer {
                     })
                     .collect();
                 let (lg, d_log_z) = trajectory_balance_rows(&log_z, &lf, &lb, &lr);
-                let seeds = StepSeeds::WithLogZ {
+                let seeds = StepSeeds::PerTrajectory {
                     d_log_pf: lg.d_log_pf.clone(),
-                    d_log_z,
+                    d_log_z: Some(d_log_z),
                 };
                 (lg, seeds)
             }
             Method::Tb => {
                 let lg = trajectory_balance(self.learned_log_z(), &lf, &lb, &lr);
-                let seeds = StepSeeds::PerTrajectory(lg.d_log_pf.clone());
+                let seeds = StepSeeds::PerTrajectory {
+                    d_log_pf: lg.d_log_pf.clone(),
+                    d_log_z: None,
+                };
                 (lg, seeds)
             }
             Method::VarGrad => {
@@ -677,7 +704,10 @@ impl Trainer {
                     Some(_) => vargrad_conditional(&lf, &lb, &lr, self.cfg.train.batch),
                     None => vargrad(&lf, &lb, &lr),
                 };
-                let seeds = StepSeeds::PerTrajectory(lg.d_log_pf.clone());
+                let seeds = StepSeeds::PerTrajectory {
+                    d_log_pf: lg.d_log_pf.clone(),
+                    d_log_z: None,
+                };
                 (lg, seeds)
             }
             Method::SubTb | Method::Db => {
@@ -742,22 +772,17 @@ impl Trainer {
                 )
             };
             let seeds: Vec<(crate::autodiff::Var, Tensor<f32>)> = match &step_seeds {
-                StepSeeds::PerTrajectory(d_lf) => {
-                    let seed = rows_seed(&d_lf[r.clone()]);
-                    s.roll
-                        .logpf_nodes
-                        .iter()
-                        .map(|&n| (n, seed.clone()))
-                        .collect()
-                }
-                StepSeeds::WithLogZ { d_log_pf, d_log_z } => {
+                StepSeeds::PerTrajectory { d_log_pf, d_log_z } => {
                     let seed = rows_seed(&d_log_pf[r.clone()]);
-                    let z = s.roll.log_z_node.expect("conditional TB has log Z(x)");
+                    let log_z = d_log_z.as_ref().map(|d_z| {
+                        let z = s.roll.log_z_node.expect("conditional TB has log Z(x)");
+                        (z, rows_seed(&d_z[r.clone()]))
+                    });
                     s.roll
                         .logpf_nodes
                         .iter()
                         .map(|&n| (n, seed.clone()))
-                        .chain(std::iter::once((z, rows_seed(&d_log_z[r.clone()]))))
+                        .chain(log_z)
                         .collect()
                 }
                 StepSeeds::PerStep { d_log_pf, d_log_f } => {
@@ -786,11 +811,8 @@ impl Trainer {
     /// The FL partial-energy term of states x_0..x_{T−1} of a gradient rollout's `states`
     /// (`[T+1, rows, D]`): `[rows, T]` row-major.
     fn fl_terms(&self, states: &[f32], rows: usize, cond: Option<&[f32]>) -> Vec<f64> {
-        let batch = self.conditioned(cond);
-        let energy: &dyn Energy = match &batch {
-            Some(b) => b,
-            None => &*self.energy,
-        };
+        let batch = self.batch_energy(cond);
+        let energy = batch.get();
         let (d, t) = (self.sampler.dim, self.sampler.steps);
         let dt = self.sampler.dt();
         let mut out = vec![0f64; rows * t];
@@ -814,19 +836,13 @@ impl Trainer {
         let d = self.sampler.dim;
         let key = rng::stream_key(self.cfg.seed, "train-noise", it as u64);
         let scale = 1.0 / (d as f64 * b as f64);
-        let conditions = self
-            .vae
-            .as_ref()
-            .map(|v| v.training_conditions(self.cfg.seed, it, self.cfg.train.batch));
+        let conditions = self.forward_conditions(it);
         let parts = par_map(shard_ranges(b, self.cfg.train.shards), &|r: Range<
             usize,
         >| {
             let cond = Self::cond_rows(conditions.as_deref(), &r);
-            let batch = self.conditioned(cond);
-            let energy: &dyn Energy = match &batch {
-                Some(b) => b,
-                None => &*self.energy,
-            };
+            let batch = self.batch_energy(cond);
+            let energy = batch.get();
             let roll = rollout_pis_conditional::<f32>(
                 &self.net,
                 &self.params,
@@ -1000,19 +1016,17 @@ impl Trainer {
         let period = o.local_search.as_ref().map(|_| o.local_search_period);
         match offpolicy::phase(it, true, period) {
             Phase::Forward => {
-                let (lg, grad, x_t, log_r) = self.loss_and_grad_from(it, Source::Forward)?;
-                let (entries, entry_log_r) = match &self.vae {
-                    Some(task) => {
-                        let images =
-                            task.training_conditions(self.cfg.seed, it, self.cfg.train.batch);
-                        crate::conditional::best_of_repeats(
-                            &x_t,
-                            &log_r,
-                            &images,
-                            self.cfg.train.batch,
-                            self.sampler.dim,
-                        )
-                    }
+                let conditions = self.forward_conditions(it);
+                let source = Source::Forward(conditions.as_deref());
+                let (lg, grad, x_t, log_r) = self.loss_and_grad_from(it, source)?;
+                let (entries, entry_log_r) = match &conditions {
+                    Some(images) => crate::conditional::best_of_repeats(
+                        &x_t,
+                        &log_r,
+                        images,
+                        self.cfg.train.batch,
+                        self.sampler.dim,
+                    ),
                     None => (x_t, log_r),
                 };
                 if let Some(buf) = self.replay.as_mut() {
@@ -1032,28 +1046,28 @@ impl Trainer {
                     let (start, _) =
                         replay.sample_batch(b, &mut rng::stream(seed, "ls-start", it as u64));
                     let mut noise = rng::stream(seed, "local-search", it as u64);
-                    let (samples, log_r) = match &self.vae {
-                        Some(task) => {
-                            // MALA moves z with each chain's image fixed; entries keep the pair.
-                            let (z, images) = crate::conditional::split_entries(&start, d);
-                            let batch = crate::conditional::ConditionedBatch {
-                                energy: &task.energy,
-                                images: &images,
-                            };
-                            let out = LocalSearch::new(ls.clone()).run(&batch, &z, &mut noise);
-                            let entries = crate::conditional::join_entries(
+                    // A conditional target's entries are [z | x] rows: MALA moves z with each
+                    // chain's image fixed, and the samples are re-joined with their images.
+                    let (z, images) = match self.vae {
+                        Some(_) => {
+                            let (z, x) = crate::conditional::split_entries(&start, d);
+                            (z, Some(x))
+                        }
+                        None => (start, None),
+                    };
+                    let energy = self.batch_energy(images.as_deref());
+                    let out = LocalSearch::new(ls.clone()).run(energy.get(), &z, &mut noise);
+                    let (samples, log_r) = match &images {
+                        Some(x) => (
+                            crate::conditional::join_entries(
                                 &out.samples,
                                 &out.sample_chains,
-                                &images,
+                                x,
                                 d,
-                            );
-                            (entries, out.log_r)
-                        }
-                        None => {
-                            let out =
-                                LocalSearch::new(ls.clone()).run(&*self.energy, &start, &mut noise);
-                            (out.samples, out.log_r)
-                        }
+                            ),
+                            out.log_r,
+                        ),
+                        None => (out.samples, out.log_r),
                     };
                     if let Some(buf) = self.ls_replay.as_mut() {
                         buf.add(&samples, &log_r);
@@ -1091,11 +1105,8 @@ impl Trainer {
         keep_graph: bool,
         cond: Option<&[f32]>,
     ) -> (Rollout<f32>, Vec<f64>) {
-        let batch = self.conditioned(cond);
-        let energy: &dyn Energy = match &batch {
-            Some(b) => b,
-            None => &*self.energy,
-        };
+        let batch = self.batch_energy(cond);
+        let energy = batch.get();
         let roll = rollout_conditional::<f32>(
             &self.net,
             &self.params,
@@ -1111,18 +1122,17 @@ impl Trainer {
         (roll, log_r)
     }
 
-    /// The VAE energy of a batch conditioned on `cond` (`[rows, 784]`); `None` for the
-    /// unconditional targets (use `self.energy`).
-    fn conditioned<'a>(
-        &'a self,
-        cond: Option<&'a [f32]>,
-    ) -> Option<crate::conditional::ConditionedBatch<'a>> {
+    /// The energy of a batch conditioned on `cond` (`[rows, 784]`): the VAE scoring each row
+    /// against its own image, or the target itself when there are no conditions.
+    fn batch_energy<'a>(&'a self, cond: Option<&'a [f32]>) -> BatchEnergy<'a> {
         match (cond, &self.vae) {
-            (Some(images), Some(task)) => Some(crate::conditional::ConditionedBatch {
-                energy: &task.energy,
-                images,
-            }),
-            _ => None,
+            (Some(images), Some(task)) => {
+                BatchEnergy::Conditioned(crate::conditional::ConditionedBatch {
+                    energy: &task.energy,
+                    images,
+                })
+            }
+            _ => BatchEnergy::Target(&*self.energy),
         }
     }
 
