@@ -863,14 +863,7 @@ impl Trainer {
                 roll.x_final.clone(),
             );
             let grad = ok.then(|| {
-                let c = |v: f64| Tensor::from_vec(r.len(), 1, vec![v as f32; r.len()]);
-                let seeds = roll
-                    .logpf_nodes
-                    .iter()
-                    .map(|&n| (n, c(scale)))
-                    .chain(roll.logpb_nodes.iter().map(|&n| (n, c(-scale))))
-                    .chain(std::iter::once((roll.log_r_node, c(-scale))))
-                    .collect();
+                let seeds = roll.loss_seeds(scale);
                 let grads = roll.tape.backward(seeds);
                 self.net.flat_grads(&roll.vars, &grads)
             });

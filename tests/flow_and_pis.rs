@@ -136,14 +136,7 @@ fn pis_loss_f64(tr: &Trainer, theta: &[f64], it: u64) -> (f64, Vec<f64>) {
         .map(|r| roll.log_pf[r] - roll.log_pb[r] - roll.log_r[r])
         .sum::<f64>()
         * scale;
-    let c = |v: f64| Tensor::from_vec(b, 1, vec![v; b]);
-    let seeds = roll
-        .logpf_nodes
-        .iter()
-        .map(|&n| (n, c(scale)))
-        .chain(roll.logpb_nodes.iter().map(|&n| (n, c(-scale))))
-        .chain(std::iter::once((roll.log_r_node, c(-scale))))
-        .collect();
+    let seeds = roll.loss_seeds(scale);
     let grads = roll.tape.backward(seeds);
     (loss, tr.net.flat_grads(&roll.vars, &grads))
 }

@@ -44,6 +44,21 @@ pub struct PisRollout<S> {
     pub x_final: Vec<f32>,
 }
 
+impl<S: Kernels> PisRollout<S> {
+    /// The backward seeds of the PIS loss `scale`·Σ_b (LF_b − LB_b − log R(x_T,b)): +scale into
+    /// every log p_F node, −scale into every log p_B node and into log R.
+    pub fn loss_seeds(&self, scale: f64) -> Vec<(Var, Tensor<S>)> {
+        let rows = self.log_pf.len();
+        let c = |v: f64| Tensor::from_vec(rows, 1, vec![S::from_f64(v); rows]);
+        self.logpf_nodes
+            .iter()
+            .map(|&n| (n, c(scale)))
+            .chain(self.logpb_nodes.iter().map(|&n| (n, c(-scale))))
+            .chain(std::iter::once((self.log_r_node, c(-scale))))
+            .collect()
+    }
+}
+
 /// Simulate `rows` trajectories with parameters `params`, drawing normals for rows
 /// `row0..row0+rows` of a `total_rows` batch from the stream `noise_key`.
 #[allow(clippy::too_many_arguments)]
