@@ -32,6 +32,13 @@ pub const GRADCHECK_F32: Tolerance = Tolerance {
     abs: 2e-3,
     rel: 2e-2,
 };
+/// The trainer's sharded f32 gradient (SIMD kernels, f32 tape) against the f64 tape on the same
+/// trajectories; `abs` is relative to the largest gradient entry (the check scales it).
+pub const F32_TRAINER_VS_F64_TAPE: Tolerance = Tolerance {
+    name: "f32-trainer-vs-f64-tape",
+    abs: 2e-4,
+    rel: 2e-3,
+};
 /// Test values quoted in the spec (printed to ~7 significant digits).
 pub const SPEC_VALUE: Tolerance = Tolerance {
     name: "spec-value",

@@ -1,5 +1,7 @@
 //! Every tape op and the whole TB / VarGrad loss against f64 central differences.
 
+mod common;
+
 use diffusion_samplers::autodiff::gradcheck::gradcheck;
 use diffusion_samplers::autodiff::{Tape, Var};
 use diffusion_samplers::config::ExperimentConfig;
@@ -7,7 +9,7 @@ use diffusion_samplers::losses::{trajectory_balance, vargrad};
 use diffusion_samplers::rng;
 use diffusion_samplers::samplers::{rollout, Path};
 use diffusion_samplers::tensor::Tensor;
-use diffusion_samplers::tolerance::{Tolerance, GRADCHECK_F64};
+use diffusion_samplers::tolerance::GRADCHECK_F64;
 use diffusion_samplers::train::Trainer;
 
 /// Random f64 tensor from a named stream.
@@ -299,12 +301,6 @@ fn whole_tb_and_vargrad_losses_match_finite_differences() {
 }
 
 /// The f32 training gradient (sharded, SIMD) equals the f64 tape's within f32 accuracy.
-const F32_TRAINING_VS_F64_TAPE: Tolerance = Tolerance {
-    name: "f32-training-vs-f64-tape",
-    abs: 2e-4,
-    rel: 2e-3,
-};
-
 #[test]
 fn f32_training_gradient_matches_f64_tape() {
     for method in ["Tb", "VarGrad"] {
@@ -327,18 +323,6 @@ fn f32_training_gradient_matches_f64_tape() {
         let roll = rollout::<f32>(&tr.net, &tr.params, &tr.sampler, &*tr.energy, b, path, true);
         let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
         let (loss64, g64) = loss_f64(&tr, &theta, &roll.states, method == "Tb");
-        let (lg, g32) = tr.loss_and_grad(5).unwrap();
-        assert!(
-            (lg.loss - loss64).abs() <= 1e-4 * (1.0 + loss64.abs()),
-            "{method}: loss {} vs {loss64}",
-            lg.loss
-        );
-        let got: Vec<f64> = g32.iter().map(|&g| g as f64).collect();
-        let scale = g64.iter().fold(0f64, |m, g| m.max(g.abs()));
-        let tol = Tolerance {
-            abs: F32_TRAINING_VS_F64_TAPE.abs * scale,
-            ..F32_TRAINING_VS_F64_TAPE
-        };
-        tol.assert_all_close(&got, &g64, method);
+        common::assert_trainer_matches(&tr, 5, loss64, &g64, method);
     }
 }

@@ -2,6 +2,9 @@
 //! simulation), wired into the trainer: each whole loss against f64 central differences of the
 //! same loss, and the trainer's sharded f32 gradient against the f64 tape.
 
+mod common;
+
+use common::assert_trainer_matches;
 use diffusion_samplers::autodiff::gradcheck::gradcheck;
 use diffusion_samplers::config::{ExperimentConfig, Method};
 use diffusion_samplers::losses::{detailed_balance, fl_term, subtb};
@@ -9,7 +12,7 @@ use diffusion_samplers::rng;
 use diffusion_samplers::samplers::pis::rollout_pis;
 use diffusion_samplers::samplers::{rollout, Path};
 use diffusion_samplers::tensor::Tensor;
-use diffusion_samplers::tolerance::{Tolerance, GRADCHECK_F64};
+use diffusion_samplers::tolerance::GRADCHECK_F64;
 use diffusion_samplers::train::Trainer;
 
 fn config(
@@ -219,30 +222,6 @@ fn pis_matches_finite_differences_through_the_simulation() {
             pis_loss_f64(&tr, theta, 4)
         });
     }
-}
-
-/// The trainer's f32 gradient (two shards, SIMD kernels) against the f64 tape on the same
-/// trajectories.
-const F32_TRAINER_VS_F64_TAPE: Tolerance = Tolerance {
-    name: "f32-trainer-vs-f64-tape (flow methods, PIS)",
-    abs: 2e-4,
-    rel: 2e-3,
-};
-
-fn assert_trainer_matches(tr: &Trainer, it: usize, loss64: f64, g64: &[f64], what: &str) {
-    let (lg, g32) = tr.loss_and_grad(it).unwrap();
-    assert!(
-        (lg.loss - loss64).abs() <= 1e-4 * (1.0 + loss64.abs()),
-        "{what}: loss {} vs {loss64}",
-        lg.loss
-    );
-    let got: Vec<f64> = g32.iter().map(|&g| g as f64).collect();
-    let scale = g64.iter().fold(0f64, |m, g| m.max(g.abs()));
-    let tol = Tolerance {
-        abs: F32_TRAINER_VS_F64_TAPE.abs * scale,
-        ..F32_TRAINER_VS_F64_TAPE
-    };
-    tol.assert_all_close(&got, g64, what);
 }
 
 #[test]

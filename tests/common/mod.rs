@@ -25,3 +25,30 @@ pub fn gpu_or_skip() -> Option<&'static GpuContext> {
         }
     }
 }
+
+/// The trainer's loss and sharded f32 gradient at iteration `it` against an f64 tape's
+/// (`loss64`, `g64`) on the same trajectories: the loss within 1e-4·(1 + |L|), the gradient
+/// within [`F32_TRAINER_VS_F64_TAPE`] with `abs` scaled by the largest |g64|.
+#[allow(dead_code)]
+pub fn assert_trainer_matches(
+    tr: &diffusion_samplers::train::Trainer,
+    it: usize,
+    loss64: f64,
+    g64: &[f64],
+    what: &str,
+) {
+    use diffusion_samplers::tolerance::{Tolerance, F32_TRAINER_VS_F64_TAPE};
+    let (lg, g32) = tr.loss_and_grad(it).unwrap();
+    assert!(
+        (lg.loss - loss64).abs() <= 1e-4 * (1.0 + loss64.abs()),
+        "{what}: loss {} vs {loss64}",
+        lg.loss
+    );
+    let got: Vec<f64> = g32.iter().map(|&g| g as f64).collect();
+    let scale = g64.iter().fold(0f64, |m, g| m.max(g.abs()));
+    let tol = Tolerance {
+        abs: F32_TRAINER_VS_F64_TAPE.abs * scale,
+        ..F32_TRAINER_VS_F64_TAPE
+    };
+    tol.assert_all_close(&got, g64, what);
+}
