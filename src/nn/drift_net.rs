@@ -89,21 +89,12 @@ impl DriftNet {
         l.add("t.lin2.b", 1, h, Group::Policy);
         l.add("s.lin.w", h, dim, Group::Policy);
         l.add("s.lin.b", 1, h, Group::Policy);
+        let joint = cfg.joint_layers;
         if let Some(c) = cond_dim {
             l.add("s.cond.w", h, c, Group::Policy);
-            for k in 0..cfg.joint_layers {
-                l.add(&format!("s.{k}.w"), h, h, Group::Policy);
-                l.add(&format!("s.{k}.b"), 1, h, Group::Policy);
-            }
-            l.add("s.out.w", h, h, Group::Policy);
-            l.add("s.out.b", 1, h, Group::Policy);
+            add_mlp_tail(&mut l, "s", joint, h, h, Group::Policy);
         }
-        for k in 0..cfg.joint_layers {
-            l.add(&format!("joint.{k}.w"), h, h, Group::Policy);
-            l.add(&format!("joint.{k}.b"), 1, h, Group::Policy);
-        }
-        l.add("joint.out.w", 2 * dim, h, Group::Policy);
-        l.add("joint.out.b", 1, 2 * dim, Group::Policy);
+        add_mlp_tail(&mut l, "joint", joint, h, 2 * dim, Group::Policy);
         let langevin = cfg
             .langevin
             .then_some((cfg.langevin_layers, cfg.langevin_per_dim));
@@ -112,20 +103,10 @@ impl DriftNet {
             l.add("lp.phase", 1, f, Group::Policy);
             l.add("lp.lin1.w", h, 2 * f, Group::Policy);
             l.add("lp.lin1.b", 1, h, Group::Policy);
-            for k in 0..layers - 1 {
-                l.add(&format!("lp.{k}.w"), h, h, Group::Policy);
-                l.add(&format!("lp.{k}.b"), 1, h, Group::Policy);
-            }
-            l.add("lp.out.w", out, h, Group::Policy);
-            l.add("lp.out.b", 1, out, Group::Policy);
+            add_mlp_tail(&mut l, "lp", layers - 1, h, out, Group::Policy);
         }
         if flow {
-            for k in 0..cfg.joint_layers {
-                l.add(&format!("flow.{k}.w"), h, h, Group::Flow);
-                l.add(&format!("flow.{k}.b"), 1, h, Group::Flow);
-            }
-            l.add("flow.out.w", 1, h, Group::Flow);
-            l.add("flow.out.b", 1, 1, Group::Flow);
+            add_mlp_tail(&mut l, "flow", joint, h, 1, Group::Flow);
         }
         l.add("log_z", 1, 1, Group::Flow);
         DriftNet {
@@ -274,16 +255,25 @@ impl DriftNet {
 
     /// The flow head's layers on an activation `a` `[B, H]`: `[B, 1]`.
     fn flow_mlp<S: Kernels>(&self, tape: &mut Tape<S>, v: &NetVars, a: Var) -> Var {
+        self.mlp_tail(tape, v, a, "flow")
+    }
+
+    /// `[Linear(prefix.k) → GELU] × L → Linear(prefix.out)` on an activation `a` (the blocks
+    /// [`add_mlp_tail`] laid out): the joint policy, the flow head and the conditional state
+    /// encoder share this shape.
+    fn mlp_tail<S: Kernels>(&self, tape: &mut Tape<S>, v: &NetVars, a: Var, prefix: &str) -> Var {
         let mut a = a;
         for k in 0..self.joint_layers {
             let z = tape.linear(
                 a,
-                v.get(self, &format!("flow.{k}.w")),
-                v.get(self, &format!("flow.{k}.b")),
+                v.get(self, &format!("{prefix}.{k}.w")),
+                v.get(self, &format!("{prefix}.{k}.b")),
             );
+            // Pre-activations feed only their GELU: release them.
             a = tape.gelu_consuming(z);
         }
-        tape.linear(a, v.get(self, "flow.out.w"), v.get(self, "flow.out.b"))
+        let (w, b) = (format!("{prefix}.out.w"), format!("{prefix}.out.b"));
+        tape.linear(a, v.get(self, &w), v.get(self, &b))
     }
 
     /// S(x) (`[B, H]`): one Linear, or the conditional MLP when `cond_emb` (from
@@ -300,16 +290,8 @@ impl DriftNet {
             return s;
         };
         let joined = tape.add(s, c);
-        let mut a = tape.gelu_consuming(joined);
-        for k in 0..self.joint_layers {
-            let z = tape.linear(
-                a,
-                v.get(self, &format!("s.{k}.w")),
-                v.get(self, &format!("s.{k}.b")),
-            );
-            a = tape.gelu_consuming(z);
-        }
-        tape.linear(a, v.get(self, "s.out.w"), v.get(self, "s.out.b"))
+        let a = tape.gelu_consuming(joined);
+        self.mlp_tail(tape, v, a, "s")
     }
 
     /// The policy output at one step: `o [B, 2D]` for states `x [B, D]` at step `row` of the
@@ -346,16 +328,7 @@ impl DriftNet {
         let h = tape.add_row(s, temb, row);
         // Pre-activations feed only their GELU: release them (the GELU keeps its derivative).
         let trunk = tape.gelu_consuming(h);
-        let mut a = trunk;
-        for k in 0..self.joint_layers {
-            let z = tape.linear(
-                a,
-                v.get(self, &format!("joint.{k}.w")),
-                v.get(self, &format!("joint.{k}.b")),
-            );
-            a = tape.gelu_consuming(z);
-        }
-        let mut o = tape.linear(a, v.get(self, "joint.out.w"), v.get(self, "joint.out.b"));
+        let mut o = self.mlp_tail(tape, v, trunk, "joint");
         if let Some((scale, grad)) = lp {
             o = tape.langevin_add(o, scale, row, grad);
         }
@@ -382,4 +355,22 @@ impl DriftNet {
     pub fn log_z_index(&self) -> usize {
         self.layout.find("log_z").expect("log_z block").offset
     }
+}
+
+/// Lay out `[Linear(H, H)] × layers` as `prefix.k.{w,b}` and then `prefix.out.{w,b}`
+/// (`[out, H]`, `[1, out]`), in that order.
+fn add_mlp_tail(
+    l: &mut ParamLayout,
+    prefix: &str,
+    layers: usize,
+    h: usize,
+    out: usize,
+    group: Group,
+) {
+    for k in 0..layers {
+        l.add(&format!("{prefix}.{k}.w"), h, h, group);
+        l.add(&format!("{prefix}.{k}.b"), 1, h, group);
+    }
+    l.add(&format!("{prefix}.out.w"), out, h, group);
+    l.add(&format!("{prefix}.out.b"), 1, out, group);
 }
