@@ -16,7 +16,7 @@
 //! DDS integrates the OU part exactly (an exponential integrator); here every step is the same
 //! Euler–Maruyama step the GFlowNet losses use.
 
-use super::rollout::clip_nan_to_num;
+use super::rollout::{clipped_grad_log_reward, NetOnTape};
 use super::Sampler;
 use crate::autodiff::{Tape, Var};
 use crate::cpu::Kernels;
@@ -93,16 +93,13 @@ pub fn rollout_pis_conditional<S: Kernels>(
 ) -> PisRollout<S> {
     let (d, t) = (sampler.dim, sampler.steps);
     let dt = sampler.dt();
-    let mut tape = Tape::<S>::new();
-    let vars = net.bind(&mut tape, params);
-    let ts = sampler.times();
-    let temb = net.time_embedding(&mut tape, &vars, &ts);
-    let lp_scale = net.langevin_scale(&mut tape, &vars, &ts);
-    let cond_emb = cond.map(|c| {
-        let width = net.cond_dim.expect("conditions need a conditional network");
-        let node = tape.constant(Tensor::from_f32(rows, width, c));
-        net.condition_embedding(&mut tape, &vars, node)
-    });
+    let NetOnTape {
+        mut tape,
+        vars,
+        temb,
+        lp_scale,
+        cond_emb,
+    } = NetOnTape::bind(net, params, sampler, rows, cond);
     let mut noise_rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(noise_key);
     let mut noise = vec![0f32; rows * d];
     let range = sampler.learned_range.map(S::from_f64);
@@ -126,10 +123,7 @@ pub fn rollout_pis_conditional<S: Kernels>(
         let lp = lp_scale.map(|scale| {
             let x32 = to_f32(&tape.value(x_node).data);
             let mut g = vec![0f32; rows * d];
-            energy.grad_log_reward(&x32, &mut g);
-            for v in g.iter_mut() {
-                *v = clip_nan_to_num(*v, sampler.lgv_clip as f32);
-            }
+            clipped_grad_log_reward(energy, sampler, &x32, &mut g);
             (scale, tape.constant(Tensor::from_f32(rows, d, &g)))
         });
         let (o, _) = net.policy_and_flow(&mut tape, &vars, x_node, cond_emb, temb, i, lp, false);

@@ -85,22 +85,13 @@ pub fn rollout_conditional<S: Kernels>(
 ) -> Rollout<S> {
     let (d, t) = (sampler.dim, sampler.steps);
     let dt = sampler.dt();
-    let mut tape = Tape::<S>::new();
-    let vars = net.bind(&mut tape, params);
-    let ts = sampler.times();
-    let temb = net.time_embedding(&mut tape, &vars, &ts);
-    let lp_scale = net.langevin_scale(&mut tape, &vars, &ts);
-    assert_eq!(
-        cond.is_some(),
-        net.cond_dim.is_some(),
-        "a conditional network needs conditions, and only it takes them"
-    );
-    let cond_emb = cond.map(|c| {
-        let width = net.cond_dim.expect("conditional network");
-        assert_eq!(c.len(), rows * width, "conditions must be [B, C]");
-        let node = tape.constant(to_tensor(c, rows, width));
-        net.condition_embedding(&mut tape, &vars, node)
-    });
+    let NetOnTape {
+        mut tape,
+        vars,
+        temb,
+        lp_scale,
+        cond_emb,
+    } = NetOnTape::bind(net, params, sampler, rows, cond);
     let log_z_node = match cond_emb {
         Some(c) if keep_graph && net.flow && net.log_z_head => {
             Some(net.conditional_log_z(&mut tape, &vars, c, rows))
@@ -159,10 +150,7 @@ pub fn rollout_conditional<S: Kernels>(
         let step = sampler.transition(i);
         let log_sigma2 = S::from_f64(step.log_rate);
         let lp = lp_scale.map(|scale| {
-            energy.grad_log_reward(&x, &mut grad);
-            for g in grad.iter_mut() {
-                *g = clip_nan_to_num(*g, sampler.lgv_clip as f32);
-            }
+            clipped_grad_log_reward(energy, sampler, &x, &mut grad);
             (scale, tape.constant(to_tensor(&grad, rows, d)))
         });
         let (o, flow) =
@@ -249,6 +237,64 @@ pub fn rollout_conditional<S: Kernels>(
         log_pb,
         x_final: x,
         states,
+    }
+}
+
+/// The per-rollout part of the network, bound to a fresh tape: the parameters, the time
+/// embedding of every step, the LP scale s(t) and the condition embedding (conditional nets).
+pub(crate) struct NetOnTape<S> {
+    pub tape: Tape<S>,
+    pub vars: NetVars,
+    pub temb: Var,
+    pub lp_scale: Option<Var>,
+    pub cond_emb: Option<Var>,
+}
+
+impl<S: Kernels> NetOnTape<S> {
+    /// Panics unless `cond` (`[rows, C]`) is given exactly when the network is conditional.
+    pub fn bind(
+        net: &DriftNet,
+        params: &[S],
+        sampler: &Sampler,
+        rows: usize,
+        cond: Option<&[f32]>,
+    ) -> Self {
+        let mut tape = Tape::<S>::new();
+        let vars = net.bind(&mut tape, params);
+        let ts = sampler.times();
+        let temb = net.time_embedding(&mut tape, &vars, &ts);
+        let lp_scale = net.langevin_scale(&mut tape, &vars, &ts);
+        assert_eq!(
+            cond.is_some(),
+            net.cond_dim.is_some(),
+            "a conditional network needs conditions, and only it takes them"
+        );
+        let cond_emb = cond.map(|c| {
+            let width = net.cond_dim.expect("conditional network");
+            assert_eq!(c.len(), rows * width, "conditions must be [B, C]");
+            let node = tape.constant(to_tensor(c, rows, width));
+            net.condition_embedding(&mut tape, &vars, node)
+        });
+        NetOnTape {
+            tape,
+            vars,
+            temb,
+            lp_scale,
+            cond_emb,
+        }
+    }
+}
+
+/// The Langevin term's input: clip(nan_to_num(∇log R(x))) at ±`lgv_clip` into `grad` (`[B, D]`).
+pub(crate) fn clipped_grad_log_reward(
+    energy: &dyn Energy,
+    sampler: &Sampler,
+    x: &[f32],
+    grad: &mut [f32],
+) {
+    energy.grad_log_reward(x, grad);
+    for g in grad.iter_mut() {
+        *g = clip_nan_to_num(*g, sampler.lgv_clip as f32);
     }
 }
 
