@@ -14,7 +14,7 @@ use crate::losses::{
 };
 use crate::metrics;
 use crate::nn::adam::clip_grad_norm;
-use crate::nn::{Adam, DriftNet, Group};
+use crate::nn::{Adam, DriftNet, FlowHead, Group};
 use crate::offpolicy::{self, LocalSearch, Phase, ReplayBuffer};
 use crate::rng;
 use crate::samplers::pis::rollout_pis_conditional;
@@ -408,10 +408,14 @@ impl Trainer {
         };
         let cond_dim = vae.is_some().then_some(crate::energies::vae::PIXELS);
         // The VAE's TB learns log Z(x) with the flow head on the condition's embedding.
-        let flow =
-            cfg.train.method.uses_flow() || (vae.is_some() && cfg.train.method == Method::Tb);
-        let mut net = DriftNet::build(energy.dim(), &cfg.network, flow, cond_dim);
-        net.log_z_head = vae.is_some() && cfg.train.method == Method::Tb;
+        let flow = if cfg.train.method.uses_flow() {
+            FlowHead::Trunk
+        } else if vae.is_some() && cfg.train.method == Method::Tb {
+            FlowHead::ConditionLogZ
+        } else {
+            FlowHead::None
+        };
+        let net = DriftNet::build(energy.dim(), &cfg.network, flow, cond_dim);
         let params = net.init(cfg.seed);
         let adam = Adam::new(&net.layout);
         let mut cfg = cfg.clone();

@@ -8,6 +8,7 @@ use common::assert_trainer_matches;
 use diffusion_samplers::autodiff::gradcheck::gradcheck;
 use diffusion_samplers::config::{ExperimentConfig, Method};
 use diffusion_samplers::losses::{detailed_balance, fl_term, subtb};
+use diffusion_samplers::nn::FlowHead;
 use diffusion_samplers::rng;
 use diffusion_samplers::samplers::pis::rollout_pis;
 use diffusion_samplers::samplers::{rollout, Path};
@@ -188,7 +189,11 @@ fn subtb_fl_subtb_and_db_match_finite_differences() {
     ] {
         let cfg = config(method, extra, lp, false);
         let tr = perturbed(&cfg, 1);
-        assert!(tr.net.flow, "{method} builds the flow head");
+        assert_eq!(
+            tr.net.flow,
+            FlowHead::Trunk,
+            "{method} builds the flow head"
+        );
         let states = states_of(&tr, 0);
         check_whole(&tr, &format!("{method}{extra}"), &|theta| {
             flow_loss_f64(&tr, theta, &states)

@@ -32,11 +32,8 @@ pub struct DriftNet {
     pub langevin: Option<(usize, bool)>,
     /// Clip of the raw output (`gfn_clip`).
     pub out_clip: f64,
-    /// The conditional flow head log F(x, t) is present.
-    pub flow: bool,
-    /// The flow head is the conditional log Z(c) of TB on a conditional target (spec §2.5),
-    /// evaluated once on the condition's embedding, rather than log F(x, t) on the trunk.
-    pub log_z_head: bool,
+    /// Which flow head the network has, if any.
+    pub flow: FlowHead,
     /// C, the width of a per-trajectory condition (784 for the VAE posterior), when the state
     /// encoder is the conditional MLP of spec §2.5.
     pub cond_dim: Option<usize>,
@@ -61,16 +58,22 @@ impl NetVars {
     }
 }
 
-impl DriftNet {
-    /// The network without a flow head (TB, VarGrad, PIS).
-    pub fn new(dim: usize, cfg: &NetworkConfig) -> Self {
-        Self::with_flow(dim, cfg, false)
-    }
+/// The flow head's blocks (`flow.*`, `Flow` group) and what they compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowHead {
+    /// No flow head (TB with a scalar log Z, VarGrad, PIS).
+    None,
+    /// log F(x, t) on the shared trunk GELU(S(x) + T(t)) at every step (SubTB, DB).
+    Trunk,
+    /// log Z(c) of TB on a conditional target (spec §2.5), evaluated once on the condition's
+    /// embedding ([`DriftNet::conditional_log_z`]).
+    ConditionLogZ,
+}
 
-    /// The network, with the conditional flow head when `flow` (its blocks come after every
-    /// other policy block, so a network without it has the same layout and initial values).
-    pub fn with_flow(dim: usize, cfg: &NetworkConfig, flow: bool) -> Self {
-        Self::build(dim, cfg, flow, None)
+impl DriftNet {
+    /// The unconditional network without a flow head (TB, VarGrad, PIS).
+    pub fn new(dim: usize, cfg: &NetworkConfig) -> Self {
+        Self::build(dim, cfg, FlowHead::None, None)
     }
 
     /// The network for states of width `dim` conditioned on a `cond_dim`-wide vector (spec
@@ -79,7 +82,10 @@ impl DriftNet {
     /// condition's part c·W_cᵀ is the same at every step: it is computed once per rollout
     /// ([`Self::condition_embedding`]) and its gradient summed over the steps before one
     /// product.
-    pub fn build(dim: usize, cfg: &NetworkConfig, flow: bool, cond_dim: Option<usize>) -> Self {
+    ///
+    /// The flow blocks come after every other policy block, so a network without them has the
+    /// same layout and initial values.
+    pub fn build(dim: usize, cfg: &NetworkConfig, flow: FlowHead, cond_dim: Option<usize>) -> Self {
         let (h, f) = (cfg.hidden, cfg.harmonics);
         let mut l = ParamLayout::default();
         l.add("t.phase", 1, f, Group::Policy);
@@ -105,13 +111,12 @@ impl DriftNet {
             l.add("lp.lin1.b", 1, h, Group::Policy);
             add_mlp_tail(&mut l, "lp", layers - 1, h, out, Group::Policy);
         }
-        if flow {
+        if flow != FlowHead::None {
             add_mlp_tail(&mut l, "flow", joint, h, 1, Group::Flow);
         }
         l.add("log_z", 1, 1, Group::Flow);
         DriftNet {
             flow,
-            log_z_head: false,
             cond_dim,
             dim,
             hidden: h,
@@ -236,10 +241,9 @@ impl DriftNet {
         tape.linear(cond, v.get(self, "s.cond.w"), zero)
     }
 
-    /// log Z(c) of a conditional network whose flow head is a log Z head (the VAE's TB, spec §2.5,
-    /// [`Self::log_z_head`]): the flow
-    /// MLP on GELU(S(0, c)), the state embedding at the start state z₀ = 0 with no time input.
-    /// `[B, 1]`.
+    /// log Z(c) of a conditional network with a [`FlowHead::ConditionLogZ`] (the VAE's TB, spec
+    /// §2.5): the flow MLP on GELU(S(0, c)), the state embedding at the start state z₀ = 0 with
+    /// no time input. `[B, 1]`.
     pub fn conditional_log_z<S: Kernels>(
         &self,
         tape: &mut Tape<S>,
@@ -335,7 +339,7 @@ impl DriftNet {
         let o = tape.clip(o, S::from_f64(self.out_clip));
         // A conditional network's flow head is its log Z(c) ([`Self::conditional_log_z`]).
         let flow =
-            (want_flow && self.flow && !self.log_z_head).then(|| self.flow_mlp(tape, v, trunk));
+            (want_flow && self.flow == FlowHead::Trunk).then(|| self.flow_mlp(tape, v, trunk));
         (o, flow)
     }
 

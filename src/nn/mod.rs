@@ -5,5 +5,5 @@ pub mod drift_net;
 pub mod layout;
 
 pub use adam::Adam;
-pub use drift_net::{DriftNet, NetVars};
+pub use drift_net::{DriftNet, FlowHead, NetVars};
 pub use layout::{Group, ParamLayout, ParamSpec};

@@ -93,7 +93,7 @@ pub fn rollout_conditional<S: Kernels>(
         cond_emb,
     } = NetOnTape::bind(net, params, sampler, rows, cond);
     let log_z_node = match cond_emb {
-        Some(c) if keep_graph && net.flow && net.log_z_head => {
+        Some(c) if keep_graph && net.flow == crate::nn::FlowHead::ConditionLogZ => {
             Some(net.conditional_log_z(&mut tape, &vars, c, rows))
         }
         _ => None,
