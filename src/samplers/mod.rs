@@ -37,11 +37,16 @@ pub struct Transition {
     pub decay: f64,
     /// p_F's per-unit-time variance: σ², or 2β_i.
     pub rate: f64,
-    /// Its log (the ℓ of a fixed variance).
-    pub log_rate: f64,
     /// p_B(x_i | x_{i+1}) = N(mean_factor·x_{i+1}, var); `None` when x_i is fixed (x₀ = 0 under
     /// the Brownian bridge).
     pub backward: Option<(f64, f64)>,
+}
+
+impl Transition {
+    /// ln of [`Self::rate`]: the ℓ of a fixed variance.
+    pub fn log_rate(&self) -> f64 {
+        self.rate.ln()
+    }
 }
 
 impl Sampler {
@@ -68,7 +73,6 @@ impl Sampler {
             Noising::Brownian => Transition {
                 decay: 1.0,
                 rate: self.sigma2,
-                log_rate: self.sigma2.ln(),
                 backward: (i > 0).then(|| {
                     let ratio = i as f64 / (i + 1) as f64;
                     (ratio, self.sigma2 * dt * ratio)
@@ -80,7 +84,6 @@ impl Sampler {
                 Transition {
                     decay: 1.0 - beta * dt,
                     rate: 2.0 * beta,
-                    log_rate: (2.0 * beta).ln(),
                     backward: Some((1.0 - beta * dt, 2.0 * beta * dt)),
                 }
             }

@@ -119,7 +119,7 @@ pub fn rollout_pis_conditional<S: Kernels>(
     let (mut logpf_nodes, mut logpb_nodes) = (Vec::with_capacity(t), Vec::with_capacity(t));
     for i in 0..t {
         let step = sampler.transition(i);
-        let log_sigma2 = S::from_f64(step.log_rate);
+        let log_sigma2 = S::from_f64(step.log_rate());
         let lp = lp_scale.map(|scale| {
             let x32 = to_f32(&tape.value(x_node).data);
             let mut g = vec![0f32; rows * d];

@@ -148,7 +148,8 @@ pub fn rollout_conditional<S: Kernels>(
 
     for i in 0..t {
         let step = sampler.transition(i);
-        let log_sigma2 = S::from_f64(step.log_rate);
+        let log_rate = step.log_rate();
+        let log_sigma2 = S::from_f64(log_rate);
         let lp = lp_scale.map(|scale| {
             clipped_grad_log_reward(energy, sampler, &x, &mut grad);
             (scale, tape.constant(to_tensor(&grad, rows, d)))
@@ -177,7 +178,7 @@ pub fn rollout_conditional<S: Kernels>(
                         let std = match sampler.learned_range {
                             None => fixed_std,
                             Some(r) => {
-                                let ell = step.log_rate + r * orow[d + j].to_f64().tanh();
+                                let ell = log_rate + r * orow[d + j].to_f64().tanh();
                                 (dt * ell.exp() + eps2).sqrt() as f32
                             }
                         };
