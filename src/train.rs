@@ -372,11 +372,12 @@ struct ShardRollout {
 
 /// How an iteration's loss gradient enters the tape.
 enum StepSeeds {
-    /// ∂L/∂LF_b, the same for every step's log p_F (TB, VarGrad): `[B]`; and for the
-    /// conditional TB, ∂L/∂log Z(x_b) of its log Z head: `[B]`.
+    /// ∂L/∂LF_b, the same for every step's log p_F (TB, VarGrad): `[B]`. With `log_z_head`
+    /// (the conditional TB) also ∂L/∂log Z(x_b), which is the same δ_b/B: log Z(x_b) enters
+    /// the residual as LF_b does.
     PerTrajectory {
         d_log_pf: Vec<f64>,
-        d_log_z: Option<Vec<f64>>,
+        log_z_head: bool,
     },
     /// ∂L/∂log p_F and ∂L/∂log F per step (SubTB, DB): `[B, T]` each.
     PerStep {
@@ -688,10 +689,10 @@ impl Trainer {
                             .collect::<Vec<_>>()
                     })
                     .collect();
-                let (lg, d_log_z) = trajectory_balance_rows(&log_z, &lf, &lb, &lr);
+                let lg = trajectory_balance_rows(&log_z, &lf, &lb, &lr);
                 let seeds = StepSeeds::PerTrajectory {
                     d_log_pf: lg.d_log_pf.clone(),
-                    d_log_z: Some(d_log_z),
+                    log_z_head: true,
                 };
                 (lg, seeds)
             }
@@ -699,7 +700,7 @@ impl Trainer {
                 let lg = trajectory_balance(self.learned_log_z(), &lf, &lb, &lr);
                 let seeds = StepSeeds::PerTrajectory {
                     d_log_pf: lg.d_log_pf.clone(),
-                    d_log_z: None,
+                    log_z_head: false,
                 };
                 (lg, seeds)
             }
@@ -710,7 +711,7 @@ impl Trainer {
                 };
                 let seeds = StepSeeds::PerTrajectory {
                     d_log_pf: lg.d_log_pf.clone(),
-                    d_log_z: None,
+                    log_z_head: false,
                 };
                 (lg, seeds)
             }
@@ -776,11 +777,14 @@ impl Trainer {
                 )
             };
             let seeds: Vec<(crate::autodiff::Var, Tensor<f32>)> = match &step_seeds {
-                StepSeeds::PerTrajectory { d_log_pf, d_log_z } => {
+                StepSeeds::PerTrajectory {
+                    d_log_pf,
+                    log_z_head,
+                } => {
                     let seed = rows_seed(&d_log_pf[r.clone()]);
-                    let log_z = d_log_z.as_ref().map(|d_z| {
+                    let log_z = log_z_head.then(|| {
                         let z = s.roll.log_z_node.expect("conditional TB has log Z(x)");
-                        (z, rows_seed(&d_z[r.clone()]))
+                        (z, seed.clone())
                     });
                     s.roll
                         .logpf_nodes

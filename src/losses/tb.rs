@@ -33,14 +33,14 @@ pub fn trajectory_balance(log_z: f64, log_pf: &[f64], log_pb: &[f64], log_r: &[f
 }
 
 /// TB with a log Z per row (the VAE's log Z(x), spec §2.5): L = (1/N) Σ_b ½ δ_b², δ_b =
-/// log Z_b + LF_b − LB_b − lr_b. Returns the loss (its `log_z` the mean log Z_b) and
-/// ∂L/∂log Z_b = δ_b/N.
+/// log Z_b + LF_b − LB_b − lr_b. Its `log_z` is the mean log Z_b. log Z_b enters δ_b exactly as
+/// LF_b does, so ∂L/∂log Z_b is `d_log_pf[b]` = δ_b/N too (`d_log_z`, a scalar, is unused).
 pub fn trajectory_balance_rows(
     log_z: &[f64],
     log_pf: &[f64],
     log_pb: &[f64],
     log_r: &[f64],
-) -> (LossGrad, Vec<f64>) {
+) -> LossGrad {
     let n = log_pf.len() as f64;
     let mut loss = 0.0;
     let mut d_log_pf = Vec::with_capacity(log_pf.len());
@@ -49,14 +49,12 @@ pub fn trajectory_balance_rows(
         loss += 0.5 * delta * delta;
         d_log_pf.push(delta / n);
     }
-    let mean_log_z = log_z.iter().sum::<f64>() / n;
-    let lg = LossGrad {
+    LossGrad {
         loss: loss / n,
-        d_log_pf: d_log_pf.clone(),
+        d_log_pf,
         d_log_z: 0.0,
-        log_z: mean_log_z,
-    };
-    (lg, d_log_pf)
+        log_z: log_z.iter().sum::<f64>() / n,
+    }
 }
 
 /// VarGrad: ζ_b = LF_b − LB_b − lr_b, L = (1/B) Σ_b ½ (ζ_b − ζ̄)². Because Σ_b(ζ_b − ζ̄) = 0 the
@@ -181,16 +179,16 @@ mod tests {
     #[test]
     fn per_row_tb_equals_tb_at_a_shared_log_z() {
         let (lf, lb, lr) = data();
-        let (g, d_z) = trajectory_balance_rows(&[0.3; 4], &lf, &lb, &lr);
+        let g = trajectory_balance_rows(&[0.3; 4], &lf, &lb, &lr);
         let shared = trajectory_balance(0.3, &lf, &lb, &lr);
         assert!((g.loss - shared.loss).abs() < 1e-15);
-        assert!((d_z.iter().sum::<f64>() - shared.d_log_z).abs() < 1e-15);
+        assert!((g.d_log_pf.iter().sum::<f64>() - shared.d_log_z).abs() < 1e-15);
         let mut x = lf.clone();
         x.extend([0.3, -0.1, 0.7, 0.2]);
-        let (g2, d_z2) = trajectory_balance_rows(&x[4..], &lf, &lb, &lr);
-        let mut analytic = g2.d_log_pf.clone();
-        analytic.extend(d_z2);
-        let mut f = |v: &[f64]| trajectory_balance_rows(&v[4..], &v[..4], &lb, &lr).0.loss;
+        let g2 = trajectory_balance_rows(&x[4..], &lf, &lb, &lr);
+        // ∂L/∂LF_b then ∂L/∂log Z_b: the same values.
+        let analytic: Vec<f64> = g2.d_log_pf.iter().chain(&g2.d_log_pf).copied().collect();
+        let mut f = |v: &[f64]| trajectory_balance_rows(&v[4..], &v[..4], &lb, &lr).loss;
         gradcheck(&mut f, &x, &analytic, 1e-6, GRADCHECK_F64).unwrap();
     }
 
