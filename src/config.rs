@@ -161,6 +161,11 @@ pub enum Noising {
     /// linear from `beta_min` (s = 0, the target end) to `beta_max` (s = 1): x₀ ~ N(0, I), and
     /// `sampler.sigma2` is unused.
     Vp { beta_min: f64, beta_max: f64 },
+    /// The same OU process with each step integrated exactly (the exponential integrator of DDS,
+    /// Vargas et al. 2023): over a step the OU moves x to e^{−B}·x plus N(0, 1 − e^{−2B}) noise,
+    /// B = ∫β ds. Every step keeps N(0, I) stationary and is reversible, so unlike the Euler
+    /// kernel any β·dt is allowed.
+    VpExponential { beta_min: f64, beta_max: f64 },
 }
 
 impl Noising {
@@ -519,9 +524,13 @@ impl ExperimentConfig {
         }
         positive("sampler.sigma2", s.sigma2)?;
         positive("sampler.log_var_range", s.log_var_range)?;
-        if let Noising::Vp { beta_min, beta_max } = s.noising {
+        if let Noising::Vp { beta_min, beta_max } | Noising::VpExponential { beta_min, beta_max } =
+            s.noising
+        {
             positive("sampler.noising.beta_min", beta_min)?;
             positive("sampler.noising.beta_max", beta_max)?;
+        }
+        if let Noising::Vp { beta_min, beta_max } = s.noising {
             let worst = beta_min.max(beta_max) / s.steps as f64;
             if worst >= 1.0 {
                 return bad(

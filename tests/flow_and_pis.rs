@@ -201,20 +201,28 @@ fn subtb_fl_subtb_and_db_match_finite_differences() {
     }
 }
 
-/// DDS's objective: PIS against the VP (OU) reference, x₀ ~ N(0, I).
+/// DIS's and DDS's objective: PIS against the VP (OU) reference, x₀ ~ N(0, I), with Euler steps
+/// (DIS) and with DDS's exponential integrator.
 #[test]
 fn pis_with_vp_noising_matches_finite_differences() {
-    let text = "(seed: 3, target: Gmm25,
-          sampler: (steps: 4, noising: Vp(beta_min: 0.1, beta_max: 2.0)),
-          network: (hidden: 8, harmonics: 4, joint_layers: 2),
-          train: (method: Pis, iterations: 3, batch: 5, shards: 2),
-          eval: (samples: 8))";
-    let cfg = ExperimentConfig::parse(text, "dds").unwrap();
-    let tr = perturbed(&cfg, 7);
-    check_whole(&tr, "PIS + VP (DDS)", &|theta| pis_loss_f64(&tr, theta, 4));
-    let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
-    let (loss64, g64) = pis_loss_f64(&tr, &theta, 2);
-    assert_trainer_matches(&tr, 2, loss64, &g64, "PIS + VP (DDS)");
+    for (noising, name) in [
+        ("Vp", "PIS + VP (DIS)"),
+        ("VpExponential", "PIS + exact VP (DDS)"),
+    ] {
+        let text = format!(
+            "(seed: 3, target: Gmm25,
+              sampler: (steps: 4, noising: {noising}(beta_min: 0.1, beta_max: 2.0)),
+              network: (hidden: 8, harmonics: 4, joint_layers: 2),
+              train: (method: Pis, iterations: 3, batch: 5, shards: 2),
+              eval: (samples: 8))"
+        );
+        let cfg = ExperimentConfig::parse(&text, name).unwrap();
+        let tr = perturbed(&cfg, 7);
+        check_whole(&tr, name, &|theta| pis_loss_f64(&tr, theta, 4));
+        let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
+        let (loss64, g64) = pis_loss_f64(&tr, &theta, 2);
+        assert_trainer_matches(&tr, 2, loss64, &g64, name);
+    }
 }
 
 #[test]

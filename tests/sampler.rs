@@ -173,23 +173,18 @@ fn training_is_bitwise_reproducible() {
     assert_ne!(a.0, run(12).0);
 }
 
-/// VP noising (Table C.2) with a constant β: the Euler OU kernel N((1 − β·dt)x, 2β·dt) is
-/// reversible with respect to its stationary N(0, v), v = 2/(2 − β·dt), so with zero drift
-/// LF − LB = log N(x_T; 0, v) + log N(x₀; 0, 1) − log N(x₀; 0, v) on every trajectory (LF
-/// includes the source density N(0, I) of x₀), forward and backward.
-#[test]
-fn vp_zero_drift_reversibility_identity() {
-    let (beta, steps) = (2.0, 20usize);
+/// Rolls B zero-drift trajectories forward and B backward from their ends under `noising`, and
+/// checks LF − LB on each against `want(x₀, x_T)`.
+fn assert_zero_drift_identity(noising: &str, steps: usize, want: &dyn Fn(&[f32], &[f32]) -> f64) {
     let text = format!(
         "(seed: 11, target: ManyWell(dim: 4),
-          sampler: (steps: {steps}, noising: Vp(beta_min: {beta}, beta_max: {beta})),
+          sampler: (steps: {steps}, noising: {noising}),
           network: (hidden: 16, harmonics: 8),
           train: (method: Tb, iterations: 1, batch: 17, shards: 2), eval: (samples: 8))"
     );
     let c = ExperimentConfig::parse(&text, "vp").unwrap();
     let tr = Trainer::new(&c).unwrap();
     let (b, d) = (c.train.batch, tr.sampler.dim);
-    let v = 2.0 / (2.0 - beta / steps as f64);
     let forward = Path::Forward {
         noise_key: rng::stream_key(2, "vp", 0),
         row0: 0,
@@ -226,14 +221,49 @@ fn vp_zero_drift_reversibility_identity() {
         for row in 0..b {
             let x0 = &states[row * d..(row + 1) * d];
             let xt = &r.x_final[row * d..(row + 1) * d];
-            let want = log_normal_iso(xt, v) + log_normal_iso(x0, 1.0) - log_normal_iso(x0, v);
             let got = r.log_pf[row] - r.log_pb[row];
+            let want = want(x0, xt);
             assert!(
                 BRIDGE_IDENTITY.close(got, want),
-                "{what} row {row}: {got} vs {want}"
+                "{noising} {what} row {row}: {got} vs {want}"
             );
         }
     }
+}
+
+/// VP noising (Table C.2) with a constant β: the Euler OU kernel N((1 − β·dt)x, 2β·dt) is
+/// reversible with respect to its stationary N(0, v), v = 2/(2 − β·dt), so with zero drift
+/// LF − LB = log N(x_T; 0, v) + log N(x₀; 0, 1) − log N(x₀; 0, v) on every trajectory (LF
+/// includes the source density N(0, I) of x₀), forward and backward.
+#[test]
+fn vp_zero_drift_reversibility_identity() {
+    let (beta, steps) = (2.0, 20usize);
+    let v = 2.0 / (2.0 - beta / steps as f64);
+    assert_zero_drift_identity(
+        &format!("Vp(beta_min: {beta}, beta_max: {beta})"),
+        steps,
+        &|x0, xt| log_normal_iso(xt, v) + log_normal_iso(x0, 1.0) - log_normal_iso(x0, v),
+    );
     // The Brownian config keeps its digest: the default noising is not written out.
     assert!(!cfg("Gmm25", 10, 5.0).to_ron().contains("noising"));
+}
+
+/// DDS's exponential integrator: every step is the exact OU transition, which keeps N(0, I)
+/// stationary and is reversible for any β schedule, so with zero drift LF − LB = log N(x_T; 0, I)
+/// exactly — here with β varying 40-fold across the steps and steps too coarse for Euler
+/// (β·dt up to 2, where the Euler kernel is refused).
+#[test]
+fn vp_exponential_zero_drift_is_exactly_reversible() {
+    assert_zero_drift_identity(
+        "VpExponential(beta_min: 0.5, beta_max: 20.0)",
+        10,
+        &|_, xt| log_normal_iso(xt, 1.0),
+    );
+    let coarse_euler = "(seed: 1, target: ManyWell(dim: 4),
+        sampler: (steps: 10, noising: Vp(beta_min: 0.5, beta_max: 20.0)),
+        train: (method: Tb, iterations: 1, batch: 4), eval: (samples: 4))";
+    let err = ExperimentConfig::parse(coarse_euler, "euler")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sampler.noising"), "{err}");
 }

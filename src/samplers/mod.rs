@@ -32,10 +32,11 @@ pub struct Sampler {
 /// One transition i → i+1 of the reference process, as both kernels use it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Transition {
-    /// p_F's mean is `decay·x_i + u·dt` (1 for Brownian, 1 − β_i·dt for VP: the OU drift is the
-    /// base drift, so the zero-initialised network starts as the OU process itself).
+    /// p_F's mean is `decay·x_i + u·dt` (1 for Brownian, 1 − β_i·dt for VP, e^{−B_i} for the
+    /// exponential VP: the OU drift is the base drift, so the zero-initialised network starts as
+    /// the OU process itself).
     pub decay: f64,
-    /// p_F's per-unit-time variance: σ², or 2β_i.
+    /// p_F's per-unit-time variance: σ², 2β_i, or (1 − e^{−2B_i})/dt.
     pub rate: f64,
     /// p_B(x_i | x_{i+1}) = N(mean_factor·x_{i+1}, var); `None` when x_i is fixed (x₀ = 0 under
     /// the Brownian bridge).
@@ -85,6 +86,21 @@ impl Sampler {
                     decay: 1.0 - beta * dt,
                     rate: 2.0 * beta,
                     backward: Some((1.0 - beta * dt, 2.0 * beta * dt)),
+                }
+            }
+            Noising::VpExponential { beta_min, beta_max } => {
+                // Noising time runs over [s, s + dt], s = 1 − t_{i+1}; β is linear, so the
+                // trapezoid gives B = ∫β ds exactly.
+                let s = 1.0 - (i + 1) as f64 * dt;
+                let beta = |s: f64| beta_min + (beta_max - beta_min) * s;
+                let big_b = 0.5 * (beta(s) + beta(s + dt)) * dt;
+                let decay = (-big_b).exp();
+                // 1 − e^{−2B} without cancellation for small B.
+                let var = -(-2.0 * big_b).exp_m1();
+                Transition {
+                    decay,
+                    rate: var / dt,
+                    backward: Some((decay, var)),
                 }
             }
         }

@@ -11,10 +11,11 @@
 //! The noise for (step i, row b, dim j) is the same stream position as a forward GFlowNet
 //! rollout's ([`super::Path::Forward`]), so shards draw what the whole batch would.
 //!
-//! Under the VP reference (`sampler.noising`) this is the objective of DDS (Vargas et al. 2023):
-//! the reverse KL against the OU noising process from x₀ ~ N(0, I), whose density enters LF.
-//! DDS integrates the OU part exactly (an exponential integrator); here every step is the same
-//! Euler–Maruyama step the GFlowNet losses use.
+//! Under a VP reference (`sampler.noising`) this is the reverse KL against the OU noising process
+//! from x₀ ~ N(0, I), whose density enters LF: with Euler–Maruyama steps (`Vp`) the objective of
+//! DIS (Berner et al. 2022), with every step the exact OU transition (`VpExponential`, the
+//! exponential integrator) that of DDS (Vargas et al. 2023). The kernels come from
+//! [`Sampler::transition`], shared with the GFlowNet losses.
 
 use super::rollout::{clipped_grad_log_reward, NetOnTape};
 use super::Sampler;
@@ -103,7 +104,7 @@ pub fn rollout_pis_conditional<S: Kernels>(
     let mut noise_rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(noise_key);
     let mut noise = vec![0f32; rows * d];
     let range = sampler.learned_range.map(S::from_f64);
-    // x₀ = 0 (Brownian), or x₀ ~ N(0, I) (VP: DDS) from the stream positions after all T steps'
+    // x₀ = 0 (Brownian), or x₀ ~ N(0, I) (VP: DIS, DDS) from the stream positions after all T steps'
     // normals, as the GFlowNet rollout draws it; x₀ is a constant either way.
     let mut x0 = vec![0f32; rows * d];
     if sampler.random_start() {
