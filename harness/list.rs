@@ -25,6 +25,9 @@ struct Entry {
     path: String,
     /// The config's paper block (values as `[mean, std]`), null when it has none.
     paper: Option<PaperRef>,
+    /// The resolved config's digest (what an RTB posterior's `posterior.prior.digest` names),
+    /// null when it did not parse.
+    digest: Option<String>,
     /// Why the config could not be read, null when it parsed.
     error: Option<String>,
 }
@@ -70,19 +73,24 @@ pub fn cmd_list(args: ListArgs) -> Result<ExitCode, CliError> {
     let mut entries: Vec<Entry> = files
         .into_iter()
         .map(|p| {
-            let (paper, error) = match ExperimentConfig::load(&p) {
-                Ok(cfg) => (cfg.paper, None),
-                Err(e) => (None, Some(e.to_string().replace('\n', " "))),
+            let (paper, digest, error) = match ExperimentConfig::load(&p) {
+                Ok(cfg) => {
+                    let digest = cfg.digest();
+                    (cfg.paper, Some(digest), None)
+                }
+                Err(e) => (None, None, Some(e.to_string().replace('\n', " "))),
             };
             Entry {
                 path: p.display().to_string(),
                 paper,
+                digest,
                 error,
             }
         })
         .chain(walk_errors.into_iter().map(|(p, e)| Entry {
             path: p.display().to_string(),
             paper: None,
+            digest: None,
             error: Some(e),
         }))
         .collect();

@@ -10,6 +10,7 @@ mod error;
 mod list;
 mod manifest;
 mod plot;
+mod prior;
 mod progress;
 mod record;
 mod run;

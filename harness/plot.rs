@@ -121,7 +121,11 @@ fn render(
 /// The region worth showing for the target's first two coordinates: (x0 range, x1 range).
 fn target_box(cfg: &ExperimentConfig) -> (Range<f64>, Range<f64>) {
     match &cfg.target {
-        TargetConfig::Gmm25 => (-14.0..14.0, -14.0..14.0),
+        TargetConfig::Gmm25 | TargetConfig::Gmm25To9 => (-14.0..14.0, -14.0..14.0),
+        TargetConfig::Gaussian { mean, std } => {
+            let around = |m: f64| (m - 4.0 * std)..(m + 4.0 * std);
+            (around(mean[0]), around(*mean.get(1).unwrap_or(&0.0)))
+        }
         TargetConfig::Gmm9 => (-8.0..8.0, -8.0..8.0),
         // Pair (a, b): the a-wells sit near ±1.7, b ~ N(0, 1).
         TargetConfig::ManyWell { .. } => (-3.0..3.0, -4.0..4.0),
@@ -494,7 +498,8 @@ fn draw_curve(
         .axis_desc_style(("sans-serif", 15))
         .draw()?;
     let learned = match cfg.train.method {
-        Method::Tb => "learned log Z",
+        Method::Tb | Method::Rtb => "learned log Z",
+        Method::Mle => "log Z (not trained)",
         Method::SubTb | Method::Db => "learned log F(x₀, 0)",
         Method::VarGrad | Method::Pis => "batch log Z",
     };

@@ -78,6 +78,8 @@ mod tests {
             eubo: None,
             w2: Some(f64::NAN),
             ess: 0.75,
+            posterior: None,
+            modes: None,
         };
         let text = metrics_json(&m);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -99,12 +99,14 @@ pub fn default_out(config: &Path, seed: u64) -> PathBuf {
 /// replays into a throwaway folder with no checkpoints).
 pub fn build_run(
     cfg: &ExperimentConfig,
+    prior: Option<Vec<f32>>,
     staging: &Staging,
     reporter: &mut Reporter,
 ) -> Result<Built, CliError> {
     let start = Instant::now();
     staging.write(manifest::CONFIG, cfg.to_ron().as_bytes())?;
-    let rec = train::run(cfg, &mut |p| reporter.update(p));
+    let mut hooks = train::ProgressOnly(&mut |p: &Progress| reporter.update(p));
+    let rec = train::run_from(cfg, prior, None, 0, &mut hooks);
     reporter.finish();
     write_outputs(cfg, staging, rec, start, None)
 }
@@ -129,6 +131,9 @@ fn write_outputs(
     put(manifest::CONFIG, cfg.to_ron().as_bytes())?;
     put(manifest::CURVE, record::curve_csv(&rec.curve).as_bytes())?;
     put(manifest::EVALS, record::evals_csv(&rec.evals).as_bytes())?;
+    if let Some(p) = &rec.params {
+        put(crate::prior::PARAMS, &npy::encode_f32(1, p.len(), p))?;
+    }
 
     let mut failure = rec.failure.map(|e| e.to_string());
     if let (Some(msg), Some(n), Some(dir)) = (failure.as_mut(), rec.last_checkpoint, final_dir) {
@@ -242,6 +247,9 @@ impl RunHooks for HarnessHooks<'_> {
 /// How one run is started.
 pub struct Job<'a> {
     pub cfg: &'a ExperimentConfig,
+    /// The config file the run started from: an RTB posterior's prior config is found beside
+    /// it (`None` on resume, when the prior must already exist).
+    pub config_file: Option<&'a Path>,
     pub out: &'a Path,
     pub force: bool,
     pub quiet: bool,
@@ -264,13 +272,14 @@ pub fn execute(
         .checkpoint_every
         .or(cfg.checkpoint_every)
         .unwrap_or(DEFAULT_CHECKPOINT_EVERY);
+    let prior = crate::prior::ensure_prior(cfg, job.config_file, job.out, job.quiet)?;
     let mut reporter = Reporter::new("train", job.quiet);
     let mut hooks = HarnessHooks {
         reporter: &mut reporter,
         staging: &staging,
         stop: stop_flag(),
     };
-    let rec = train::run_from(cfg, resume, every, &mut hooks);
+    let rec = train::run_from(cfg, prior, resume, every, &mut hooks);
     reporter.finish();
     if let Some(at) = rec.interrupted_at {
         let where_ = staging.path().join(CHECKPOINT);
@@ -324,6 +333,7 @@ pub fn cmd_run(args: RunArgs) -> Result<ExitCode, CliError> {
     let staging = Staging::new_partial(&out, args.force)?;
     let job = Job {
         cfg: &cfg,
+        config_file: Some(&args.config),
         out: &out,
         force: args.force,
         quiet: args.quiet,
@@ -374,6 +384,7 @@ pub fn resume_run(
     };
     let job = Job {
         cfg: &cfg,
+        config_file: None,
         out,
         force: false,
         quiet,

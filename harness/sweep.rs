@@ -154,6 +154,7 @@ fn start_job(args: &RunArgs, job: &SweepJob) -> Result<ExitCode, CliError> {
     let staging = Staging::new_partial(&job.out, args.force)?;
     let j = Job {
         cfg: &cfg,
+        config_file: Some(&job.config),
         out: &job.out,
         force: args.force,
         quiet: args.quiet,

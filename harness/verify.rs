@@ -76,7 +76,8 @@ pub fn cmd_verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let tmp_name = format!("repro-verify-{}", std::process::id());
     let staging = Staging::create(std::env::temp_dir().join(tmp_name))?;
     let mut reporter = Reporter::new("replay", args.quiet || args.json);
-    let replay = build_run(&cfg, &staging, &mut reporter)?;
+    let prior = crate::prior::ensure_prior(&cfg, None, dir, args.quiet || args.json)?;
+    let replay = build_run(&cfg, prior, &staging, &mut reporter)?;
     drop(staging); // removes the temporary folder
 
     let names: BTreeSet<&String> = recorded

@@ -41,6 +41,34 @@ pub struct ExperimentConfig {
     /// default, is left out so CPU configs keep their digests.
     #[serde(default, skip_serializing_if = "Backend::is_cpu")]
     pub backend: Backend,
+    /// RTB fine-tuning (`train.method: Rtb`): the prior run this posterior starts from and
+    /// the reward exponent β. Left out when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posterior: Option<PosteriorConfig>,
+}
+
+/// A posterior p^post ∝ p_prior(x)·r(x)^β fine-tuned from a pretrained prior by relative
+/// trajectory balance (Venkatraman et al. 2024, spec rtb2024 §1); r is `target`'s reward.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PosteriorConfig {
+    pub prior: PriorRef,
+    /// β on log r (1 in the paper's 2-D and vision experiments).
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+}
+
+/// The prior run a posterior refers to: its config file (relative to the posterior's config
+/// folder) and that config's digest, so an edited prior is never silently used.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriorRef {
+    pub config: String,
+    pub digest: String,
+}
+
+fn default_beta() -> f64 {
+    1.0
 }
 
 /// The compute backend of a run.
@@ -114,6 +142,13 @@ pub enum TargetConfig {
     /// trajectories per image (5 in the README commands, 10 in the paper text), evaluated on
     /// the 100 evaluation images, one trajectory each.
     Vae { repeats: usize },
+    /// The constraint of Venkatraman et al.'s 2-D toy (spec rtb2024 §2.1): r = p_9/p_25, the
+    /// ratio of the 9-mode mixture (weights 4, 10, 4, 5, 10, 5, 4, 15, 4 over 61) to the
+    /// 25GMM, so p_25·r = p_9 (log ∫p_25·r = 0). d = 2.
+    Gmm25To9,
+    /// A normalised isotropic Gaussian N(mean, std²·I) (log Z = 0): a closed-form reward for
+    /// RTB checks. d = `mean.len()`.
+    Gaussian { mean: Vec<f64>, std: f64 },
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,6 +273,12 @@ pub enum Method {
     /// PIS: the reverse KL by reparametrisation, differentiated through the simulated
     /// trajectory and log R(x_T).
     Pis,
+    /// Prior pretraining (spec rtb2024 §2.4): maximum likelihood of p_F on backward (p_B)
+    /// trajectories from exact samples of `target`, L = −mean_b Σ_i log p_F. Learns no log Z.
+    Mle,
+    /// Relative trajectory balance (spec rtb2024 §1.1): TB with log p_B replaced by the frozen
+    /// prior's log-likelihood of the same moves and log R by β·log r; needs `posterior`.
+    Rtb,
 }
 
 impl Method {
@@ -257,6 +298,10 @@ pub struct ExplorationConfig {
     /// `None` keeps it constant.
     #[serde(default = "default_decay")]
     pub decay_iters: Option<usize>,
+    /// ε stays ε₀ for iterations below this, then follows the decay from where it stands (the
+    /// RTB 2-D toy: 500, spec rtb2024 §1.4). Left out when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_iters: Option<usize>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -458,7 +503,8 @@ impl ExperimentConfig {
     /// The state dimension D of the target.
     pub fn dim(&self) -> usize {
         match &self.target {
-            TargetConfig::Gmm25 | TargetConfig::Gmm9 => 2,
+            TargetConfig::Gmm25 | TargetConfig::Gmm9 | TargetConfig::Gmm25To9 => 2,
+            TargetConfig::Gaussian { mean, .. } => mean.len(),
             TargetConfig::Funnel { dim, .. } | TargetConfig::ManyWell { dim } => *dim,
             TargetConfig::Vae { .. } => crate::energies::vae::LATENT,
             TargetConfig::Lgcp => crate::energies::lgcp::GRID * crate::energies::lgcp::GRID,
@@ -594,6 +640,49 @@ impl ExperimentConfig {
                 "train.forward_looking",
                 "the FL partial energy assumes the Brownian reference process (sampler.noising)",
             );
+        }
+        match (t.method, &self.posterior) {
+            (Method::Rtb, None) => {
+                return bad("posterior", "RTB fine-tunes a prior: give posterior.prior")
+            }
+            (Method::Rtb, Some(p)) => positive("posterior.beta", p.beta)?,
+            (_, Some(_)) => {
+                return bad(
+                    "posterior",
+                    "only train.method Rtb fine-tunes a prior (remove posterior)",
+                )
+            }
+            _ => {}
+        }
+        if matches!(t.method, Method::Rtb | Method::Mle) {
+            let name = format!("{:?}", t.method);
+            if t.off_policy.is_some() {
+                return bad("train.off_policy", format!("{name} is not built with the replay buffer"));
+            }
+            if !self.sampler.noising.is_brownian() || self.sampler.learned_variance {
+                return bad(
+                    "sampler",
+                    format!("{name} is built for the Brownian sampler with fixed variance"),
+                );
+            }
+            if matches!(self.target, TargetConfig::Vae { .. }) {
+                return bad("target", format!("{name} is not built for the conditional VAE target"));
+            }
+            if self.eval.eubo {
+                return bad(
+                    "eval.eubo",
+                    "the EUBO scores p_B paths, which RTB and MLE runs do not model: set false",
+                );
+            }
+        }
+        if t.method == Method::Mle && t.exploration.is_some() {
+            return bad("train.exploration", "MLE trains on p_B paths from data: no exploration");
+        }
+        if let TargetConfig::Gaussian { mean, std } = &self.target {
+            if mean.is_empty() {
+                return bad("target.mean", "needs at least one coordinate");
+            }
+            positive("target.std", *std)?;
         }
         if t.method == Method::Pis {
             if t.exploration.is_some() {

@@ -19,7 +19,8 @@ use crate::offpolicy::{self, LocalSearch, Phase, ReplayBuffer};
 use crate::rng;
 use crate::samplers::pis::rollout_pis_conditional;
 use crate::samplers::{
-    explore_std, rollout_conditional, sample_backward_states, Path, Rollout, Sampler,
+    explore_std, rollout_conditional, rollout_recording, sample_backward_states, Path, Record,
+    Rollout, Sampler,
 };
 use crate::tensor::Tensor;
 use rand_chacha::ChaCha8Rng;
@@ -67,6 +68,23 @@ pub struct Metrics {
     pub w2: Option<f64>,
     /// Normalised effective sample size (Σw)²/(K Σw²) of the importance weights.
     pub ess: f64,
+    /// RTB runs only.
+    #[serde(flatten)]
+    pub posterior: Option<PosteriorMetrics>,
+    /// The RTB 2-D toy's target (`Gmm25To9`) only.
+    #[serde(flatten)]
+    pub modes: Option<metrics::ModeStats>,
+}
+
+/// What an RTB run reports besides the estimators (spec rtb2024 §2.7). With RTB's substitution
+/// log Ẑ is the ELBO E_q[β log r + log p_θ(τ) − log p_φ(τ)] and log Ẑ^RW its importance-
+/// sampled log ∫p_θ·r^β.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PosteriorMetrics {
+    /// The learned log Z parameter.
+    pub learned_log_z: f64,
+    /// E_q[log p_φ(τ) − log p_θ(τ)], the trajectory KL of posterior to prior.
+    pub kl_traj: f64,
 }
 
 /// What the final evaluation returns.
@@ -115,6 +133,9 @@ pub struct RunRecord {
     pub interrupted_at: Option<usize>,
     /// Iterations covered by the newest checkpoint handed to [`RunHooks::checkpoint`].
     pub last_checkpoint: Option<usize>,
+    /// The trained parameters (layout of the run's network) of a completed run: what an RTB
+    /// posterior loads from its prior run.
+    pub params: Option<Vec<f32>>,
 }
 
 /// What a driver of [`run_from`] observes and controls.
@@ -133,7 +154,7 @@ pub trait RunHooks {
 }
 
 /// Hooks that only report progress.
-struct ProgressOnly<'a>(&'a mut dyn FnMut(&Progress));
+pub struct ProgressOnly<'a>(pub &'a mut dyn FnMut(&Progress));
 
 impl RunHooks for ProgressOnly<'_> {
     fn progress(&mut self, p: &Progress) {
@@ -149,6 +170,10 @@ pub fn build_energy(cfg: &ExperimentConfig) -> Result<Box<dyn Energy>, TrainErro
     Ok(match &cfg.target {
         TargetConfig::Gmm25 => Box::new(Gmm::grid25(gt)),
         TargetConfig::Gmm9 => Box::new(Gmm::grid9(gt)),
+        TargetConfig::Gmm25To9 => Box::new(crate::energies::Gmm25To9::new()),
+        TargetConfig::Gaussian { mean, std } => {
+            Box::new(crate::energies::Gaussian::new(mean.clone(), *std))
+        }
         TargetConfig::Funnel { variant, dim } => Box::new(Funnel::new(*variant, *dim)),
         TargetConfig::ManyWell { dim } => Box::new(ManyWell::new(*dim)),
         TargetConfig::Lgcp => Box::new(
@@ -269,6 +294,8 @@ pub struct Trainer {
     /// The VAE posterior's conditions (training and evaluation images), when the target is
     /// conditional.
     pub vae: Option<crate::conditional::VaeTask>,
+    /// RTB: the frozen prior's parameters (layout `net.layout`, the posterior's own).
+    pub prior: Option<Vec<f32>>,
 }
 
 /// An iteration's loss, flat gradient, terminal states [B, D] and their log R [B].
@@ -389,13 +416,51 @@ enum StepSeeds {
 /// The parameter groups a method does not train: VarGrad and PIS learn no log Z.
 fn frozen_groups(method: Method) -> &'static [Group] {
     match method {
-        Method::Tb | Method::SubTb | Method::Db => &[],
-        Method::VarGrad | Method::Pis => &[Group::Flow],
+        Method::Tb | Method::SubTb | Method::Db | Method::Rtb => &[],
+        Method::VarGrad | Method::Pis | Method::Mle => &[Group::Flow],
     }
 }
 
 impl Trainer {
     pub fn new(cfg: &ExperimentConfig) -> Result<Self, TrainError> {
+        Trainer::with_prior(cfg, None)
+    }
+
+    /// A trainer for `cfg`; RTB (`train.method: Rtb`) needs the prior's parameters, whose copy
+    /// (with log Z reset to 0, spec rtb2024 §1.2) the posterior starts from.
+    pub fn with_prior(cfg: &ExperimentConfig, prior: Option<Vec<f32>>) -> Result<Self, TrainError> {
+        let mut tr = Trainer::build(cfg)?;
+        match (cfg.train.method == Method::Rtb, prior) {
+            (false, None) => {}
+            (false, Some(_)) => {
+                return Err(TrainError::Invalid(
+                    "prior parameters given to a run that is not RTB".into(),
+                ))
+            }
+            (true, None) => {
+                return Err(TrainError::Invalid(
+                    "posterior: RTB needs the prior run's parameters".into(),
+                ))
+            }
+            (true, Some(p)) => {
+                if p.len() != tr.net.num_params() {
+                    return Err(TrainError::Invalid(format!(
+                        "posterior.prior: the prior has {} parameters, this network {} (the \
+                         prior's network and sampler must equal the posterior's)",
+                        p.len(),
+                        tr.net.num_params()
+                    )));
+                }
+                tr.params.clone_from(&p);
+                let z = tr.net.log_z_index();
+                tr.params[z] = 0.0;
+                tr.prior = Some(p);
+            }
+        }
+        Ok(tr)
+    }
+
+    fn build(cfg: &ExperimentConfig) -> Result<Self, TrainError> {
         cfg.validate()
             .map_err(|(f, m)| TrainError::Invalid(format!("{f}: {m}")))?;
         crate::alloc_tuning::keep_freed_memory();
@@ -467,6 +532,7 @@ impl Trainer {
             replay,
             ls_replay,
             vae,
+            prior: None,
         })
     }
 
@@ -525,8 +591,17 @@ impl Trainer {
     /// A trainer for `cfg` in the state `ck` recorded; refuses a checkpoint of another config,
     /// crate version or network shape.
     pub fn restore(cfg: &ExperimentConfig, ck: &Checkpoint) -> Result<Self, TrainError> {
+        Trainer::restore_with_prior(cfg, ck, None)
+    }
+
+    /// [`Self::restore`] of an RTB run, with its prior's parameters.
+    pub fn restore_with_prior(
+        cfg: &ExperimentConfig,
+        ck: &Checkpoint,
+        prior: Option<Vec<f32>>,
+    ) -> Result<Self, TrainError> {
         ck.check_origin(&cfg.digest())?;
-        let mut tr = Trainer::new(cfg)?;
+        let mut tr = Trainer::with_prior(cfg, prior)?;
         let p = tr.net.num_params();
         let blocks = tr.net.layout.specs.len();
         if ck.params.len() != p || ck.adam_steps.len() != blocks {
@@ -594,9 +669,30 @@ impl Trainer {
     /// Compute the loss and the flat gradient at the current parameters for iteration `it`'s
     /// forward trajectories, without updating anything. Returns (loss and per-trajectory parts, ∇).
     pub fn loss_and_grad(&self, it: usize) -> Result<(LossGrad, Vec<f32>), TrainError> {
+        if self.cfg.train.method == Method::Mle {
+            let data = self.data_batch(it)?;
+            return self
+                .loss_and_grad_from(it, Source::Backward(data, None))
+                .map(|(lg, grad, _, _)| (lg, grad));
+        }
         let conditions = self.forward_conditions(it);
         self.loss_and_grad_from(it, Source::Forward(conditions.as_deref()))
             .map(|(lg, grad, _, _)| (lg, grad))
+    }
+
+    /// MLE's iteration-`it` data: B exact samples of the target `[B, D]` from stream
+    /// (seed, "data", it), drawn as the target's ground truth is (stratified for the 25GMM:
+    /// B/25 per mode, as the reference's pretraining does).
+    fn data_batch(&self, it: usize) -> Result<Vec<f32>, TrainError> {
+        let mut stream = rng::stream(self.cfg.seed, "data", it as u64);
+        self.energy
+            .sample(self.cfg.train.batch, &mut stream)
+            .ok_or_else(|| {
+                TrainError::Invalid(format!(
+                    "train.method Mle: the target {} cannot be sampled exactly",
+                    self.energy.name()
+                ))
+            })
     }
 
     /// Iteration `it`'s training conditions `[R·B, 784]` (the VAE posterior), else `None`.
@@ -696,7 +792,8 @@ impl Trainer {
                 };
                 (lg, seeds)
             }
-            Method::Tb => {
+            // RTB is TB on the rows `rollout_rows` returns: LB is the prior's LF, lr is β·log r.
+            Method::Tb | Method::Rtb => {
                 let lg = trajectory_balance(self.learned_log_z(), &lf, &lb, &lr);
                 let seeds = StepSeeds::PerTrajectory {
                     d_log_pf: lg.d_log_pf.clone(),
@@ -745,6 +842,21 @@ impl Trainer {
                 let seeds = StepSeeds::PerStep {
                     d_log_pf: g.d_log_pf,
                     d_log_f: g.d_log_f,
+                };
+                (lg, seeds)
+            }
+            Method::Mle => {
+                // L = −(1/B) Σ_b LF_b on p_B paths from data.
+                let n = lf.len() as f64;
+                let lg = LossGrad {
+                    loss: -lf.iter().sum::<f64>() / n,
+                    d_log_pf: vec![-1.0 / n; lf.len()],
+                    d_log_z: 0.0,
+                    log_z: self.learned_log_z(),
+                };
+                let seeds = StepSeeds::PerTrajectory {
+                    d_log_pf: lg.d_log_pf.clone(),
+                    log_z_head: false,
                 };
                 (lg, seeds)
             }
@@ -810,7 +922,7 @@ impl Trainer {
             self.net.flat_grads(&vars, &grads)
         });
         let mut grad = sum_in_order(&shard_grads, self.net.num_params());
-        if self.cfg.train.method == Method::Tb {
+        if matches!(self.cfg.train.method, Method::Tb | Method::Rtb) {
             grad[self.net.log_z_index()] = lg.d_log_z as f32;
         }
         Ok((lg, grad, x_final, lr))
@@ -1108,18 +1220,42 @@ impl Trainer {
     ) -> (Rollout<f32>, Vec<f64>) {
         let batch = self.batch_energy(cond);
         let energy = batch.get();
-        let roll = rollout_conditional::<f32>(
+        let record = match (keep_graph, &self.prior) {
+            (true, _) => Record::Graph,
+            (false, Some(_)) => Record::States,
+            (false, None) => Record::Values,
+        };
+        let mut roll = rollout_recording::<f32>(
             &self.net,
             &self.params,
             &self.sampler,
             energy,
             rows,
             path,
-            keep_graph,
+            record,
             cond,
         );
         let mut log_r = vec![0f64; rows];
         energy.log_reward(&roll.x_final, &mut log_r);
+        if let (Some(prior), Some(post)) = (&self.prior, &self.cfg.posterior) {
+            // RTB (spec rtb2024 §1.1): the prior's log-likelihood of the same moves stands where
+            // log p_B does, and β·log r where log R does, so every TB-shaped quantity (loss,
+            // log-weights, ELBO) becomes its RTB counterpart.
+            let scored = rollout_conditional::<f32>(
+                &self.net,
+                prior,
+                &self.sampler,
+                energy,
+                rows,
+                Path::Given(&roll.states),
+                false,
+                cond,
+            );
+            roll.log_pb = scored.log_pf;
+            for v in &mut log_r {
+                *v *= post.beta;
+            }
+        }
         (roll, log_r)
     }
 
@@ -1213,6 +1349,20 @@ impl Trainer {
         }
     }
 
+    /// RTB's extra metrics for log-weights `w` of the final samples `x`: KL_traj =
+    /// mean(β log r) − mean(w), as w = β log r + log p_θ − log p_φ.
+    fn posterior_metrics(&self, w: &[f64], x: &[f32]) -> Option<PosteriorMetrics> {
+        let post = self.cfg.posterior.as_ref()?;
+        let mut lr = vec![0f64; w.len()];
+        self.energy.log_reward(x, &mut lr);
+        let n = w.len() as f64;
+        let kl_traj = (lr.iter().map(|v| post.beta * v).sum::<f64>() - w.iter().sum::<f64>()) / n;
+        Some(PosteriorMetrics {
+            learned_log_z: self.learned_log_z(),
+            kl_traj,
+        })
+    }
+
     /// The final evaluation (spec §6): estimators, deltas, EUBO and W2 against exact samples.
     pub fn evaluate_final(&self) -> Result<FinalEval, TrainError> {
         crate::alloc_tuning::release_freed_memory();
@@ -1253,6 +1403,9 @@ impl Trainer {
             eubo,
             w2,
             ess: metrics::ess_normalised(&w),
+            posterior: self.posterior_metrics(&w, &samples),
+            modes: matches!(self.cfg.target, TargetConfig::Gmm25To9)
+                .then(|| metrics::mode_stats(&samples)),
         };
         Ok(FinalEval {
             metrics,
@@ -1264,15 +1417,17 @@ impl Trainer {
 
 /// Train `cfg` to the end and evaluate; `progress` is called after every iteration.
 pub fn run(cfg: &ExperimentConfig, progress: &mut dyn FnMut(&Progress)) -> RunRecord {
-    run_from(cfg, None, 0, &mut ProgressOnly(progress))
+    run_from(cfg, None, None, 0, &mut ProgressOnly(progress))
 }
 
 /// Train `cfg` from scratch or from `resume`, handing a checkpoint to `hooks` every
 /// `checkpoint_every` iterations (0: never) and whenever a stop is requested. A resumed run
 /// produces exactly the records an uninterrupted one does: the trainer state is restored bit
-/// for bit and all randomness is keyed by the iteration number.
+/// for bit and all randomness is keyed by the iteration number. `prior`: an RTB run's prior
+/// parameters ([`Trainer::with_prior`]).
 pub fn run_from(
     cfg: &ExperimentConfig,
+    prior: Option<Vec<f32>>,
     resume: Option<Checkpoint>,
     checkpoint_every: usize,
     hooks: &mut dyn RunHooks,
@@ -1284,10 +1439,11 @@ pub fn run_from(
         failure: None,
         interrupted_at: None,
         last_checkpoint: None,
+        params: None,
     };
     let started = match resume {
-        None => Trainer::new(cfg),
-        Some(ck) => Trainer::restore(cfg, &ck).inspect(|t| {
+        None => Trainer::with_prior(cfg, prior),
+        Some(ck) => Trainer::restore_with_prior(cfg, &ck, prior).inspect(|t| {
             rec.curve = ck.curve;
             rec.evals = ck.evals;
             rec.last_checkpoint = Some(t.iteration);
@@ -1362,6 +1518,7 @@ pub fn run_from(
                 ess: f.metrics.ess,
             });
             rec.final_eval = Some(f);
+            rec.params = Some(tr.params.clone());
         }
         Err(e) => rec.failure = Some(e),
     }

@@ -6,15 +6,19 @@
 use rand_chacha::ChaCha8Rng;
 
 pub mod funnel;
+pub mod gaussian;
 pub mod gmm;
 pub mod lgcp;
 pub mod many_well;
+pub mod reweighted_gmm;
 pub mod vae;
 
 pub use funnel::Funnel;
+pub use gaussian::Gaussian;
 pub use gmm::Gmm;
 pub use lgcp::Lgcp;
 pub use many_well::ManyWell;
+pub use reweighted_gmm::Gmm25To9;
 pub use vae::{VaeEnergy, VaeFixedImage, VaeModel};
 
 /// An unnormalised target density on ℝ^D. Rows are `[B, D]` row-major `f32`.

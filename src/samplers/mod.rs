@@ -8,7 +8,7 @@ pub mod rollout;
 
 pub use bridge::{log_pb_step, sample_backward_states};
 pub use exploration::explore_std;
-pub use rollout::{rollout, rollout_conditional, Path, Rollout};
+pub use rollout::{rollout, rollout_conditional, rollout_recording, Path, Record, Rollout};
 
 use crate::config::{ExperimentConfig, Noising};
 

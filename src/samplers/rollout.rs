@@ -50,7 +50,7 @@ pub struct Rollout<S> {
     pub log_pb: Vec<f64>,
     /// x_T, `[B, D]`.
     pub x_final: Vec<f32>,
-    /// All states `[T+1, B, D]` (gradient rollouts only).
+    /// All states `[T+1, B, D]` (gradient rollouts and [`Record::States`] only).
     pub states: Vec<f32>,
 }
 
@@ -83,6 +83,40 @@ pub fn rollout_conditional<S: Kernels>(
     keep_graph: bool,
     cond: Option<&[f32]>,
 ) -> Rollout<S> {
+    let record = if keep_graph {
+        Record::Graph
+    } else {
+        Record::Values
+    };
+    rollout_recording(net, params, sampler, energy, rows, path, record, cond)
+}
+
+/// What a rollout keeps besides the per-row sums and x_T.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// Nothing more: each step's graph is dropped once read.
+    Values,
+    /// The states `[T+1, B, D]` without the graph (to score the same moves under another
+    /// policy, as RTB's prior does).
+    States,
+    /// The whole graph, the states and the per-step terms, for a backward pass.
+    Graph,
+}
+
+/// [`rollout_conditional`] keeping what `record` asks for.
+#[allow(clippy::too_many_arguments)]
+pub fn rollout_recording<S: Kernels>(
+    net: &DriftNet,
+    params: &[S],
+    sampler: &Sampler,
+    energy: &dyn Energy,
+    rows: usize,
+    path: Path<'_>,
+    record: Record,
+    cond: Option<&[f32]>,
+) -> Rollout<S> {
+    let keep_graph = record == Record::Graph;
+    let keep_states = record != Record::Values;
     let (d, t) = (sampler.dim, sampler.steps);
     let dt = sampler.dt();
     let NetOnTape {
@@ -100,7 +134,7 @@ pub fn rollout_conditional<S: Kernels>(
     };
     let mark = tape.len();
 
-    let mut states = if keep_graph {
+    let mut states = if keep_states {
         Vec::with_capacity((t + 1) * rows * d)
     } else {
         Vec::new()
@@ -131,7 +165,7 @@ pub fn rollout_conditional<S: Kernels>(
         // x₀ ~ N(0, I) from the stream positions after all T steps' normals.
         rng::normals_at(rng, ((t * total_rows + row0) * d) as u64, &mut x);
     }
-    if keep_graph {
+    if keep_states {
         states.extend_from_slice(&x);
     }
     let mut noise = vec![0f32; rows * d];
@@ -217,9 +251,11 @@ pub fn rollout_conditional<S: Kernels>(
             }
         }
         x = x_next;
+        if keep_states {
+            states.extend_from_slice(&x);
+        }
         if keep_graph {
             logpf_nodes.push(lpf);
-            states.extend_from_slice(&x);
             x_node = next_node;
         } else {
             tape.truncate(mark);

@@ -1,0 +1,125 @@
+//! The prior run of an RTB posterior (`posterior.prior`): found by config digest under
+//! `<out's parent>/priors/`, trained first when missing, and loaded with its digests checked.
+
+use crate::error::CliError;
+use crate::manifest::{self, Manifest, Status};
+use crate::run::{self, Job};
+use crate::run_dir::{self, Staging};
+use diffusion_samplers::config::{ExperimentConfig, Method};
+use diffusion_samplers::data::npy;
+use std::path::{Path, PathBuf};
+
+/// The trained parameters of a run (`[1, P]` f32), written by every completed run.
+pub const PARAMS: &str = "params.npy";
+
+/// Where the prior with config digest `digest` lives for a posterior run written to `out`:
+/// `<out's parent>/priors/<digest, 16 hex digits>`, shared by every seed and posterior.
+pub fn prior_dir(out: &Path, digest: &str) -> PathBuf {
+    let parent = out.parent().unwrap_or(Path::new("."));
+    parent.join("priors").join(&digest[..digest.len().min(16)])
+}
+
+/// The prior parameters `cfg` needs, or `None` when it is not a posterior. A missing prior is
+/// trained first from its config (resolved against `config_file`'s folder), which must have
+/// the digest the posterior names; without `config_file` (a resume) a missing prior is an
+/// error.
+pub fn ensure_prior(
+    cfg: &ExperimentConfig,
+    config_file: Option<&Path>,
+    out: &Path,
+    quiet: bool,
+) -> Result<Option<Vec<f32>>, CliError> {
+    let Some(post) = &cfg.posterior else {
+        return Ok(None);
+    };
+    let digest = &post.prior.digest;
+    let dir = prior_dir(out, digest);
+    if !dir.join(manifest::MANIFEST).exists() {
+        let Some(file) = config_file else {
+            return Err(CliError::usage(format!(
+                "the prior run {} (config digest {digest}) is missing; `repro run` the \
+                 posterior's config to train it",
+                dir.display()
+            )));
+        };
+        let path = file
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&post.prior.config);
+        let prior = ExperimentConfig::load(&path)?;
+        check_prior(cfg, &prior, &path)?;
+        if !quiet {
+            eprintln!("training the prior {} first ({})", path.display(), dir.display());
+        }
+        if run_dir::partial_path(&dir)?.exists() {
+            run::resume_run(&dir, quiet, None)?;
+        } else {
+            let job = Job {
+                cfg: &prior,
+                config_file: Some(&path),
+                out: &dir,
+                force: false,
+                quiet,
+                checkpoint_every: None,
+            };
+            run::execute(&job, Staging::new_partial(&dir, false)?, None)?;
+        }
+    }
+    load_params(&dir, digest).map(Some)
+}
+
+/// The prior config must have the digest the posterior names, be a prior (not itself RTB) and
+/// share the posterior's network and sampler (the posterior starts as its copy).
+fn check_prior(post: &ExperimentConfig, prior: &ExperimentConfig, path: &Path) -> Result<(), CliError> {
+    let want = &post.posterior.as_ref().expect("a posterior").prior.digest;
+    let got = prior.digest();
+    if &got != want {
+        return Err(CliError::usage(format!(
+            "posterior.prior.digest is {want}, but {} has digest {got} (edited since? put the new \
+             digest in the posterior's config to use it)",
+            path.display()
+        )));
+    }
+    if prior.train.method == Method::Rtb {
+        return Err(CliError::usage(format!(
+            "{}: a prior cannot itself be an RTB posterior",
+            path.display()
+        )));
+    }
+    if prior.network != post.network || prior.sampler != post.sampler || prior.dim() != post.dim() {
+        return Err(CliError::usage(format!(
+            "{}: the prior's network, sampler and dimension must equal the posterior's (it \
+             starts as a copy of the prior)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The parameters of the complete run in `dir`, after checking its config digest and the
+/// parameters file's digest against its manifest.
+fn load_params(dir: &Path, digest: &str) -> Result<Vec<f32>, CliError> {
+    let mpath = dir.join(manifest::MANIFEST);
+    let text =
+        std::fs::read_to_string(&mpath).map_err(|e| CliError::io("read", &mpath, e))?;
+    let m: Manifest = serde_json::from_str(&text)
+        .map_err(|e| CliError::usage(format!("{}: {e}", mpath.display())))?;
+    if m.status != Status::Complete || m.config_digest != digest {
+        return Err(CliError::usage(format!(
+            "{} is not a complete run of config digest {digest} (status {}, digest {})",
+            dir.display(),
+            m.status.as_str(),
+            m.config_digest
+        )));
+    }
+    let ppath = dir.join(PARAMS);
+    let bytes = std::fs::read(&ppath).map_err(|e| CliError::io("read", &ppath, e))?;
+    if m.files.get(PARAMS) != Some(&manifest::digest(&bytes)) {
+        return Err(CliError::usage(format!(
+            "{}: its digest does not match the run's manifest (modified?)",
+            ppath.display()
+        )));
+    }
+    let arr = npy::decode(&bytes).map_err(|e| CliError::usage(format!("{}: {e}", ppath.display())))?;
+    Ok(arr.data)
+}
