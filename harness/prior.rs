@@ -49,7 +49,11 @@ pub fn ensure_prior(
         let prior = ExperimentConfig::load(&path)?;
         check_prior(cfg, &prior, &path)?;
         if !quiet {
-            eprintln!("training the prior {} first ({})", path.display(), dir.display());
+            eprintln!(
+                "training the prior {} first ({})",
+                path.display(),
+                dir.display()
+            );
         }
         if run_dir::partial_path(&dir)?.exists() {
             run::resume_run(&dir, quiet, None)?;
@@ -70,7 +74,11 @@ pub fn ensure_prior(
 
 /// The prior config must have the digest the posterior names, be a prior (not itself RTB) and
 /// share the posterior's network and sampler (the posterior starts as its copy).
-fn check_prior(post: &ExperimentConfig, prior: &ExperimentConfig, path: &Path) -> Result<(), CliError> {
+fn check_prior(
+    post: &ExperimentConfig,
+    prior: &ExperimentConfig,
+    path: &Path,
+) -> Result<(), CliError> {
     let want = &post.posterior.as_ref().expect("a posterior").prior.digest;
     let got = prior.digest();
     if &got != want {
@@ -100,8 +108,7 @@ fn check_prior(post: &ExperimentConfig, prior: &ExperimentConfig, path: &Path) -
 /// parameters file's digest against its manifest.
 fn load_params(dir: &Path, digest: &str) -> Result<Vec<f32>, CliError> {
     let mpath = dir.join(manifest::MANIFEST);
-    let text =
-        std::fs::read_to_string(&mpath).map_err(|e| CliError::io("read", &mpath, e))?;
+    let text = std::fs::read_to_string(&mpath).map_err(|e| CliError::io("read", &mpath, e))?;
     let m: Manifest = serde_json::from_str(&text)
         .map_err(|e| CliError::usage(format!("{}: {e}", mpath.display())))?;
     if m.status != Status::Complete || m.config_digest != digest {
@@ -120,6 +127,7 @@ fn load_params(dir: &Path, digest: &str) -> Result<Vec<f32>, CliError> {
             ppath.display()
         )));
     }
-    let arr = npy::decode(&bytes).map_err(|e| CliError::usage(format!("{}: {e}", ppath.display())))?;
+    let arr =
+        npy::decode(&bytes).map_err(|e| CliError::usage(format!("{}: {e}", ppath.display())))?;
     Ok(arr.data)
 }

@@ -645,7 +645,16 @@ impl ExperimentConfig {
             (Method::Rtb, None) => {
                 return bad("posterior", "RTB fine-tunes a prior: give posterior.prior")
             }
-            (Method::Rtb, Some(p)) => positive("posterior.beta", p.beta)?,
+            (Method::Rtb, Some(p)) if !(p.beta.is_finite() && p.beta >= 0.0) => {
+                return bad(
+                    "posterior.beta",
+                    format!(
+                        "must be a finite number ≥ 0 (0 leaves the prior as it is), got {}",
+                        p.beta
+                    ),
+                )
+            }
+            (Method::Rtb, Some(_)) => {}
             (_, Some(_)) => {
                 return bad(
                     "posterior",
@@ -657,7 +666,10 @@ impl ExperimentConfig {
         if matches!(t.method, Method::Rtb | Method::Mle) {
             let name = format!("{:?}", t.method);
             if t.off_policy.is_some() {
-                return bad("train.off_policy", format!("{name} is not built with the replay buffer"));
+                return bad(
+                    "train.off_policy",
+                    format!("{name} is not built with the replay buffer"),
+                );
             }
             if !self.sampler.noising.is_brownian() || self.sampler.learned_variance {
                 return bad(
@@ -666,7 +678,10 @@ impl ExperimentConfig {
                 );
             }
             if matches!(self.target, TargetConfig::Vae { .. }) {
-                return bad("target", format!("{name} is not built for the conditional VAE target"));
+                return bad(
+                    "target",
+                    format!("{name} is not built for the conditional VAE target"),
+                );
             }
             if self.eval.eubo {
                 return bad(
@@ -676,7 +691,10 @@ impl ExperimentConfig {
             }
         }
         if t.method == Method::Mle && t.exploration.is_some() {
-            return bad("train.exploration", "MLE trains on p_B paths from data: no exploration");
+            return bad(
+                "train.exploration",
+                "MLE trains on p_B paths from data: no exploration",
+            );
         }
         if let TargetConfig::Gaussian { mean, std } = &self.target {
             if mean.is_empty() {

@@ -47,7 +47,8 @@ impl Energy for Gaussian {
             *g = (m - v) / self.var;
             sq += (v - m) * (v - m);
         }
-        -0.5 * sq / self.var - 0.5 * self.mean.len() as f64 * (std::f64::consts::TAU * self.var).ln()
+        -0.5 * sq / self.var
+            - 0.5 * self.mean.len() as f64 * (std::f64::consts::TAU * self.var).ln()
     }
 
     fn log_z(&self) -> Option<f64> {
