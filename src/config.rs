@@ -56,6 +56,22 @@ pub struct PosteriorConfig {
     /// β on log r (1 in the paper's 2-D and vision experiments).
     #[serde(default = "default_beta")]
     pub beta: f64,
+    /// `RlKlPaper`'s weight α on the squared log-ratio (the paper's sweep picks 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_weight: Option<f64>,
+    /// `Guidance`'s γ (1 in the reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f64>,
+    /// `Resample`'s candidates per kept sample (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resample_pool: Option<usize>,
+}
+
+impl PosteriorConfig {
+    /// `Resample`'s candidates per kept sample.
+    pub fn pool(&self) -> usize {
+        self.resample_pool.unwrap_or(10)
+    }
 }
 
 /// The prior run a posterior refers to: its config file (relative to the posterior's config
@@ -279,9 +295,36 @@ pub enum Method {
     /// Relative trajectory balance (spec rtb2024 §1.1): TB with log p_B replaced by the frozen
     /// prior's log-likelihood of the same moves and log R by β·log r; needs `posterior`.
     Rtb,
+    /// KL-regularised REINFORCE as corrected by Deleu et al. 2025 (spec rtb2024 §1.6): advantage
+    /// log r − (1/β)(Σlog q − Σlog p), centred; off-policy with `train.exploration` (tempered
+    /// self-normalised importance weights). Its optimum is RTB's.
+    RlKl,
+    /// The RTB paper's RL baseline as its code runs it (spec rtb2024 §1.6, §2.6): REINFORCE
+    /// on r itself plus `posterior.kl_weight`·(Σlog q − Σlog p)². On-policy.
+    RlKlPaper,
+    /// Classifier guidance (spec rtb2024 §2.6): the prior's drift plus
+    /// γ·σ²·i/(i+1)·∇log r(x_i) at the noisy state, γ = `posterior.guidance`. Trains nothing
+    /// (`iterations: 0`).
+    Guidance,
+    /// Importance resampling of prior samples by r^β (`posterior.resample_pool` candidates per
+    /// kept sample): the sanity baseline. Trains nothing (`iterations: 0`).
+    Resample,
 }
 
 impl Method {
+    /// Does the method start from a prior run (`posterior`)?
+    pub fn uses_prior(self) -> bool {
+        matches!(
+            self,
+            Method::Rtb | Method::RlKl | Method::RlKlPaper | Method::Guidance | Method::Resample
+        )
+    }
+
+    /// Does the method only evaluate the prior, with no training iterations?
+    pub fn evaluates_only(self) -> bool {
+        matches!(self, Method::Guidance | Method::Resample)
+    }
+
     /// Does the method train the conditional flow head log F(x, t)?
     pub fn uses_flow(self) -> bool {
         matches!(self, Method::SubTb | Method::Db)
@@ -598,7 +641,7 @@ impl ExperimentConfig {
         positive("network.lgv_clip", n.lgv_clip)?;
         positive("network.out_clip", n.out_clip)?;
         let t = &self.train;
-        if t.iterations == 0 {
+        if t.iterations == 0 && !t.method.evaluates_only() {
             return bad("train.iterations", "must be at least 1");
         }
         if t.batch == 0 {
@@ -641,11 +684,14 @@ impl ExperimentConfig {
                 "the FL partial energy assumes the Brownian reference process (sampler.noising)",
             );
         }
-        match (t.method, &self.posterior) {
-            (Method::Rtb, None) => {
-                return bad("posterior", "RTB fine-tunes a prior: give posterior.prior")
+        match (t.method.uses_prior(), &self.posterior) {
+            (true, None) => {
+                return bad(
+                    "posterior",
+                    format!("{:?} starts from a prior: give posterior.prior", t.method),
+                )
             }
-            (Method::Rtb, Some(p)) if !(p.beta.is_finite() && p.beta >= 0.0) => {
+            (true, Some(p)) if !(p.beta.is_finite() && p.beta >= 0.0) => {
                 return bad(
                     "posterior.beta",
                     format!(
@@ -654,16 +700,57 @@ impl ExperimentConfig {
                     ),
                 )
             }
-            (Method::Rtb, Some(_)) => {}
-            (_, Some(_)) => {
+            (true, Some(p)) => {
+                if t.method == Method::RlKl && p.beta == 0.0 {
+                    return bad("posterior.beta", "RlKl divides by β: must be > 0");
+                }
+                if t.method == Method::RlKlPaper {
+                    match p.kl_weight {
+                        Some(a) if a.is_finite() && a >= 0.0 => {}
+                        other => {
+                            return bad(
+                                "posterior.kl_weight",
+                                format!("RlKlPaper needs a finite weight ≥ 0, got {other:?}"),
+                            )
+                        }
+                    }
+                    if t.exploration.is_some() {
+                        return bad("train.exploration", "the paper's RL baseline is on-policy");
+                    }
+                }
+                if let Some(g) = p.guidance {
+                    if !g.is_finite() {
+                        return bad("posterior.guidance", "must be finite");
+                    }
+                }
+                if p.resample_pool == Some(0) {
+                    return bad("posterior.resample_pool", "must be at least 1");
+                }
+                if t.method.evaluates_only() && t.iterations != 0 {
+                    return bad(
+                        "train.iterations",
+                        format!("{:?} trains nothing: set iterations: 0", t.method),
+                    );
+                }
+                if t.method == Method::Guidance && self.network.langevin {
+                    return bad(
+                        "network.langevin",
+                        "guidance adds its own ∇log r term: use a prior without LP",
+                    );
+                }
+            }
+            (false, Some(_)) => {
                 return bad(
                     "posterior",
-                    "only train.method Rtb fine-tunes a prior (remove posterior)",
+                    format!(
+                        "{:?} does not start from a prior (remove posterior)",
+                        t.method
+                    ),
                 )
             }
             _ => {}
         }
-        if matches!(t.method, Method::Rtb | Method::Mle) {
+        if t.method.uses_prior() || t.method == Method::Mle {
             let name = format!("{:?}", t.method);
             if t.off_policy.is_some() {
                 return bad(

@@ -9,8 +9,8 @@ use crate::checkpoint::{BufferState, Checkpoint, CheckpointError};
 use crate::config::{Backend, ExperimentConfig, Method, TargetConfig};
 use crate::energies::{Energy, Funnel, Gmm, ManyWell};
 use crate::losses::{
-    detailed_balance, fl_term, subtb, trajectory_balance, trajectory_balance_rows, vargrad,
-    vargrad_conditional, LossGrad,
+    behaviour_log_prob, detailed_balance, fl_term, rl_kl, rl_kl_paper, subtb, trajectory_balance,
+    trajectory_balance_rows, vargrad, vargrad_conditional, LossGrad,
 };
 use crate::metrics;
 use crate::nn::adam::clip_grad_norm;
@@ -81,8 +81,8 @@ pub struct Metrics {
 /// sampled log ∫p_θ·r^β.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PosteriorMetrics {
-    /// The learned log Z parameter.
-    pub learned_log_z: f64,
+    /// The learned log Z parameter (RTB).
+    pub learned_log_z: Option<f64>,
     /// E_q[log p_φ(τ) − log p_θ(τ)], the trajectory KL of posterior to prior.
     pub kl_traj: f64,
 }
@@ -417,7 +417,10 @@ enum StepSeeds {
 fn frozen_groups(method: Method) -> &'static [Group] {
     match method {
         Method::Tb | Method::SubTb | Method::Db | Method::Rtb => &[],
-        Method::VarGrad | Method::Pis | Method::Mle => &[Group::Flow],
+        Method::VarGrad | Method::Pis | Method::Mle | Method::RlKl | Method::RlKlPaper => {
+            &[Group::Flow]
+        }
+        Method::Guidance | Method::Resample => &[Group::Policy, Group::Flow],
     }
 }
 
@@ -430,17 +433,18 @@ impl Trainer {
     /// (with log Z reset to 0, spec rtb2024 §1.2) the posterior starts from.
     pub fn with_prior(cfg: &ExperimentConfig, prior: Option<Vec<f32>>) -> Result<Self, TrainError> {
         let mut tr = Trainer::build(cfg)?;
-        match (cfg.train.method == Method::Rtb, prior) {
+        match (cfg.train.method.uses_prior(), prior) {
             (false, None) => {}
             (false, Some(_)) => {
                 return Err(TrainError::Invalid(
-                    "prior parameters given to a run that is not RTB".into(),
+                    "prior parameters given to a run that does not start from a prior".into(),
                 ))
             }
             (true, None) => {
-                return Err(TrainError::Invalid(
-                    "posterior: RTB needs the prior run's parameters".into(),
-                ))
+                return Err(TrainError::Invalid(format!(
+                    "posterior: {:?} needs the prior run's parameters",
+                    cfg.train.method
+                )))
             }
             (true, Some(p)) => {
                 if p.len() != tr.net.num_params() {
@@ -860,6 +864,44 @@ impl Trainer {
                 };
                 (lg, seeds)
             }
+            Method::RlKl => {
+                let post = self.cfg.posterior.as_ref().expect("validated: a posterior");
+                // Off-policy: the exploratory sampler's density of the same moves, for the
+                // importance weights (fixed variance, validated).
+                let behaviour = (eps > 0.0).then(|| {
+                    let step_lf = cat(&|s| &s.roll.step_log_pf);
+                    let v = self.sampler.dt() * self.sampler.sigma2;
+                    behaviour_log_prob(&step_lf, t, d, v, v + eps * eps)
+                });
+                let lg = rl_kl(
+                    &lf,
+                    &lb,
+                    &lr,
+                    post.beta,
+                    behaviour.as_deref().map(|v| (v, t)),
+                );
+                let seeds = StepSeeds::PerTrajectory {
+                    d_log_pf: lg.d_log_pf.clone(),
+                    log_z_head: false,
+                };
+                (lg, seeds)
+            }
+            Method::RlKlPaper => {
+                let post = self.cfg.posterior.as_ref().expect("validated: a posterior");
+                let alpha = post.kl_weight.expect("validated: a KL weight");
+                let lg = rl_kl_paper(&lf, &lb, &lr, alpha);
+                let seeds = StepSeeds::PerTrajectory {
+                    d_log_pf: lg.d_log_pf.clone(),
+                    log_z_head: false,
+                };
+                (lg, seeds)
+            }
+            Method::Guidance | Method::Resample => {
+                return Err(TrainError::Invalid(format!(
+                    "{:?} trains nothing (validated iterations: 0)",
+                    self.cfg.train.method
+                )))
+            }
             Method::Pis => unreachable!("PIS returned above"),
         };
         if !lg.loss.is_finite() {
@@ -1241,10 +1283,15 @@ impl Trainer {
             // RTB (spec rtb2024 §1.1): the prior's log-likelihood of the same moves stands where
             // log p_B does, and β·log r where log R does, so every TB-shaped quantity (loss,
             // log-weights, ELBO) becomes its RTB counterpart.
+            // The prior's own moves carry no guidance.
+            let plain = Sampler {
+                guidance: None,
+                ..self.sampler.clone()
+            };
             let scored = rollout_conditional::<f32>(
                 &self.net,
                 prior,
-                &self.sampler,
+                &plain,
                 energy,
                 rows,
                 Path::Given(&roll.states),
@@ -1316,6 +1363,30 @@ impl Trainer {
         (w, x)
     }
 
+    /// Importance resampling: `n·pool` prior trajectories from stream `key`, and `n` of their
+    /// terminal states drawn with replacement in proportion to r^β (the weights w = β log r +
+    /// LP − LF, with LF = LP for the prior itself). Returns all n·pool log-weights (the log Z
+    /// estimators use the whole pool) and the n drawn states.
+    fn resampled(&self, n: usize, pool: usize, key: [u8; 32]) -> (Vec<f64>, Vec<f32>) {
+        let d = self.sampler.dim;
+        let (w, x) = self.sample_with_weights(n * pool, key);
+        let max = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut cdf = Vec::with_capacity(w.len());
+        let mut acc = 0.0;
+        for v in &w {
+            acc += (v - max).exp();
+            cdf.push(acc);
+        }
+        let mut stream = rng::stream(self.cfg.seed, "resample", 0);
+        let mut out = Vec::with_capacity(n * d);
+        for _ in 0..n {
+            let u = rng::uniform_f64(&mut stream) * acc;
+            let k = cdf.partition_point(|&c| c <= u).min(w.len() - 1);
+            out.extend_from_slice(&x[k * d..(k + 1) * d]);
+        }
+        (w, out)
+    }
+
     /// EUBO = mean over exact samples x of log R(x) + LB − LF along τ ~ p_B(·|x).
     pub fn eubo(&self, exact: &[f32]) -> f64 {
         let d = self.sampler.dim;
@@ -1353,12 +1424,16 @@ impl Trainer {
     /// mean(β log r) − mean(w), as w = β log r + log p_θ − log p_φ.
     fn posterior_metrics(&self, w: &[f64], x: &[f32]) -> Option<PosteriorMetrics> {
         let post = self.cfg.posterior.as_ref()?;
+        if self.cfg.train.method == Method::Resample {
+            // Resampled states have no trajectory of their own.
+            return None;
+        }
         let mut lr = vec![0f64; w.len()];
         self.energy.log_reward(x, &mut lr);
         let n = w.len() as f64;
         let kl_traj = (lr.iter().map(|v| post.beta * v).sum::<f64>() - w.iter().sum::<f64>()) / n;
         Some(PosteriorMetrics {
-            learned_log_z: self.learned_log_z(),
+            learned_log_z: (self.cfg.train.method == Method::Rtb).then(|| self.learned_log_z()),
             kl_traj,
         })
     }
@@ -1369,7 +1444,10 @@ impl Trainer {
         let n = self.eval_rows();
         let d = self.sampler.dim;
         let key = rng::stream_key(self.cfg.seed, "final-eval", 0);
-        let (w, samples) = self.sample_with_weights(n, key);
+        let (w, samples) = match (self.cfg.train.method, &self.cfg.posterior) {
+            (Method::Resample, Some(p)) => self.resampled(n, p.pool(), key),
+            _ => self.sample_with_weights(n, key),
+        };
         if samples.iter().any(|v| !v.is_finite()) {
             return Err(TrainError::NonFinite {
                 iteration: self.iteration,

@@ -100,6 +100,7 @@ fn sampler(dim: usize, sigma2: f64) -> Sampler {
         learned_range: None,
         lgv_clip: 1e4,
         noising: Default::default(),
+        guidance: None,
     }
 }
 

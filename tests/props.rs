@@ -93,6 +93,7 @@ proptest! {
             learned_range: None,
             lgv_clip: 100.0,
             noising: Default::default(),
+            guidance: None,
         };
         let b = 3usize;
         let mut r = rng::stream(seed, "bridge", 0);

@@ -5,7 +5,9 @@ mod common;
 
 use diffusion_samplers::autodiff::gradcheck::gradcheck;
 use diffusion_samplers::config::ExperimentConfig;
-use diffusion_samplers::losses::trajectory_balance;
+use diffusion_samplers::losses::{
+    behaviour_log_prob, rl_kl, rl_kl_paper, trajectory_balance, LossGrad,
+};
 use diffusion_samplers::rng;
 use diffusion_samplers::samplers::{explore_std, rollout, Path};
 use diffusion_samplers::tensor::Tensor;
@@ -30,6 +32,7 @@ fn toy(beta: f64, exploration: &str) -> ExperimentConfig {
 fn init_params(cfg: &ExperimentConfig) -> Vec<f32> {
     let mut plain = cfg.clone();
     plain.train.method = diffusion_samplers::config::Method::Tb;
+    plain.train.iterations = 1;
     plain.posterior = None;
     Trainer::new(&plain).unwrap().params
 }
@@ -88,9 +91,14 @@ fn loss_vanishes_when_the_posterior_is_the_prior_and_r_is_one() {
     }
 }
 
-/// The RTB loss along fixed states as a function of the f64 posterior parameters (the prior
-/// frozen), with its tape gradient: ½ mean δ², δ = log Z + LF_φ − LF_θ − β log r.
-fn rtb_loss_f64(tr: &Trainer, theta: &[f64], states: &[f32]) -> (f64, Vec<f64>) {
+/// A loss on per-trajectory sums (LF, LP, β·log r) and, off-policy, the exploratory sampler's
+/// per-step variance.
+type SumsLoss<'a> = &'a dyn Fn(&[f64], &[f64], &[f64], &[f64]) -> LossGrad;
+
+/// A prior-relative loss along fixed states as a function of the f64 posterior parameters
+/// (the prior frozen), with its tape gradient; `loss` gets LF, LP, β·log r and the per-step
+/// log p_F `[B, T]`.
+fn prior_loss_f64(tr: &Trainer, theta: &[f64], states: &[f32], loss: SumsLoss) -> (f64, Vec<f64>) {
     let b = tr.cfg.train.batch;
     let beta = tr.cfg.posterior.as_ref().unwrap().beta;
     let post = rollout::<f64>(
@@ -121,12 +129,7 @@ fn rtb_loss_f64(tr: &Trainer, theta: &[f64], states: &[f32]) -> (f64, Vec<f64>) 
     let mut lr = vec![0f64; b];
     tr.energy.log_reward(&post.x_final, &mut lr);
     let lr: Vec<f64> = lr.iter().map(|v| beta * v).collect();
-    let lg = trajectory_balance(
-        theta[tr.net.log_z_index()],
-        &post.log_pf,
-        &prior.log_pf,
-        &lr,
-    );
+    let lg = loss(&post.log_pf, &prior.log_pf, &lr, &post.step_log_pf);
     let seed = Tensor::from_vec(b, 1, lg.d_log_pf.clone());
     let seeds = post
         .logpf_nodes
@@ -139,14 +142,10 @@ fn rtb_loss_f64(tr: &Trainer, theta: &[f64], states: &[f32]) -> (f64, Vec<f64>) 
     (lg.loss, g)
 }
 
-/// RTB's gradient δ·∇Σlog p_φ (+ δ for log Z) against finite differences of the f64 loss, and
-/// the trainer's sharded f32 gradient (exploratory iteration 1) against that f64 tape.
-#[test]
-fn gradient_matches_finite_differences_and_the_trainer() {
-    let cfg = toy(1.5, "Some((std: 0.3, decay_iters: None))");
-    let prior = random_prior(&cfg, 2);
-    let mut tr = Trainer::with_prior(&cfg, Some(prior)).unwrap();
-    // Move the posterior off the prior, and log Z off 0.
+/// The posterior moved off a random prior (and log Z off 0), and iteration `it`'s states.
+fn moved_posterior(cfg: &ExperimentConfig, it: usize) -> (Trainer, Vec<f32>) {
+    let prior = random_prior(cfg, 2);
+    let mut tr = Trainer::with_prior(cfg, Some(prior)).unwrap();
     let mut r = rng::stream(9, "posterior", 0);
     let p: Vec<f32> = tr
         .params
@@ -154,7 +153,6 @@ fn gradient_matches_finite_differences_and_the_trainer() {
         .map(|&v| v + 0.2 * rng::normal_f64(&mut r) as f32)
         .collect();
     tr.set_params(p);
-    let it = 1;
     let b = cfg.train.batch;
     let path = Path::Forward {
         noise_key: rng::stream_key(cfg.seed, "train-noise", it as u64),
@@ -164,14 +162,30 @@ fn gradient_matches_finite_differences_and_the_trainer() {
     };
     let states =
         rollout::<f32>(&tr.net, &tr.params, &tr.sampler, &*tr.energy, b, path, true).states;
+    (tr, states)
+}
+
+/// RTB's gradient δ·∇Σlog p_φ (+ δ for log Z) against finite differences of the f64 loss, and
+/// the trainer's sharded f32 gradient (exploratory iteration 1) against that f64 tape.
+#[test]
+fn gradient_matches_finite_differences_and_the_trainer() {
+    let cfg = toy(1.5, "Some((std: 0.3, decay_iters: None))");
+    let it = 1;
+    let (tr, states) = moved_posterior(&cfg, it);
     let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
-    let (loss64, analytic) = rtb_loss_f64(&tr, &theta, &states);
+    let z = tr.net.log_z_index();
+    let loss = |v: &[f64]| -> (f64, Vec<f64>) {
+        let tb =
+            |lf: &[f64], lp: &[f64], lr: &[f64], _: &[f64]| trajectory_balance(v[z], lf, lp, lr);
+        prior_loss_f64(&tr, v, &states, &tb)
+    };
+    let (loss64, analytic) = loss(&theta);
     let live = analytic.iter().filter(|g| g.abs() > 1e-9).count();
     assert!(
         live > analytic.len() / 2,
         "only {live} live gradient entries"
     );
-    let mut f = |v: &[f64]| rtb_loss_f64(&tr, v, &states).0;
+    let mut f = |v: &[f64]| loss(v).0;
     if let Err(e) = gradcheck(&mut f, &theta, &analytic, 1e-6, GRADCHECK_F64) {
         panic!(
             "index {}: analytic {} numeric {}",
@@ -179,6 +193,46 @@ fn gradient_matches_finite_differences_and_the_trainer() {
         );
     }
     common::assert_trainer_matches(&tr, it, loss64, &analytic, "RTB");
+}
+
+/// The RL baselines' trainer gradients (REINFORCE weights on ∇Σlog q, sharded, f32) against
+/// the f64 tape with the same weights: corrected on- and off-policy, and the paper's.
+#[test]
+fn rl_baselines_match_the_f64_tape() {
+    let cases: [(&str, &str, &str); 3] = [
+        ("RlKl", "None", ""),
+        ("RlKl", "Some((std: 0.4, decay_iters: None))", ""),
+        ("RlKlPaper", "None", ", kl_weight: Some(0.5)"),
+    ];
+    for (method, exploration, extra) in cases {
+        let text = format!(
+            "(seed: 4, target: Gmm25To9,
+              sampler: (steps: 6, sigma2: 5.0),
+              network: (hidden: 8, harmonics: 4, joint_layers: 2),
+              train: (method: {method}, iterations: 2, batch: 7, shards: 2,
+                      exploration: {exploration}),
+              eval: (samples: 8, w2: false, eubo: false),
+              posterior: Some((prior: (config: \"unused.ron\", digest: \"0\"), beta: 0.7{extra})))"
+        );
+        let cfg = ExperimentConfig::parse(&text, method).unwrap();
+        let it = 1;
+        let (tr, states) = moved_posterior(&cfg, it);
+        let (t, d) = (tr.sampler.steps, tr.sampler.dim);
+        let eps = explore_std(cfg.train.exploration.as_ref(), it);
+        let v = tr.sampler.dt() * tr.sampler.sigma2;
+        let loss = |lf: &[f64], lp: &[f64], lr: &[f64], step: &[f64]| match method {
+            "RlKl" => {
+                let behaviour =
+                    (eps > 0.0).then(|| behaviour_log_prob(step, t, d, v, v + eps * eps));
+                rl_kl(lf, lp, lr, 0.7, behaviour.as_deref().map(|b| (b, t)))
+            }
+            _ => rl_kl_paper(lf, lp, lr, 0.5),
+        };
+        let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
+        let (loss64, g64) = prior_loss_f64(&tr, &theta, &states, &loss);
+        assert!(g64.iter().filter(|g| g.abs() > 1e-9).count() > g64.len() / 2);
+        common::assert_trainer_matches(&tr, it, loss64, &g64, &format!("{method} {exploration}"));
+    }
 }
 
 /// A Gaussian prior and a Gaussian constraint give a Gaussian posterior in closed form. The
@@ -229,5 +283,41 @@ fn short_run_matches_the_closed_form_gaussian_posterior() {
         (tr.learned_log_z() - log_z).abs() < 0.03,
         "learned log Z {} vs {log_z}",
         tr.learned_log_z()
+    );
+}
+
+/// Importance resampling of the zero-drift prior (x₁ ~ N(0, I)) by r = N(m, I): the kept
+/// samples' mean is near the posterior mean m/2, and the pool's log Ẑ^RW near
+/// log N(m; 0, 2I). Nothing is trained.
+#[test]
+fn resampling_the_prior_recovers_the_gaussian_posterior() {
+    let m = [1.5f64, -1.0];
+    let text = format!(
+        "(seed: 8, target: Gaussian(mean: [{}, {}], std: 1.0),
+          sampler: (steps: 10, sigma2: 1.0),
+          network: (hidden: 8, harmonics: 4, joint_layers: 2),
+          train: (method: Resample, iterations: 0, batch: 8),
+          eval: (samples: 3000, w2: false, eubo: false),
+          posterior: Some((prior: (config: \"unused.ron\", digest: \"0\"), resample_pool: Some(10))))",
+        m[0], m[1]
+    );
+    let cfg = ExperimentConfig::parse(&text, "resample").unwrap();
+    let tr = Trainer::with_prior(&cfg, Some(init_params(&cfg))).unwrap();
+    let fe = tr.evaluate_final().unwrap();
+    let n = cfg.eval.samples;
+    assert_eq!(fe.samples.len(), n * 2);
+    for j in 0..2 {
+        let mean = fe.samples.chunks_exact(2).map(|r| r[j] as f64).sum::<f64>() / n as f64;
+        assert!((mean - m[j] / 2.0).abs() < 0.06, "coordinate {j}: {mean}");
+    }
+    let log_z = -0.25 * (m[0] * m[0] + m[1] * m[1]) - (std::f64::consts::TAU * 2.0).ln();
+    assert!(
+        (fe.metrics.log_z_rw - log_z).abs() < 0.03,
+        "{} vs {log_z}",
+        fe.metrics.log_z_rw
+    );
+    assert!(
+        fe.metrics.posterior.is_none(),
+        "resampled states have no trajectory metrics"
     );
 }

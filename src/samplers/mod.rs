@@ -27,6 +27,8 @@ pub struct Sampler {
     pub lgv_clip: f64,
     /// The reference process p_B reverses.
     pub noising: Noising,
+    /// Classifier guidance γ (`Method::Guidance`): the drift gains γ·σ²·i/(i+1)·∇log R(x_i).
+    pub guidance: Option<f64>,
 }
 
 /// One transition i → i+1 of the reference process, as both kernels use it.
@@ -62,7 +64,21 @@ impl Sampler {
                 .then_some(cfg.sampler.log_var_range),
             lgv_clip: cfg.network.lgv_clip,
             noising: cfg.sampler.noising,
+            guidance: (cfg.train.method == crate::config::Method::Guidance).then(|| {
+                cfg.posterior
+                    .as_ref()
+                    .and_then(|p| p.guidance)
+                    .unwrap_or(1.0)
+            }),
         }
+    }
+
+    /// The guidance scale of every step, `[T, 1]`: γ·σ²·i/(i+1), the Brownian bridge's variance
+    /// ratio (0 at i = 0; spec rtb2024 §2.6).
+    pub fn guidance_scale(&self, gamma: f64) -> Vec<f32> {
+        (0..self.steps)
+            .map(|i| (gamma * self.sigma2 * i as f64 / (i + 1) as f64) as f32)
+            .collect()
     }
 
     /// The kernels of transition i → i+1 (spec §2.2–2.3; VP: Table C.2). Under VP both kernels of

@@ -169,6 +169,13 @@ pub fn rollout_recording<S: Kernels>(
         states.extend_from_slice(&x);
     }
     let mut noise = vec![0f32; rows * d];
+    // Classifier guidance rides on the LP term with a fixed scale (validation keeps it apart
+    // from a learned LP).
+    let lp_scale = lp_scale.or_else(|| {
+        sampler
+            .guidance
+            .map(|g| tape.constant(Tensor::from_f32(t, 1, &sampler.guidance_scale(g))))
+    });
     let mut grad = vec![0f32; if lp_scale.is_some() { rows * d } else { 0 }];
     // LF includes the source density log p₀(x₀) (0 for the Brownian start at the origin).
     let mut log_pf: Vec<f64> = x.chunks_exact(d).map(|x0| sampler.log_p0(x0)).collect();
