@@ -130,8 +130,8 @@ mod tests {
         let g = rl_kl(&lf, &lp, &lr, 1.0, None);
         let adv = [-0.5, -0.5, -1.0];
         let mean = -2.0 / 3.0;
-        for b in 0..3 {
-            assert!((g.d_log_pf[b] + (adv[b] - mean) / 3.0).abs() < 1e-15);
+        for (g, a) in g.d_log_pf.iter().zip(adv) {
+            assert!((g + (a - mean) / 3.0).abs() < 1e-15);
         }
         assert!(g.d_log_pf.iter().sum::<f64>().abs() < 1e-15);
         assert!((g.log_z - mean).abs() < 1e-15);
