@@ -49,7 +49,13 @@ pub fn write_figures(
     evals: &[EvalRow],
     samples: Option<(&[f32], usize)>,
 ) -> Result<Vec<String>, CliError> {
-    let energy = build_energy(cfg).map_err(|e| CliError::usage(e.to_string()))?;
+    // The RTB toy's samples are shaded by the posterior p_9 rather than by the ratio r.
+    let energy: Box<dyn diffusion_samplers::energies::Energy> = match cfg.target {
+        diffusion_samplers::config::TargetConfig::Gmm25To9 => {
+            Box::new(diffusion_samplers::energies::reweighted_gmm::NineModeTarget::default())
+        }
+        _ => build_energy(cfg).map_err(|e| CliError::usage(e.to_string()))?,
+    };
     let mut written = Vec::new();
     if let Some((x, d)) = samples.filter(|(x, d)| *d >= 2 && x.len() >= *d) {
         let drawn = render(dir, SAMPLES_PNG, SAMPLES_SIZE, |root| {

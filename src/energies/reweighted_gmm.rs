@@ -144,3 +144,22 @@ impl Energy for Gmm25To9 {
         Some(out)
     }
 }
+
+/// p_9 itself, the posterior a perfect prior would give: what figures shade under the toy's
+/// samples (log r alone is a ratio, not a density).
+#[derive(Clone, Debug, Default)]
+pub struct NineModeTarget(Gmm25To9);
+
+impl Energy for NineModeTarget {
+    fn name(&self) -> String {
+        "9-mode target".into()
+    }
+
+    fn dim(&self) -> usize {
+        2
+    }
+
+    fn log_reward_row(&self, x: &[f32]) -> f64 {
+        self.0.log_p9([x[0] as f64, x[1] as f64]).0
+    }
+}
