@@ -19,12 +19,13 @@ const TINY: &str = "(
 )
 ";
 
-const RUN_FILES: [&str; 5] = [
+const RUN_FILES: [&str; 6] = [
     "config.ron",
     "metrics.json",
     "curve.csv",
     "evals.csv",
     "samples.npy",
+    "params.npy",
 ];
 
 fn repro(cwd: &Path, args: &[&str]) -> Output {
@@ -610,4 +611,135 @@ fn missing_gpu_is_a_clear_error_and_writes_nothing() {
     );
     expect_code(&o, 2);
     assert!(stderr(&o).contains("cpu, gpu or auto"), "{}", stderr(&o));
+}
+
+// ---- RTB posteriors and their prior runs ----
+
+/// A tiny MLE prior on the 25GMM (T = 4).
+const TINY_PRIOR: &str = "(
+    seed: 2,
+    target: Gmm25,
+    sampler: (steps: 4, sigma2: 5.0),
+    network: (hidden: 8, harmonics: 4, joint_layers: 2),
+    train: (method: Mle, iterations: 3, batch: 25, shards: 2),
+    eval: (samples: 16, every: 2, w2: false, eubo: false),
+)
+";
+
+/// A tiny RTB posterior of `prior.ron` whose digest is `digest`.
+fn tiny_posterior(digest: &str) -> String {
+    format!(
+        "(
+    seed: 3,
+    target: Gmm25To9,
+    sampler: (steps: 4, sigma2: 5.0),
+    network: (hidden: 8, harmonics: 4, joint_layers: 2),
+    train: (method: Rtb, iterations: 3, batch: 8, shards: 2, lr_flow: 0.1,
+            exploration: Some((std: 0.5, decay_iters: Some(4), hold_iters: Some(2)))),
+    eval: (samples: 16, every: 2, w2: false, eubo: false),
+    posterior: Some((prior: (config: \"prior.ron\", digest: \"{digest}\"))),
+)
+"
+    )
+}
+
+#[test]
+fn posterior_trains_its_prior_first_and_refuses_an_edited_one() {
+    // (trains)
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "cfg/prior.ron", TINY_PRIOR);
+    let listed = repro(tmp.path(), &["list", "--json", "cfg"]);
+    expect_code(&listed, 0);
+    let entries: Value = serde_json::from_str(&stdout(&listed)).unwrap();
+    let digest = entries[0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(digest.len(), 64);
+    write(tmp.path(), "cfg/post.ron", &tiny_posterior(&digest));
+
+    let run = repro(
+        tmp.path(),
+        &["run", "cfg/post.ron", "--out", "runs/post", "-q"],
+    );
+    expect_code(&run, 0);
+    let prior_dir = tmp.path().join("runs/priors").join(&digest[..16]);
+    let mp = manifest(&prior_dir);
+    assert_eq!(mp["status"], "complete");
+    assert_eq!(mp["config_digest"], digest.as_str());
+    assert!(mp["files"]["params.npy"].is_string());
+    let metrics: Value = serde_json::from_str(
+        &fs::read_to_string(tmp.path().join("runs/post/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    for key in [
+        "learned_log_z",
+        "kl_traj",
+        "near_mode",
+        "tv",
+        "retained_weights",
+    ] {
+        assert!(!metrics[key].is_null(), "metrics.json lacks {key}");
+    }
+
+    // A second posterior run reuses the prior (same folder, untouched), and verify replays.
+    let prior_params = fs::read(prior_dir.join("params.npy")).unwrap();
+    let again = repro(
+        tmp.path(),
+        &["run", "cfg/post.ron", "--out", "runs/post2", "-q"],
+    );
+    expect_code(&again, 0);
+    assert_eq!(
+        fs::read(prior_dir.join("params.npy")).unwrap(),
+        prior_params
+    );
+    assert_eq!(
+        manifest(&tmp.path().join("runs/post"))["files"],
+        manifest(&tmp.path().join("runs/post2"))["files"]
+    );
+    let verify = repro(tmp.path(), &["verify", "runs/post", "--json"]);
+    expect_code(&verify, 0);
+
+    // An edited prior config no longer has the digest the posterior names: refused, and
+    // nothing is written.
+    write(
+        tmp.path(),
+        "cfg/prior.ron",
+        &TINY_PRIOR.replace("seed: 2", "seed: 5"),
+    );
+    fs::remove_dir_all(&prior_dir).unwrap();
+    let edited = repro(
+        tmp.path(),
+        &["run", "cfg/post.ron", "--out", "runs/post3", "-q"],
+    );
+    expect_code(&edited, 2);
+    assert!(
+        stderr(&edited).contains("posterior.prior.digest"),
+        "{}",
+        stderr(&edited)
+    );
+    assert!(!tmp.path().join("runs/post3").exists());
+    assert!(!prior_dir.exists());
+
+    // A tampered prior parameter file is caught by its manifest digest.
+    write(tmp.path(), "cfg/prior.ron", TINY_PRIOR);
+    expect_code(
+        &repro(
+            tmp.path(),
+            &["run", "cfg/prior.ron", "--out", "runs/tmp-prior", "-q"],
+        ),
+        0,
+    );
+    fs::rename(tmp.path().join("runs/tmp-prior"), &prior_dir).unwrap();
+    let mut bytes = fs::read(prior_dir.join("params.npy")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(prior_dir.join("params.npy"), bytes).unwrap();
+    let tampered = repro(
+        tmp.path(),
+        &["run", "cfg/post.ron", "--out", "runs/post4", "-q"],
+    );
+    expect_code(&tampered, 2);
+    assert!(
+        stderr(&tampered).contains("params.npy"),
+        "{}",
+        stderr(&tampered)
+    );
 }
