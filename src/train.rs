@@ -413,6 +413,16 @@ enum StepSeeds {
     },
 }
 
+/// A per-trajectory loss's seeds: ∂L/∂LF_b into every step's log p_F (and the conditional
+/// log Z(x) head with `log_z_head`).
+fn per_trajectory(lg: LossGrad, log_z_head: bool) -> (LossGrad, StepSeeds) {
+    let seeds = StepSeeds::PerTrajectory {
+        d_log_pf: lg.d_log_pf.clone(),
+        log_z_head,
+    };
+    (lg, seeds)
+}
+
 /// The parameter groups a method does not train: VarGrad and PIS learn no log Z.
 fn frozen_groups(method: Method) -> &'static [Group] {
     match method {
@@ -790,31 +800,19 @@ impl Trainer {
                     })
                     .collect();
                 let lg = trajectory_balance_rows(&log_z, &lf, &lb, &lr);
-                let seeds = StepSeeds::PerTrajectory {
-                    d_log_pf: lg.d_log_pf.clone(),
-                    log_z_head: true,
-                };
-                (lg, seeds)
+                per_trajectory(lg, true)
             }
             // RTB is TB on the rows `rollout_rows` returns: LB is the prior's LF, lr is β·log r.
             Method::Tb | Method::Rtb => {
                 let lg = trajectory_balance(self.learned_log_z(), &lf, &lb, &lr);
-                let seeds = StepSeeds::PerTrajectory {
-                    d_log_pf: lg.d_log_pf.clone(),
-                    log_z_head: false,
-                };
-                (lg, seeds)
+                per_trajectory(lg, false)
             }
             Method::VarGrad => {
                 let lg = match self.vae {
                     Some(_) => vargrad_conditional(&lf, &lb, &lr, self.cfg.train.batch),
                     None => vargrad(&lf, &lb, &lr),
                 };
-                let seeds = StepSeeds::PerTrajectory {
-                    d_log_pf: lg.d_log_pf.clone(),
-                    log_z_head: false,
-                };
-                (lg, seeds)
+                per_trajectory(lg, false)
             }
             Method::SubTb | Method::Db => {
                 let step_lf = cat(&|s| &s.roll.step_log_pf);
@@ -858,11 +856,7 @@ impl Trainer {
                     d_log_z: 0.0,
                     log_z: self.learned_log_z(),
                 };
-                let seeds = StepSeeds::PerTrajectory {
-                    d_log_pf: lg.d_log_pf.clone(),
-                    log_z_head: false,
-                };
-                (lg, seeds)
+                per_trajectory(lg, false)
             }
             Method::RlKl => {
                 let post = self.cfg.posterior.as_ref().expect("validated: a posterior");
@@ -880,21 +874,13 @@ impl Trainer {
                     post.beta,
                     behaviour.as_deref().map(|v| (v, t)),
                 );
-                let seeds = StepSeeds::PerTrajectory {
-                    d_log_pf: lg.d_log_pf.clone(),
-                    log_z_head: false,
-                };
-                (lg, seeds)
+                per_trajectory(lg, false)
             }
             Method::RlKlPaper => {
                 let post = self.cfg.posterior.as_ref().expect("validated: a posterior");
                 let alpha = post.kl_weight.expect("validated: a KL weight");
                 let lg = rl_kl_paper(&lf, &lb, &lr, alpha);
-                let seeds = StepSeeds::PerTrajectory {
-                    d_log_pf: lg.d_log_pf.clone(),
-                    log_z_head: false,
-                };
-                (lg, seeds)
+                per_trajectory(lg, false)
             }
             Method::Guidance | Method::Resample => {
                 return Err(TrainError::Invalid(format!(
