@@ -217,6 +217,11 @@ pub enum Noising {
     /// B = ∫β ds. Every step keeps N(0, I) stationary and is reversible, so unlike the Euler
     /// kernel any β·dt is allowed.
     VpExponential { beta_min: f64, beta_max: f64 },
+    /// DDPM (ε-prediction) trained on `train_steps` times with β linear from 0.1/T to 20/T and
+    /// sampled with `sampler.steps` leading-strided ancestral steps (fixed_large variance),
+    /// x̂0 clipped to [−1, 1] when `clip` (spec rtb2024 §3.1, §7.2). x₀ ~ N(0, I); the network's
+    /// output is ε̂; `sampler.sigma2` is unused.
+    Ddpm { train_steps: usize, clip: bool },
 }
 
 impl Noising {
@@ -292,6 +297,10 @@ pub enum Method {
     /// Prior pretraining (spec rtb2024 §2.4): maximum likelihood of p_F on backward (p_B)
     /// trajectories from exact samples of `target`, L = −mean_b Σ_i log p_F. Learns no log Z.
     Mle,
+    /// DDPM prior pretraining (spec rtb2024 §3.3, §7.4): the ε-MSE
+    /// mean ‖ε − ε̂(√ᾱ_t·x0 + √(1−ᾱ_t)·ε, t)‖² over exact samples x0 of `target`, one uniform
+    /// t per sample; needs `sampler.noising: Ddpm`. Learns no log Z.
+    EpsMse,
     /// Relative trajectory balance (spec rtb2024 §1.1): TB with log p_B replaced by the frozen
     /// prior's log-likelihood of the same moves and log R by β·log r; needs `posterior`.
     Rtb,
@@ -758,10 +767,15 @@ impl ExperimentConfig {
                     format!("{name} is not built with the replay buffer"),
                 );
             }
-            if !self.sampler.noising.is_brownian() || self.sampler.learned_variance {
+            let ddpm_ok =
+                t.method.uses_prior() && matches!(self.sampler.noising, Noising::Ddpm { .. });
+            if !(self.sampler.noising.is_brownian() || ddpm_ok) || self.sampler.learned_variance {
                 return bad(
                     "sampler",
-                    format!("{name} is built for the Brownian sampler with fixed variance"),
+                    format!(
+                        "{name} is built for the Brownian sampler with fixed variance (and, for \
+                         posteriors, the DDPM sampler)"
+                    ),
                 );
             }
             if matches!(self.target, TargetConfig::Vae { .. }) {
@@ -776,6 +790,54 @@ impl ExperimentConfig {
                     "the EUBO scores p_B paths, which RTB and MLE runs do not model: set false",
                 );
             }
+        }
+        match (s.noising, t.method) {
+            (Noising::Ddpm { train_steps, .. }, m) => {
+                if !matches!(
+                    m,
+                    Method::EpsMse
+                        | Method::Rtb
+                        | Method::RlKl
+                        | Method::RlKlPaper
+                        | Method::Resample
+                ) {
+                    return bad(
+                        "train.method",
+                        format!("{m:?} is not built for the DDPM sampler (EpsMse, Rtb, RlKl, RlKlPaper, Resample are)"),
+                    );
+                }
+                if train_steps <= 20 {
+                    return bad(
+                        "sampler.noising.train_steps",
+                        format!("β runs up to 20/T, which must stay below 1: need T > 20, got {train_steps}"),
+                    );
+                }
+                if train_steps % s.steps != 0 {
+                    return bad(
+                        "sampler.noising.train_steps",
+                        format!(
+                            "must be a positive multiple of sampler.steps ({}), got {train_steps}",
+                            s.steps
+                        ),
+                    );
+                }
+                if s.learned_variance || self.network.langevin {
+                    return bad("sampler", "DDPM has fixed_large variances and no LP term");
+                }
+                if m == Method::EpsMse && t.exploration.is_some() {
+                    return bad(
+                        "train.exploration",
+                        "ε-MSE trains on noised data: no exploration",
+                    );
+                }
+            }
+            (_, Method::EpsMse) => {
+                return bad(
+                    "sampler.noising",
+                    "EpsMse trains a DDPM: set noising: Ddpm(..)",
+                );
+            }
+            _ => {}
         }
         if t.method == Method::Mle && t.exploration.is_some() {
             return bad(

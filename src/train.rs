@@ -427,9 +427,12 @@ fn per_trajectory(lg: LossGrad, log_z_head: bool) -> (LossGrad, StepSeeds) {
 fn frozen_groups(method: Method) -> &'static [Group] {
     match method {
         Method::Tb | Method::SubTb | Method::Db | Method::Rtb => &[],
-        Method::VarGrad | Method::Pis | Method::Mle | Method::RlKl | Method::RlKlPaper => {
-            &[Group::Flow]
-        }
+        Method::VarGrad
+        | Method::Pis
+        | Method::Mle
+        | Method::EpsMse
+        | Method::RlKl
+        | Method::RlKlPaper => &[Group::Flow],
         Method::Guidance | Method::Resample => &[Group::Policy, Group::Flow],
     }
 }
@@ -683,6 +686,9 @@ impl Trainer {
     /// Compute the loss and the flat gradient at the current parameters for iteration `it`'s
     /// forward trajectories, without updating anything. Returns (loss and per-trajectory parts, ∇).
     pub fn loss_and_grad(&self, it: usize) -> Result<(LossGrad, Vec<f32>), TrainError> {
+        if self.cfg.train.method == Method::EpsMse {
+            return self.eps_mse_loss_and_grad(it);
+        }
         if self.cfg.train.method == Method::Mle {
             let data = self.data_batch(it)?;
             return self
@@ -692,6 +698,80 @@ impl Trainer {
         let conditions = self.forward_conditions(it);
         self.loss_and_grad_from(it, Source::Forward(conditions.as_deref()))
             .map(|(lg, grad, _, _)| (lg, grad))
+    }
+
+    /// DDPM ε-MSE (spec rtb2024 §7.4) on iteration `it`'s data x0 (as [`Self::data_batch`]),
+    /// times t_b ~ U{0..T−1} (stream "ddpm-t") and noise ε (stream "ddpm-eps"):
+    /// L = (1/(B·D)) Σ_b ‖ε_b − ε̂(√ᾱ_t·x0_b + √(1−ᾱ_t)·ε_b, t_b)‖². The squared error is the
+    /// tape's Gaussian log-density of ε under mean ε̂ and unit variance, so its VJP is reused.
+    fn eps_mse_loss_and_grad(&self, it: usize) -> Result<(LossGrad, Vec<f32>), TrainError> {
+        let sched = self
+            .sampler
+            .ddpm
+            .as_ref()
+            .expect("validated: a DDPM sampler");
+        let (b, d) = (self.cfg.train.batch, self.sampler.dim);
+        let x0 = self.data_batch(it)?;
+        let mut t_stream = rng::stream(self.cfg.seed, "ddpm-t", it as u64);
+        let train = sched.alpha_bars.len() as u32;
+        let ts: Vec<usize> = (0..b)
+            .map(|_| rng::below(&mut t_stream, train) as usize)
+            .collect();
+        let mut eps = vec![0f32; b * d];
+        rng::fill_normals(
+            &mut rng::stream(self.cfg.seed, "ddpm-eps", it as u64),
+            &mut eps,
+        );
+        let xt: Vec<f32> = (0..b * d)
+            .map(|k| {
+                let ab = sched.alpha_bars[ts[k / d]];
+                (ab.sqrt() * x0[k] as f64 + (1.0 - ab).sqrt() * eps[k] as f64) as f32
+            })
+            .collect();
+        let half_log_tau = 0.5 * d as f64 * std::f64::consts::TAU.ln();
+        let scale = 1.0 / (b * d) as f64;
+        let parts = par_map(shard_ranges(b, self.cfg.train.shards), &|r: Range<
+            usize,
+        >| {
+            let rows = r.len();
+            let mut tape = crate::autodiff::Tape::<f32>::new();
+            let vars = self.net.bind(&mut tape, &self.params);
+            let times: Vec<f64> = r
+                .clone()
+                .map(|k| self.sampler.ddpm_time(ts[k], sched))
+                .collect();
+            let temb = self.net.time_embedding(&mut tape, &vars, &times);
+            let x = tape.constant(Tensor::from_f32(rows, d, &xt[r.start * d..r.end * d]));
+            let o = self.net.policy_rows(&mut tape, &vars, x, temb);
+            let zero = tape.constant(Tensor::zeros(rows, d));
+            let target = tape.constant(Tensor::from_f32(rows, d, &eps[r.start * d..r.end * d]));
+            let lp = tape.em_logpf(o, zero, target, 1.0, 0.0, None);
+            // ‖ε − ε̂‖² = −2(log N(ε; ε̂, I) + (D/2)·ln 2π).
+            let sq: Vec<f64> = tape
+                .value(lp)
+                .data
+                .iter()
+                .map(|&v| -2.0 * (v as f64 + half_log_tau))
+                .collect();
+            let seed = Tensor::from_vec(rows, 1, vec![(-2.0 * scale) as f32; rows]);
+            let grads = tape.backward(vec![(lp, seed)]);
+            (sq, self.net.flat_grads(&vars, &grads))
+        });
+        let loss = parts.iter().flat_map(|(sq, _)| sq).sum::<f64>() * scale;
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                iteration: it,
+                quantity: "ε-MSE loss".into(),
+            });
+        }
+        let shard_grads: Vec<Vec<f32>> = parts.into_iter().map(|(_, g)| g).collect();
+        let lg = LossGrad {
+            loss,
+            d_log_pf: Vec::new(),
+            d_log_z: 0.0,
+            log_z: self.learned_log_z(),
+        };
+        Ok((lg, sum_in_order(&shard_grads, self.net.num_params())))
     }
 
     /// MLE's iteration-`it` data: B exact samples of the target `[B, D]` from stream
@@ -882,6 +962,7 @@ impl Trainer {
                 let lg = rl_kl_paper(&lf, &lb, &lr, alpha);
                 per_trajectory(lg, false)
             }
+            Method::EpsMse => unreachable!("ε-MSE is dispatched by loss_and_grad"),
             Method::Guidance | Method::Resample => {
                 return Err(TrainError::Invalid(format!(
                     "{:?} trains nothing (validated iterations: 0)",

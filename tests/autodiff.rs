@@ -188,6 +188,16 @@ fn scale_vjp() {
 }
 
 #[test]
+fn affine_head_vjp() {
+    // o carries two extra columns (an unused log-variance head) that get no gradient.
+    check_op(
+        "affine_head",
+        vec![randn(3, 4, 27), randn(3, 6, 28)],
+        &|t, v| t.affine_head(v[0], v[1], 1.3, -0.6),
+    );
+}
+
+#[test]
 fn row_function_vjp() {
     // y_b = Σ_j sin(x_bj), a function the tape does not know, given with its Jacobian.
     check_op("row_function", vec![randn(4, 3, 23)], &|t, v| {

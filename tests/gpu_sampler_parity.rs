@@ -101,6 +101,7 @@ fn sampler(dim: usize, sigma2: f64) -> Sampler {
         lgv_clip: 1e4,
         noising: Default::default(),
         guidance: None,
+        ddpm: None,
     }
 }
 

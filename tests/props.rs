@@ -94,6 +94,7 @@ proptest! {
             lgv_clip: 100.0,
             noising: Default::default(),
             guidance: None,
+            ddpm: None,
         };
         let b = 3usize;
         let mut r = rng::stream(seed, "bridge", 0);

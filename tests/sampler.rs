@@ -111,6 +111,7 @@ fn log_pb_matches_its_definition() {
         lgv_clip: 100.0,
         noising: Default::default(),
         guidance: None,
+        ddpm: None,
     };
     assert_eq!(log_pb_step(&s, 0, &[0.0, 0.0], &[1.0, 2.0]), 0.0);
     let (i, xi, xn) = (3usize, [0.4f32, -0.2], [1.0f32, 0.5]);

@@ -66,6 +66,8 @@ pub enum Op<S> {
     Add { a: Var, b: Var },
     /// y = c·x for a constant c.
     Scale { x: Var, c: S },
+    /// y[B,D] = a·x + b·o[:, :D], constants a and b: the DDPM x̂0 from the ε-head o.
+    AffineHead { x: Var, o: Var, a: S, b: S },
     /// A per-row scalar function computed outside the tape (log R(x)): y[B,1] is given, and so
     /// is its Jacobian `jac` [B,D] = ∂y_b/∂x_b, which the VJP applies.
     RowFunction { x: Var, jac: Tensor<S> },
@@ -301,6 +303,21 @@ impl<S: Kernels> Tape<S> {
         }
         let ng = self.needs_grad(a) || self.needs_grad(b);
         self.push(Op::Add { a, b }, y, ng)
+    }
+
+    /// y[B,D] = a·x + b·o[:, :D] (`o` may carry more columns, e.g. an unused log-variance).
+    pub fn affine_head(&mut self, x: Var, o: Var, a: S, b: S) -> Var {
+        let (xv, ov) = (self.value(x), self.value(o));
+        let d = xv.cols;
+        assert!(ov.rows == xv.rows && ov.cols >= d, "affine_head: shapes");
+        let mut y = xv.clone();
+        for (r, yr) in y.data.chunks_exact_mut(d).enumerate() {
+            for (v, &e) in yr.iter_mut().zip(&ov.row(r)[..d]) {
+                *v = a * *v + b * e;
+            }
+        }
+        let ng = self.needs_grad(x) || self.needs_grad(o);
+        self.push(Op::AffineHead { x, o, a, b }, y, ng)
     }
 
     /// y = c·x.
@@ -560,6 +577,26 @@ impl<S: Kernels> Op<S> {
                 }
                 if ng(*a) {
                     accumulate(&mut grads[a.0], g);
+                }
+            }
+            Op::AffineHead { x, o, a, b } => {
+                let d = g.cols;
+                if ng(*o) {
+                    let oc = nodes[o.0].live_value().cols;
+                    let mut do_ = Tensor::zeros(g.rows, oc);
+                    for (orow, grow) in do_.data.chunks_exact_mut(oc).zip(g.data.chunks_exact(d)) {
+                        for (v, &gv) in orow[..d].iter_mut().zip(grow) {
+                            *v = *b * gv;
+                        }
+                    }
+                    accumulate(&mut grads[o.0], do_);
+                }
+                if ng(*x) {
+                    let mut dx = g;
+                    for v in &mut dx.data {
+                        *v *= *a;
+                    }
+                    accumulate(&mut grads[x.0], dx);
                 }
             }
             Op::Scale { x, c } => {

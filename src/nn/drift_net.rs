@@ -314,6 +314,23 @@ impl DriftNet {
             .0
     }
 
+    /// The policy output for states `x [B, D]` each at its own time: `temb_rows [B, H]` is
+    /// [`Self::time_embedding`] of the B times (DDPM's ε-MSE draws a time per row).
+    /// Unconditional networks without LP only.
+    pub fn policy_rows<S: Kernels>(
+        &self,
+        tape: &mut Tape<S>,
+        v: &NetVars,
+        x: Var,
+        temb_rows: Var,
+    ) -> Var {
+        let s = self.state_encoder(tape, v, x, None);
+        let h = tape.add(s, temb_rows);
+        let trunk = tape.gelu_consuming(h);
+        let o = self.mlp_tail(tape, v, trunk, "joint");
+        tape.clip(o, S::from_f64(self.out_clip))
+    }
+
     /// [`Self::policy`] (conditioned on `cond_emb` when the network is conditional), and with
     /// `want_flow` (and a flow head) the learned log F(x, t_row) `[B, 1]` from the same trunk.
     #[allow(clippy::too_many_arguments)]

@@ -2,6 +2,7 @@
 //! policy p_B (spec §2.1–2.3), exploration, and rollouts recorded on the tape.
 
 pub mod bridge;
+pub mod ddpm;
 pub mod exploration;
 pub mod pis;
 pub mod rollout;
@@ -29,6 +30,8 @@ pub struct Sampler {
     pub noising: Noising,
     /// Classifier guidance γ (`Method::Guidance`): the drift gains γ·σ²·i/(i+1)·∇log R(x_i).
     pub guidance: Option<f64>,
+    /// The DDPM training schedule under `Noising::Ddpm`.
+    pub ddpm: Option<ddpm::Schedule>,
 }
 
 /// One transition i → i+1 of the reference process, as both kernels use it.
@@ -64,6 +67,10 @@ impl Sampler {
                 .then_some(cfg.sampler.log_var_range),
             lgv_clip: cfg.network.lgv_clip,
             noising: cfg.sampler.noising,
+            ddpm: match cfg.sampler.noising {
+                Noising::Ddpm { train_steps, .. } => Some(ddpm::Schedule::linear(train_steps)),
+                _ => None,
+            },
             guidance: (cfg.train.method == crate::config::Method::Guidance).then(|| {
                 cfg.posterior
                     .as_ref()
@@ -102,6 +109,15 @@ impl Sampler {
                     decay: 1.0 - beta * dt,
                     rate: 2.0 * beta,
                     backward: Some((1.0 - beta * dt, 2.0 * beta * dt)),
+                }
+            }
+            Noising::Ddpm { .. } => {
+                let s = self.ddpm_step(i).expect("a DDPM sampler has its schedule");
+                // p_B is the DDPM noising step q(x_t | x_{t−k}) = N(√(ᾱ_t/ᾱ_prev)·x, β_eff).
+                Transition {
+                    decay: s.c2,
+                    rate: s.beta_eff / dt,
+                    backward: Some(((s.alpha_bar / s.alpha_bar_prev).sqrt(), s.beta_eff)),
                 }
             }
             Noising::VpExponential { beta_min, beta_max } => {
@@ -144,8 +160,29 @@ impl Sampler {
         1.0 / self.steps as f64
     }
 
-    /// t_i = i·dt for i = 0..T−1 (the times at which the policy is evaluated).
+    /// t_i = i·dt for i = 0..T−1 (the times at which the policy is evaluated); under DDPM the
+    /// ε-network's input t_i/T_train of each step's DDPM time instead.
     pub fn times(&self) -> Vec<f64> {
-        (0..self.steps).map(|i| i as f64 * self.dt()).collect()
+        match &self.ddpm {
+            Some(s) => (0..self.steps)
+                .map(|i| self.ddpm_time(ddpm::step(s, self.steps, i).t, s))
+                .collect(),
+            None => (0..self.steps).map(|i| i as f64 * self.dt()).collect(),
+        }
+    }
+
+    /// The ε-network's time input for DDPM time t: t/T_train.
+    pub fn ddpm_time(&self, t: usize, s: &ddpm::Schedule) -> f64 {
+        t as f64 / s.alpha_bars.len() as f64
+    }
+
+    /// Step i's DDPM constants, under `Noising::Ddpm`.
+    pub fn ddpm_step(&self, i: usize) -> Option<ddpm::DdpmStep> {
+        self.ddpm.as_ref().map(|s| ddpm::step(s, self.steps, i))
+    }
+
+    /// Whether x̂0 is clipped (DDPM).
+    pub fn ddpm_clip(&self) -> bool {
+        matches!(self.noising, Noising::Ddpm { clip: true, .. })
     }
 }

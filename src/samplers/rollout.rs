@@ -198,6 +198,11 @@ pub fn rollout_recording<S: Kernels>(
         let (o, flow) =
             net.policy_and_flow(&mut tape, &vars, x_node, cond_emb, temb, i, lp, keep_graph);
         flow_nodes.extend(flow);
+        // DDPM: the network predicts ε; the step's drift comes from its x̂0.
+        let o = match sampler.ddpm_step(i) {
+            Some(s) => super::ddpm::ddpm_drift(&mut tape, o, x_node, &s, dt, sampler.ddpm_clip()),
+            None => o,
+        };
         let x_next: Vec<f32> = match &path {
             Path::Forward {
                 row0,
