@@ -56,11 +56,12 @@ pub fn ensure_prior(
             );
         }
         if run_dir::partial_path(&dir)?.exists() {
-            run::resume_run(&dir, quiet, None)?;
+            run::resume_run(&dir, quiet, None, false)?;
         } else {
             let job = Job {
                 cfg: &prior,
                 config_file: Some(&path),
+                emit_metrics: false,
                 out: &dir,
                 force: false,
                 quiet,

@@ -250,6 +250,9 @@ pub struct Job<'a> {
     /// The config file the run started from: an RTB posterior's prior config is found beside
     /// it (`None` on resume, when the prior must already exist).
     pub config_file: Option<&'a Path>,
+    /// Print the metrics JSON on stdout when done (not for a prior trained on the way to its
+    /// posterior: stdout carries the posterior's metrics only).
+    pub emit_metrics: bool,
     pub out: &'a Path,
     pub force: bool,
     pub quiet: bool,
@@ -299,7 +302,9 @@ pub fn execute(
             job.out.display()
         )));
     }
-    crate::emit(&built.metrics_json.unwrap_or_default());
+    if job.emit_metrics {
+        crate::emit(&built.metrics_json.unwrap_or_default());
+    }
     if !job.quiet {
         eprintln!(
             "run written to {} ({:.1} s)",
@@ -334,6 +339,7 @@ pub fn cmd_run(args: RunArgs) -> Result<ExitCode, CliError> {
     let job = Job {
         cfg: &cfg,
         config_file: Some(&args.config),
+        emit_metrics: true,
         out: &out,
         force: args.force,
         quiet: args.quiet,
@@ -356,7 +362,7 @@ pub struct ResumeArgs {
 }
 
 pub fn cmd_resume(args: ResumeArgs) -> Result<ExitCode, CliError> {
-    resume_run(&args.dir, args.quiet, args.checkpoint_every)
+    resume_run(&args.dir, args.quiet, args.checkpoint_every, true)
 }
 
 /// Resume the unfinished run of `out` (shared with sweeps).
@@ -364,6 +370,7 @@ pub fn resume_run(
     out: &Path,
     quiet: bool,
     checkpoint_every: Option<usize>,
+    emit_metrics: bool,
 ) -> Result<ExitCode, CliError> {
     let staging = Staging::reopen_partial(out)?;
     let cfg = ExperimentConfig::load(&staging.path().join(manifest::CONFIG))?;
@@ -385,6 +392,7 @@ pub fn resume_run(
     let job = Job {
         cfg: &cfg,
         config_file: None,
+        emit_metrics,
         out,
         force: false,
         quiet,

@@ -122,7 +122,7 @@ pub fn cmd_sweep(args: &RunArgs) -> Result<ExitCode, CliError> {
         }
         let result = if run_dir::partial_path(&job.out)?.is_dir() && !args.force {
             eprintln!("[resume] {label}");
-            run::resume_run(&job.out, args.quiet, args.checkpoint_every)
+            run::resume_run(&job.out, args.quiet, args.checkpoint_every, true)
         } else {
             eprintln!("[run] {label}");
             start_job(args, job)
@@ -155,6 +155,7 @@ fn start_job(args: &RunArgs, job: &SweepJob) -> Result<ExitCode, CliError> {
     let j = Job {
         cfg: &cfg,
         config_file: Some(&job.config),
+        emit_metrics: true,
         out: &job.out,
         force: args.force,
         quiet: args.quiet,
