@@ -660,6 +660,9 @@ fn posterior_trains_its_prior_first_and_refuses_an_edited_one() {
         &["run", "cfg/post.ron", "--out", "runs/post", "-q"],
     );
     expect_code(&run, 0);
+    // stdout carries the posterior's metrics only, not the prior's too.
+    let printed: Value = serde_json::from_str(&stdout(&run)).expect("one JSON document");
+    assert!(!printed["tv"].is_null());
     let prior_dir = tmp.path().join("runs/priors").join(&digest[..16]);
     let mp = manifest(&prior_dir);
     assert_eq!(mp["status"], "complete");
