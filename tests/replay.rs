@@ -36,8 +36,8 @@ fn smoke_config_is_bitwise_reproducible_and_verifies() {
     assert_eq!(da, db);
     assert_eq!(
         da.as_object().unwrap().len(),
-        5,
-        "config, metrics, curve, evals, samples"
+        6,
+        "config, metrics, curve, evals, samples, params"
     );
     let v = repro(&["verify", a.to_str().unwrap()]);
     assert!(
