@@ -128,6 +128,8 @@ fn render(
 fn target_box(cfg: &ExperimentConfig) -> (Range<f64>, Range<f64>) {
     match &cfg.target {
         TargetConfig::Gmm25 | TargetConfig::Gmm25To9 => (-14.0..14.0, -14.0..14.0),
+        // Pixels in [−1, 1].
+        TargetConfig::Digits { .. } => (-1.2..1.2, -1.2..1.2),
         TargetConfig::Gaussian { mean, std } => {
             let around = |m: f64| (m - 4.0 * std)..(m + 4.0 * std);
             (around(mean[0]), around(*mean.get(1).unwrap_or(&0.0)))

@@ -80,6 +80,7 @@ mod tests {
             ess: 0.75,
             posterior: None,
             modes: None,
+            classes: None,
         };
         let text = metrics_json(&m);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -165,6 +165,10 @@ pub enum TargetConfig {
     /// A normalised isotropic Gaussian N(mean, std²·I) (log Z = 0): a closed-form reward for
     /// RTB checks. d = `mean.len()`.
     Gaussian { mean: Vec<f64>, std: f64 },
+    /// The RTB vision stand-in (spec rtb2024 §3.3): the UCI 8×8 digits in [−1, 1] (d = 64),
+    /// r = max over `classes` of p(c | x) under a frozen MLP classifier; exact samples are the
+    /// dataset's images of those classes (all ten for a prior).
+    Digits { classes: Vec<u8> },
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -557,6 +561,7 @@ impl ExperimentConfig {
         match &self.target {
             TargetConfig::Gmm25 | TargetConfig::Gmm9 | TargetConfig::Gmm25To9 => 2,
             TargetConfig::Gaussian { mean, .. } => mean.len(),
+            TargetConfig::Digits { .. } => crate::energies::digits::PIXELS,
             TargetConfig::Funnel { dim, .. } | TargetConfig::ManyWell { dim } => *dim,
             TargetConfig::Vae { .. } => crate::energies::vae::LATENT,
             TargetConfig::Lgcp => crate::energies::lgcp::GRID * crate::energies::lgcp::GRID,
@@ -844,6 +849,14 @@ impl ExperimentConfig {
                 "train.exploration",
                 "MLE trains on p_B paths from data: no exploration",
             );
+        }
+        if let TargetConfig::Digits { classes } = &self.target {
+            if classes.is_empty() || classes.iter().any(|&c| c > 9) {
+                return bad(
+                    "target.classes",
+                    format!("must be digits 0..=9, at least one: {classes:?}"),
+                );
+            }
         }
         if let TargetConfig::Gaussian { mean, std } = &self.target {
             if mean.is_empty() {

@@ -74,6 +74,9 @@ pub struct Metrics {
     /// The RTB 2-D toy's target (`Gmm25To9`) only.
     #[serde(flatten)]
     pub modes: Option<metrics::ModeStats>,
+    /// The digits target only.
+    #[serde(flatten)]
+    pub classes: Option<crate::energies::digits::ClassStats>,
 }
 
 /// What an RTB run reports besides the estimators (spec rtb2024 §2.7). With RTB's substitution
@@ -174,6 +177,13 @@ pub fn build_energy(cfg: &ExperimentConfig) -> Result<Box<dyn Energy>, TrainErro
         TargetConfig::Gaussian { mean, std } => {
             Box::new(crate::energies::Gaussian::new(mean.clone(), *std))
         }
+        TargetConfig::Digits { classes } => Box::new(
+            crate::energies::digits::DigitsClass::load(
+                &crate::data::project_dir(),
+                classes.clone(),
+            )
+            .map_err(|e| TrainError::Data(e.to_string()))?,
+        ),
         TargetConfig::Funnel { variant, dim } => Box::new(Funnel::new(*variant, *dim)),
         TargetConfig::ManyWell { dim } => Box::new(ManyWell::new(*dim)),
         TargetConfig::Lgcp => Box::new(
@@ -1551,6 +1561,14 @@ impl Trainer {
             posterior: self.posterior_metrics(&w, &samples),
             modes: matches!(self.cfg.target, TargetConfig::Gmm25To9)
                 .then(|| metrics::mode_stats(&samples)),
+            classes: match &self.cfg.target {
+                TargetConfig::Digits { classes } => Some(crate::energies::digits::class_stats(
+                    &*self.energy,
+                    &samples,
+                    classes,
+                )),
+                _ => None,
+            },
         };
         Ok(FinalEval {
             metrics,

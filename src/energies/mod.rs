@@ -5,6 +5,7 @@
 
 use rand_chacha::ChaCha8Rng;
 
+pub mod digits;
 pub mod funnel;
 pub mod gaussian;
 pub mod gmm;
@@ -71,6 +72,10 @@ pub trait Energy: Send + Sync {
     }
     /// The true log Z = log ∫R, when known.
     fn log_z(&self) -> Option<f64> {
+        None
+    }
+    /// The class a classifier-based target assigns to state x (the digits), else `None`.
+    fn classify(&self, _x: &[f32]) -> Option<usize> {
         None
     }
     /// `n` exact samples ([n, D]) when the target can be sampled exactly.
