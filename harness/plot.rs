@@ -508,7 +508,7 @@ fn draw_curve(
     let learned = match cfg.train.method {
         Method::Tb | Method::Rtb => "learned log Z",
         Method::Mle | Method::EpsMse | Method::Guidance | Method::Resample => "log Z (not trained)",
-        Method::RlKl | Method::RlKlPaper => "batch ELBO",
+        Method::RlKl | Method::RlKlPaper | Method::Ddpo => "batch ELBO",
         Method::SubTb | Method::Db => "learned log F(x₀, 0)",
         Method::VarGrad | Method::Pis => "batch log Z",
     };

@@ -59,6 +59,9 @@ pub struct PosteriorConfig {
     /// `RlKlPaper`'s weight α on the squared log-ratio (the paper's sweep picks 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl_weight: Option<f64>,
+    /// The factor on r in `RlKlPaper` and `Ddpo`'s reward (default 1; the vision code uses 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_scale: Option<f64>,
     /// `Guidance`'s γ (1 in the reference).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guidance: Option<f64>,
@@ -313,8 +316,12 @@ pub enum Method {
     /// self-normalised importance weights). Its optimum is RTB's.
     RlKl,
     /// The RTB paper's RL baseline as its code runs it (spec rtb2024 §1.6, §2.6): REINFORCE
-    /// on r itself plus `posterior.kl_weight`·(Σlog q − Σlog p)². On-policy.
+    /// on `reward_scale`·r plus `posterior.kl_weight`·(Σlog q − Σlog p)². On-policy. With
+    /// reward_scale 10 and kl_weight 0.01 it is DPOK as the vision code runs it (spec §3.3).
     RlKlPaper,
+    /// DDPO (spec rtb2024 §3.3): REINFORCE on `reward_scale`·r with the advantage whitened over
+    /// the batch and no KL term. On-policy.
+    Ddpo,
     /// Classifier guidance (spec rtb2024 §2.6): the prior's drift plus
     /// γ·σ²·i/(i+1)·∇log r(x_i) at the noisy state, γ = `posterior.guidance`. Trains nothing
     /// (`iterations: 0`).
@@ -329,7 +336,12 @@ impl Method {
     pub fn uses_prior(self) -> bool {
         matches!(
             self,
-            Method::Rtb | Method::RlKl | Method::RlKlPaper | Method::Guidance | Method::Resample
+            Method::Rtb
+                | Method::RlKl
+                | Method::RlKlPaper
+                | Method::Ddpo
+                | Method::Guidance
+                | Method::Resample
         )
     }
 
@@ -718,6 +730,12 @@ impl ExperimentConfig {
                 if t.method == Method::RlKl && p.beta == 0.0 {
                     return bad("posterior.beta", "RlKl divides by β: must be > 0");
                 }
+                if t.method == Method::Ddpo && t.exploration.is_some() {
+                    return bad("train.exploration", "DDPO is on-policy");
+                }
+                if let Some(c) = p.reward_scale {
+                    positive("posterior.reward_scale", c)?;
+                }
                 if t.method == Method::RlKlPaper {
                     match p.kl_weight {
                         Some(a) if a.is_finite() && a >= 0.0 => {}
@@ -804,11 +822,12 @@ impl ExperimentConfig {
                         | Method::Rtb
                         | Method::RlKl
                         | Method::RlKlPaper
+                        | Method::Ddpo
                         | Method::Resample
                 ) {
                     return bad(
                         "train.method",
-                        format!("{m:?} is not built for the DDPM sampler (EpsMse, Rtb, RlKl, RlKlPaper, Resample are)"),
+                        format!("{m:?} is not built for the DDPM sampler (EpsMse, Rtb, RlKl, RlKlPaper, Ddpo, Resample are)"),
                     );
                 }
                 if train_steps <= 20 {

@@ -9,8 +9,8 @@ use crate::checkpoint::{BufferState, Checkpoint, CheckpointError};
 use crate::config::{Backend, ExperimentConfig, Method, TargetConfig};
 use crate::energies::{Energy, Funnel, Gmm, ManyWell};
 use crate::losses::{
-    behaviour_log_prob, detailed_balance, fl_term, rl_kl, rl_kl_paper, subtb, trajectory_balance,
-    trajectory_balance_rows, vargrad, vargrad_conditional, LossGrad,
+    behaviour_log_prob, ddpo, detailed_balance, fl_term, rl_kl, rl_kl_paper, subtb,
+    trajectory_balance, trajectory_balance_rows, vargrad, vargrad_conditional, LossGrad,
 };
 use crate::metrics;
 use crate::nn::adam::clip_grad_norm;
@@ -442,7 +442,8 @@ fn frozen_groups(method: Method) -> &'static [Group] {
         | Method::Mle
         | Method::EpsMse
         | Method::RlKl
-        | Method::RlKlPaper => &[Group::Flow],
+        | Method::RlKlPaper
+        | Method::Ddpo => &[Group::Flow],
         Method::Guidance | Method::Resample => &[Group::Policy, Group::Flow],
     }
 }
@@ -966,10 +967,15 @@ impl Trainer {
                 );
                 per_trajectory(lg, false)
             }
+            Method::Ddpo => {
+                let post = self.cfg.posterior.as_ref().expect("validated: a posterior");
+                let lg = ddpo(&lf, &lb, &lr, post.reward_scale.unwrap_or(1.0));
+                per_trajectory(lg, false)
+            }
             Method::RlKlPaper => {
                 let post = self.cfg.posterior.as_ref().expect("validated: a posterior");
                 let alpha = post.kl_weight.expect("validated: a KL weight");
-                let lg = rl_kl_paper(&lf, &lb, &lr, alpha);
+                let lg = rl_kl_paper(&lf, &lb, &lr, alpha, post.reward_scale.unwrap_or(1.0));
                 per_trajectory(lg, false)
             }
             Method::EpsMse => unreachable!("ε-MSE is dispatched by loss_and_grad"),

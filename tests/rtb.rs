@@ -6,7 +6,7 @@ mod common;
 use diffusion_samplers::autodiff::gradcheck::gradcheck;
 use diffusion_samplers::config::ExperimentConfig;
 use diffusion_samplers::losses::{
-    behaviour_log_prob, rl_kl, rl_kl_paper, trajectory_balance, LossGrad,
+    behaviour_log_prob, ddpo, rl_kl, rl_kl_paper, trajectory_balance, LossGrad,
 };
 use diffusion_samplers::rng;
 use diffusion_samplers::samplers::{explore_std, rollout, Path};
@@ -200,13 +200,18 @@ fn gradient_matches_finite_differences_and_the_trainer() {
 }
 
 /// The RL baselines' trainer gradients (REINFORCE weights on ∇Σlog q, sharded, f32) against
-/// the f64 tape with the same weights: corrected on- and off-policy, and the paper's.
+/// the f64 tape with the same weights: corrected on- and off-policy, the paper's (as DPOK runs it) and DDPO.
 #[test]
 fn rl_baselines_match_the_f64_tape() {
-    let cases: [(&str, &str, &str); 3] = [
+    let cases: [(&str, &str, &str); 4] = [
         ("RlKl", "None", ""),
         ("RlKl", "Some((std: 0.4, decay_iters: None))", ""),
-        ("RlKlPaper", "None", ", kl_weight: Some(0.5)"),
+        (
+            "RlKlPaper",
+            "None",
+            ", kl_weight: Some(0.5), reward_scale: Some(10.0)",
+        ),
+        ("Ddpo", "None", ", reward_scale: Some(10.0)"),
     ];
     for (method, exploration, extra) in cases {
         let text = format!(
@@ -230,7 +235,8 @@ fn rl_baselines_match_the_f64_tape() {
                     (eps > 0.0).then(|| behaviour_log_prob(step, t, d, v, v + eps * eps));
                 rl_kl(lf, lp, lr, 0.7, behaviour.as_deref().map(|b| (b, t)))
             }
-            _ => rl_kl_paper(lf, lp, lr, 0.5),
+            "Ddpo" => ddpo(lf, lp, lr, 10.0),
+            _ => rl_kl_paper(lf, lp, lr, 0.5, 10.0),
         };
         let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
         let (loss64, g64) = prior_loss_f64(&tr, &theta, &states, &loss);

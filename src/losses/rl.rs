@@ -53,10 +53,17 @@ pub fn rl_kl(
 /// The RTB paper's RL baseline as its code runs it (`fwd_rl`, spec §1.6): REINFORCE with the
 /// reward R_b = exp(lr_b) (the density ratio, not its log) less its batch mean, plus
 /// `kl_weight`·mean_b (LF_b − LP_b)², a squared log-ratio whose optimum is not the posterior:
-/// L = −(1/B) Σ_b (R_b − R̄)·LF_b + α (1/B) Σ_b (LF_b − LP_b)². On-policy only.
-pub fn rl_kl_paper(log_pf: &[f64], log_prior: &[f64], log_r: &[f64], kl_weight: f64) -> LossGrad {
+/// L = −(1/B) Σ_b (R_b − R̄)·LF_b + α (1/B) Σ_b (LF_b − LP_b)², with R_b = `scale`·exp(lr_b).
+/// On-policy only.
+pub fn rl_kl_paper(
+    log_pf: &[f64],
+    log_prior: &[f64],
+    log_r: &[f64],
+    kl_weight: f64,
+    scale: f64,
+) -> LossGrad {
     let n = log_pf.len() as f64;
-    let reward: Vec<f64> = log_r.iter().map(|v| v.exp()).collect();
+    let reward: Vec<f64> = log_r.iter().map(|v| scale * v.exp()).collect();
     let mean_r = reward.iter().sum::<f64>() / n;
     let mut loss = 0.0;
     let mut d_log_pf = Vec::with_capacity(log_pf.len());
@@ -71,6 +78,30 @@ pub fn rl_kl_paper(log_pf: &[f64], log_prior: &[f64], log_r: &[f64], kl_weight: 
         / n;
     LossGrad {
         loss: loss / n,
+        d_log_pf,
+        d_log_z: 0.0,
+        log_z: elbo,
+    }
+}
+
+/// DDPO (spec rtb2024 §3.3): REINFORCE on R_b = `scale`·exp(lr_b) with the advantage whitened
+/// over the batch, A_b = (R_b − R̄)/(std(R) + 1e-8), and no KL term:
+/// L = −(1/B) Σ_b A_b·LF_b. `loss` and `log_z` report the batch −ELBO and ELBO as [`rl_kl`].
+pub fn ddpo(log_pf: &[f64], log_prior: &[f64], log_r: &[f64], scale: f64) -> LossGrad {
+    let n = log_pf.len() as f64;
+    let reward: Vec<f64> = log_r.iter().map(|v| scale * v.exp()).collect();
+    let mean = reward.iter().sum::<f64>() / n;
+    let std = (reward.iter().map(|r| (r - mean) * (r - mean)).sum::<f64>() / n).sqrt();
+    let d_log_pf = reward
+        .iter()
+        .map(|r| -(r - mean) / (std + 1e-8) / n)
+        .collect();
+    let elbo = (0..log_pf.len())
+        .map(|b| log_r[b] - log_pf[b] + log_prior[b])
+        .sum::<f64>()
+        / n;
+    LossGrad {
+        loss: -elbo,
         d_log_pf,
         d_log_z: 0.0,
         log_z: elbo,
@@ -137,5 +168,19 @@ mod tests {
         assert!((g.log_z - mean).abs() < 1e-15);
         let flat = rl_kl(&[1.0, 1.0], &[0.0, 0.0], &[1.0, 1.0], 2.0, None);
         assert!(flat.d_log_pf.iter().all(|&v| v == 0.0));
+    }
+
+    /// DDPO's whitened advantage: the per-trajectory weights sum to 0 and have batch standard
+    /// deviation 1/B (a unit-variance advantage over B).
+    #[test]
+    fn ddpo_advantage_is_whitened() {
+        let lr = [-1.0, 0.5, -3.0, 0.0];
+        let g = ddpo(&[0.0; 4], &[0.0; 4], &lr, 10.0);
+        let n = 4.0;
+        assert!(g.d_log_pf.iter().sum::<f64>().abs() < 1e-12);
+        let var = g.d_log_pf.iter().map(|v| (v * n) * (v * n)).sum::<f64>() / n;
+        assert!((var - 1.0).abs() < 1e-6, "{var}");
+        // The largest reward gets the most negative ∂L/∂LF (pushed up).
+        assert!(g.d_log_pf[1] < g.d_log_pf[0] && g.d_log_pf[1] < g.d_log_pf[3]);
     }
 }
