@@ -28,6 +28,15 @@ fn toy(beta: f64, exploration: &str) -> ExperimentConfig {
     ExperimentConfig::parse(&text, "rtb toy").unwrap()
 }
 
+/// Sample mean and (unbiased) variance of coordinate `j` of rows `x` (`[n, d]`).
+fn column_moments(x: &[f32], d: usize, j: usize) -> (f64, f64) {
+    let col: Vec<f64> = x.chunks_exact(d).map(|r| r[j] as f64).collect();
+    let n = col.len() as f64;
+    let mean = col.iter().sum::<f64>() / n;
+    let var = col.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
+    (mean, var)
+}
+
 /// The network's own initialisation (zero output layer: the zero-drift policy) for `cfg`.
 fn init_params(cfg: &ExperimentConfig) -> Vec<f32> {
     let mut plain = cfg.clone();
@@ -276,9 +285,7 @@ fn short_run_matches_the_closed_form_gaussian_posterior() {
     let log_z = -0.5 * (m[0] * m[0] + m[1] * m[1]) / (sigma2 + s * s)
         - (std::f64::consts::TAU * (sigma2 + s * s)).ln();
     for j in 0..2 {
-        let col: Vec<f64> = x.chunks_exact(2).map(|r| r[j] as f64).collect();
-        let mean = col.iter().sum::<f64>() / n as f64;
-        let var = col.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64;
+        let (mean, var) = column_moments(&x, 2, j);
         let want_mean = m[j] * sigma2 / (sigma2 + s * s);
         assert!(
             (mean - want_mean).abs() < 0.05,
@@ -404,9 +411,7 @@ fn mle_prior_learns_a_gaussian() {
     let n = cfg.eval.samples;
     let (_, x) = tr.sample_with_weights(n, rng::stream_key(1, "mle-eval", 0));
     for j in 0..2 {
-        let col: Vec<f64> = x.chunks_exact(2).map(|r| r[j] as f64).collect();
-        let mean = col.iter().sum::<f64>() / n as f64;
-        let var = col.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64;
+        let (mean, var) = column_moments(&x, 2, j);
         assert!(
             (mean - m[j]).abs() < 0.06,
             "coordinate {j}: mean {mean} vs {}",
@@ -548,9 +553,7 @@ fn ddpm_prior_learns_a_gaussian() {
     let n = cfg.eval.samples;
     let (_, x) = tr.sample_with_weights(n, rng::stream_key(1, "ddpm-eval", 0));
     for j in 0..2 {
-        let col: Vec<f64> = x.chunks_exact(2).map(|r| r[j] as f64).collect();
-        let mean = col.iter().sum::<f64>() / n as f64;
-        let var = col.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64;
+        let (mean, var) = column_moments(&x, 2, j);
         assert!(
             (mean - m[j]).abs() < 0.15,
             "coordinate {j}: mean {mean} vs {}",
