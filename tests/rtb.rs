@@ -284,9 +284,9 @@ fn short_run_matches_the_closed_form_gaussian_posterior() {
     let post_var = sigma2 * s * s / (sigma2 + s * s);
     let log_z = -0.5 * (m[0] * m[0] + m[1] * m[1]) / (sigma2 + s * s)
         - (std::f64::consts::TAU * (sigma2 + s * s)).ln();
-    for j in 0..2 {
+    for (j, &mj) in m.iter().enumerate() {
         let (mean, var) = column_moments(&x, 2, j);
-        let want_mean = m[j] * sigma2 / (sigma2 + s * s);
+        let want_mean = mj * sigma2 / (sigma2 + s * s);
         assert!(
             (mean - want_mean).abs() < 0.05,
             "coordinate {j}: mean {mean} vs {want_mean}"
@@ -410,12 +410,11 @@ fn mle_prior_learns_a_gaussian() {
     }
     let n = cfg.eval.samples;
     let (_, x) = tr.sample_with_weights(n, rng::stream_key(1, "mle-eval", 0));
-    for j in 0..2 {
+    for (j, &mj) in m.iter().enumerate() {
         let (mean, var) = column_moments(&x, 2, j);
         assert!(
-            (mean - m[j]).abs() < 0.06,
-            "coordinate {j}: mean {mean} vs {}",
-            m[j]
+            (mean - mj).abs() < 0.06,
+            "coordinate {j}: mean {mean} vs {mj}"
         );
         assert!(
             (var / (s * s) - 1.0).abs() < 0.1,
@@ -552,12 +551,11 @@ fn ddpm_prior_learns_a_gaussian() {
     );
     let n = cfg.eval.samples;
     let (_, x) = tr.sample_with_weights(n, rng::stream_key(1, "ddpm-eval", 0));
-    for j in 0..2 {
+    for (j, &mj) in m.iter().enumerate() {
         let (mean, var) = column_moments(&x, 2, j);
         assert!(
-            (mean - m[j]).abs() < 0.15,
-            "coordinate {j}: mean {mean} vs {}",
-            m[j]
+            (mean - mj).abs() < 0.15,
+            "coordinate {j}: mean {mean} vs {mj}"
         );
         assert!(
             (var - 1.0).abs() < 0.15,
