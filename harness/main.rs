@@ -13,6 +13,7 @@ mod plot;
 mod prior;
 mod progress;
 mod record;
+mod replot;
 mod run;
 mod run_dir;
 mod sweep;
@@ -53,6 +54,8 @@ enum Command {
     List(list::ListArgs),
     /// Merge run folders (from any machines) into a paper-vs-replay table: Markdown and CSV.
     Table(table::TableArgs),
+    /// Draw a run folder's figures again from its recorded files (figures are not digested).
+    Plot(replot::PlotArgs),
 }
 
 /// Write `text` to stdout, ignoring a closed pipe (`repro list | head`).
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::cmd_verify(args),
         Command::List(args) => list::cmd_list(args),
         Command::Table(args) => table::cmd_table(args),
+        Command::Plot(args) => replot::cmd_plot(args),
     };
     match result {
         Ok(code) => code,

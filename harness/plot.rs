@@ -59,7 +59,11 @@ pub fn write_figures(
     let mut written = Vec::new();
     if let Some((x, d)) = samples.filter(|(x, d)| *d >= 2 && x.len() >= *d) {
         let drawn = render(dir, SAMPLES_PNG, SAMPLES_SIZE, |root| {
-            draw_samples(root, cfg, energy.as_ref(), x, d)
+            if matches!(cfg.target, TargetConfig::Digits { .. }) {
+                draw_digit_grid(root, cfg, x, d)
+            } else {
+                draw_samples(root, cfg, energy.as_ref(), x, d)
+            }
         })?;
         if drawn {
             written.push(SAMPLES_PNG.to_string());
@@ -204,6 +208,39 @@ fn log_density_grid(energy: &dyn Energy, d: usize, xr: &Range<f64>, yr: &Range<f
         }
     }
     out
+}
+
+/// The first 100 samples of an image target as a 10 × 10 grid of 8 × 8 grey images
+/// (pixel −1 white, +1 black, as the digits are drawn).
+fn draw_digit_grid(root: &Root<'_>, cfg: &ExperimentConfig, x: &[f32], d: usize) -> DrawResult {
+    root.fill(&WHITE)?;
+    let side = (d as f64).sqrt() as usize;
+    let n = (x.len() / d).min(100);
+    let title = format!("final samples (first {n}, {side} × {side} images)");
+    let sub = match &cfg.paper {
+        Some(p) => format!(
+            "{}, {}, row \"{}\" · seed {}",
+            p.paper, p.table, p.row, cfg.seed
+        ),
+        None => format!("seed {}", cfg.seed),
+    };
+    let area = root.titled(&title, ("sans-serif", 22))?;
+    let area = area.titled(&sub, ("sans-serif", 15))?;
+    let (w, h) = area.dim_in_pixel();
+    let cell = (w.min(h) as usize / 10).max(side);
+    let px = (cell - 2) / side;
+    for (k, img) in x.chunks_exact(d).take(n).enumerate() {
+        let (gx, gy) = ((k % 10) * cell, (k / 10) * cell);
+        for (p, &v) in img.iter().enumerate() {
+            let level = (255.0 * (1.0 - (v.clamp(-1.0, 1.0) + 1.0) / 2.0)).round() as u8;
+            let (cx, cy) = ((gx + (p % side) * px) as i32, (gy + (p / side) * px) as i32);
+            area.draw(&Rectangle::new(
+                [(cx, cy), (cx + px as i32, cy + px as i32)],
+                RGBColor(level, level, level).filled(),
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 fn draw_samples(

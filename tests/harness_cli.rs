@@ -746,3 +746,33 @@ fn posterior_trains_its_prior_first_and_refuses_an_edited_one() {
         stderr(&tampered)
     );
 }
+
+#[test]
+fn plot_redraws_a_runs_figures_without_touching_its_digests() {
+    // (trains)
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "tiny.ron", TINY);
+    expect_code(
+        &repro(
+            tmp.path(),
+            &["run", cfg.to_str().unwrap(), "--out", "a", "-q"],
+        ),
+        0,
+    );
+    let run = tmp.path().join("a");
+    let before = manifest(&run);
+    for f in ["samples.png", "curve.png"] {
+        fs::remove_file(run.join(f)).unwrap();
+    }
+    expect_code(&repro(tmp.path(), &["plot", "a"]), 0);
+    for f in ["samples.png", "curve.png"] {
+        assert!(
+            fs::metadata(run.join(f)).unwrap().len() > 1000,
+            "{f} redrawn"
+        );
+    }
+    assert_eq!(manifest(&run), before);
+    expect_code(&repro(tmp.path(), &["verify", "a"]), 0);
+    let missing = repro(tmp.path(), &["plot", "nowhere"]);
+    expect_code(&missing, 2);
+}
