@@ -37,6 +37,32 @@ fn column_moments(x: &[f32], d: usize, j: usize) -> (f64, f64) {
     (mean, var)
 }
 
+/// `tr`'s own samples (its config's `eval.samples`, stream `tag`) have per-coordinate means
+/// within `mean_tol` of `means` and variances within the fraction `var_tol` of `var`.
+fn assert_gaussian_samples(
+    tr: &Trainer,
+    tag: &str,
+    means: &[f64],
+    var: f64,
+    mean_tol: f64,
+    var_tol: f64,
+) {
+    let n = tr.cfg.eval.samples;
+    let d = means.len();
+    let (_, x) = tr.sample_with_weights(n, rng::stream_key(1, tag, 0));
+    for (j, &want) in means.iter().enumerate() {
+        let (mean, v) = column_moments(&x, d, j);
+        assert!(
+            (mean - want).abs() < mean_tol,
+            "{tag} coordinate {j}: mean {mean} vs {want}"
+        );
+        assert!(
+            (v / var - 1.0).abs() < var_tol,
+            "{tag} coordinate {j}: variance {v} vs {var}"
+        );
+    }
+}
+
 /// The network's own initialisation (zero output layer: the zero-drift policy) for `cfg`.
 fn init_params(cfg: &ExperimentConfig) -> Vec<f32> {
     let mut plain = cfg.clone();
@@ -279,23 +305,11 @@ fn short_run_matches_the_closed_form_gaussian_posterior() {
     while tr.iteration < cfg.train.iterations {
         tr.step().unwrap();
     }
-    let n = cfg.eval.samples;
-    let (_, x) = tr.sample_with_weights(n, rng::stream_key(1, "gaussian-eval", 0));
     let post_var = sigma2 * s * s / (sigma2 + s * s);
     let log_z = -0.5 * (m[0] * m[0] + m[1] * m[1]) / (sigma2 + s * s)
         - (std::f64::consts::TAU * (sigma2 + s * s)).ln();
-    for (j, &mj) in m.iter().enumerate() {
-        let (mean, var) = column_moments(&x, 2, j);
-        let want_mean = mj * sigma2 / (sigma2 + s * s);
-        assert!(
-            (mean - want_mean).abs() < 0.05,
-            "coordinate {j}: mean {mean} vs {want_mean}"
-        );
-        assert!(
-            (var / post_var - 1.0).abs() < 0.08,
-            "coordinate {j}: variance {var} vs {post_var}"
-        );
-    }
+    let post_mean = m.map(|v| v * sigma2 / (sigma2 + s * s));
+    assert_gaussian_samples(&tr, "gaussian-eval", &post_mean, post_var, 0.05, 0.08);
     assert!(
         (tr.learned_log_z() - log_z).abs() < 0.03,
         "learned log Z {} vs {log_z}",
@@ -408,20 +422,7 @@ fn mle_prior_learns_a_gaussian() {
     while tr.iteration < cfg.train.iterations {
         tr.step().unwrap();
     }
-    let n = cfg.eval.samples;
-    let (_, x) = tr.sample_with_weights(n, rng::stream_key(1, "mle-eval", 0));
-    for (j, &mj) in m.iter().enumerate() {
-        let (mean, var) = column_moments(&x, 2, j);
-        assert!(
-            (mean - mj).abs() < 0.06,
-            "coordinate {j}: mean {mean} vs {mj}"
-        );
-        assert!(
-            (var / (s * s) - 1.0).abs() < 0.1,
-            "coordinate {j}: variance {var} vs {}",
-            s * s
-        );
-    }
+    assert_gaussian_samples(&tr, "mle-eval", &m, s * s, 0.06, 0.1);
 }
 
 // ---- the DDPM prior family ----
@@ -549,19 +550,7 @@ fn ddpm_prior_learns_a_gaussian() {
         late < 1.15 * floor && late > 0.95 * floor,
         "loss {late} vs floor {floor}"
     );
-    let n = cfg.eval.samples;
-    let (_, x) = tr.sample_with_weights(n, rng::stream_key(1, "ddpm-eval", 0));
-    for (j, &mj) in m.iter().enumerate() {
-        let (mean, var) = column_moments(&x, 2, j);
-        assert!(
-            (mean - mj).abs() < 0.15,
-            "coordinate {j}: mean {mean} vs {mj}"
-        );
-        assert!(
-            (var - 1.0).abs() < 0.15,
-            "coordinate {j}: variance {var} vs 1"
-        );
-    }
+    assert_gaussian_samples(&tr, "ddpm-eval", &m, 1.0, 0.15, 0.15);
 }
 
 /// RTB on a DDPM prior: the loss and gradient vanish when the posterior is the prior with
