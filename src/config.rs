@@ -59,6 +59,9 @@ pub struct PosteriorConfig {
     /// `RlKlPaper`'s weight α on the squared log-ratio (the paper's sweep picks 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl_weight: Option<f64>,
+    /// RTB's loss cutoff c: L = ½·relu(δ² − c) (the vision code's 0.1); absent, plain ½δ².
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_cutoff: Option<f64>,
     /// The factor on r in `RlKlPaper` and `Ddpo`'s reward (default 1; the vision code uses 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward_scale: Option<f64>,
@@ -753,6 +756,17 @@ impl ExperimentConfig {
                 if let Some(g) = p.guidance {
                     if !g.is_finite() {
                         return bad("posterior.guidance", "must be finite");
+                    }
+                }
+                if let Some(c) = p.loss_cutoff {
+                    if !(c.is_finite() && c >= 0.0) || t.method != Method::Rtb {
+                        return bad(
+                            "posterior.loss_cutoff",
+                            format!(
+                                "an RTB cutoff must be a finite number ≥ 0, got {c} for {:?}",
+                                t.method
+                            ),
+                        );
                     }
                 }
                 if p.resample_pool == Some(0) {

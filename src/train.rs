@@ -10,7 +10,8 @@ use crate::config::{Backend, ExperimentConfig, Method, TargetConfig};
 use crate::energies::{Energy, Funnel, Gmm, ManyWell};
 use crate::losses::{
     behaviour_log_prob, ddpo, detailed_balance, fl_term, rl_kl, rl_kl_paper, subtb,
-    trajectory_balance, trajectory_balance_rows, vargrad, vargrad_conditional, LossGrad,
+    trajectory_balance, trajectory_balance_cutoff, trajectory_balance_rows, vargrad,
+    vargrad_conditional, LossGrad,
 };
 use crate::metrics;
 use crate::nn::adam::clip_grad_norm;
@@ -895,7 +896,11 @@ impl Trainer {
             }
             // RTB is TB on the rows `rollout_rows` returns: LB is the prior's LF, lr is β·log r.
             Method::Tb | Method::Rtb => {
-                let lg = trajectory_balance(self.learned_log_z(), &lf, &lb, &lr);
+                let cutoff = self.cfg.posterior.as_ref().and_then(|p| p.loss_cutoff);
+                let lg = match cutoff {
+                    Some(c) => trajectory_balance_cutoff(self.learned_log_z(), &lf, &lb, &lr, c),
+                    None => trajectory_balance(self.learned_log_z(), &lf, &lb, &lr),
+                };
                 per_trajectory(lg, false)
             }
             Method::VarGrad => {

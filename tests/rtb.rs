@@ -6,7 +6,8 @@ mod common;
 use diffusion_samplers::autodiff::gradcheck::gradcheck;
 use diffusion_samplers::config::ExperimentConfig;
 use diffusion_samplers::losses::{
-    behaviour_log_prob, ddpo, rl_kl, rl_kl_paper, trajectory_balance, LossGrad,
+    behaviour_log_prob, ddpo, rl_kl, rl_kl_paper, trajectory_balance, trajectory_balance_cutoff,
+    LossGrad,
 };
 use diffusion_samplers::rng;
 use diffusion_samplers::samplers::{explore_std, rollout, Path};
@@ -232,6 +233,18 @@ fn gradient_matches_finite_differences_and_the_trainer() {
         );
     }
     common::assert_trainer_matches(&tr, it, loss64, &analytic, "RTB");
+
+    // The loss cutoff ½·relu(δ² − c) on the same trajectories, at a c that masks some rows.
+    let mut cut = cfg.clone();
+    cut.posterior.as_mut().unwrap().loss_cutoff = Some(40.0);
+    let mut trc = Trainer::with_prior(&cut, tr.prior.clone()).unwrap();
+    trc.set_params(tr.params.clone());
+    let tbc = |lf: &[f64], lp: &[f64], lr: &[f64], _: &[f64]| {
+        trajectory_balance_cutoff(theta[z], lf, lp, lr, 40.0)
+    };
+    let (lc, gc) = prior_loss_f64(&trc, &theta, &states, &tbc);
+    assert!(lc < loss64, "the cutoff lowers the loss: {lc} vs {loss64}");
+    common::assert_trainer_matches(&trc, it, lc, &gc, "RTB with cutoff");
 }
 
 /// The RL baselines' trainer gradients (REINFORCE weights on ∇Σlog q, sharded, f32) against

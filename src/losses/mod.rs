@@ -10,4 +10,7 @@ pub mod tb;
 
 pub use rl::{behaviour_log_prob, ddpo, rl_kl, rl_kl_paper};
 pub use subtb::{detailed_balance, fl_term, subtb, SubTbGrad};
-pub use tb::{trajectory_balance, trajectory_balance_rows, vargrad, vargrad_conditional, LossGrad};
+pub use tb::{
+    trajectory_balance, trajectory_balance_cutoff, trajectory_balance_rows, vargrad,
+    vargrad_conditional, LossGrad,
+};

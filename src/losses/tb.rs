@@ -12,6 +12,37 @@ pub struct LossGrad {
     pub log_z: f64,
 }
 
+/// TB with RTB's loss cutoff (spec rtb2024 §1.5, vision and language code):
+/// L = (1/B) Σ_b ½·relu(δ_b² − c), so trajectories with |δ_b| ≤ √c give no gradient. c = 0 is
+/// [`trajectory_balance`].
+pub fn trajectory_balance_cutoff(
+    log_z: f64,
+    log_pf: &[f64],
+    log_pb: &[f64],
+    log_r: &[f64],
+    cutoff: f64,
+) -> LossGrad {
+    let b = log_pf.len() as f64;
+    let mut loss = 0.0;
+    let mut d_log_z = 0.0;
+    let mut d_log_pf = Vec::with_capacity(log_pf.len());
+    for ((&lf, &lb), &lr) in log_pf.iter().zip(log_pb).zip(log_r) {
+        let delta = log_z + lf - lb - lr;
+        let active = delta * delta > cutoff;
+        if active {
+            loss += 0.5 * (delta * delta - cutoff);
+            d_log_z += delta;
+        }
+        d_log_pf.push(if active { delta / b } else { 0.0 });
+    }
+    LossGrad {
+        loss: loss / b,
+        d_log_pf,
+        d_log_z: d_log_z / b,
+        log_z,
+    }
+}
+
 /// TB: L = (1/B) Σ_b ½ (log Z + LF_b − LB_b − lr_b)².
 pub fn trajectory_balance(log_z: f64, log_pf: &[f64], log_pb: &[f64], log_r: &[f64]) -> LossGrad {
     let b = log_pf.len() as f64;
@@ -130,6 +161,22 @@ pub fn vargrad_conditional(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cutoff: 0 gives TB exactly; rows with δ² ≤ c drop out of the loss and gradient.
+    #[test]
+    fn cutoff_masks_small_residuals() {
+        let (lf, lb, lr) = ([1.0, 0.2, -0.5], [0.5, 0.0, 0.0], [0.0, 0.1, -0.5]);
+        assert_eq!(
+            trajectory_balance_cutoff(0.1, &lf, &lb, &lr, 0.0),
+            trajectory_balance(0.1, &lf, &lb, &lr)
+        );
+        // δ = (0.6, 0.2, 0.1): only the first exceeds √0.1 ≈ 0.316.
+        let g = trajectory_balance_cutoff(0.1, &lf, &lb, &lr, 0.1);
+        assert!((g.loss - 0.5 * (0.36 - 0.1) / 3.0).abs() < 1e-12);
+        assert!((g.d_log_pf[0] - 0.2).abs() < 1e-12);
+        assert_eq!(&g.d_log_pf[1..], &[0.0, 0.0]);
+        assert!((g.d_log_z - 0.2).abs() < 1e-12);
+    }
     use crate::autodiff::gradcheck::gradcheck;
     use crate::tolerance::GRADCHECK_F64;
 
