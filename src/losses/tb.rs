@@ -13,8 +13,8 @@ pub struct LossGrad {
 }
 
 /// TB with RTB's loss cutoff (spec rtb2024 §1.5, vision and language code):
-/// L = (1/B) Σ_b ½·relu(δ_b² − c), so trajectories with |δ_b| ≤ √c give no gradient. c = 0 is
-/// [`trajectory_balance`].
+/// L = (1/B) Σ_b ½·relu(δ_b² − c), so trajectories with |δ_b| ≤ √c give no gradient. A
+/// non-finite δ is never masked: it reaches the loss, where the trainer reports it.
 pub fn trajectory_balance_cutoff(
     log_z: f64,
     log_pf: &[f64],
@@ -28,7 +28,8 @@ pub fn trajectory_balance_cutoff(
     let mut d_log_pf = Vec::with_capacity(log_pf.len());
     for ((&lf, &lb), &lr) in log_pf.iter().zip(log_pb).zip(log_r) {
         let delta = log_z + lf - lb - lr;
-        let active = delta * delta > cutoff;
+        // A NaN δ counts as active, so it reaches the loss.
+        let active = delta.is_nan() || delta * delta > cutoff;
         if active {
             loss += 0.5 * (delta * delta - cutoff);
             d_log_z += delta;
@@ -43,24 +44,10 @@ pub fn trajectory_balance_cutoff(
     }
 }
 
-/// TB: L = (1/B) Σ_b ½ (log Z + LF_b − LB_b − lr_b)².
+/// TB: L = (1/B) Σ_b ½ (log Z + LF_b − LB_b − lr_b)², the cutoff at c = 0 (a row with δ = 0
+/// contributes nothing either way).
 pub fn trajectory_balance(log_z: f64, log_pf: &[f64], log_pb: &[f64], log_r: &[f64]) -> LossGrad {
-    let b = log_pf.len() as f64;
-    let mut loss = 0.0;
-    let mut d_log_z = 0.0;
-    let mut d_log_pf = Vec::with_capacity(log_pf.len());
-    for ((&lf, &lb), &lr) in log_pf.iter().zip(log_pb).zip(log_r) {
-        let delta = log_z + lf - lb - lr;
-        loss += 0.5 * delta * delta;
-        d_log_z += delta;
-        d_log_pf.push(delta / b);
-    }
-    LossGrad {
-        loss: loss / b,
-        d_log_pf,
-        d_log_z: d_log_z / b,
-        log_z,
-    }
+    trajectory_balance_cutoff(log_z, log_pf, log_pb, log_r, 0.0)
 }
 
 /// TB with a log Z per row (the VAE's log Z(x), spec §2.5): L = (1/N) Σ_b ½ δ_b², δ_b =
@@ -176,6 +163,9 @@ mod tests {
         assert!((g.d_log_pf[0] - 0.2).abs() < 1e-12);
         assert_eq!(&g.d_log_pf[1..], &[0.0, 0.0]);
         assert!((g.d_log_z - 0.2).abs() < 1e-12);
+        // A NaN residual is not masked away.
+        let bad = trajectory_balance_cutoff(0.1, &[f64::NAN, 0.2], &[0.0, 0.0], &[0.0, 0.1], 0.1);
+        assert!(bad.loss.is_nan() && bad.d_log_pf[0].is_nan());
     }
     use crate::autodiff::gradcheck::gradcheck;
     use crate::tolerance::GRADCHECK_F64;
