@@ -5,6 +5,15 @@
 
 use super::LossGrad;
 
+/// The batch ELBO mean_b(lr_b − LF_b + LP_b) the RL losses report as their `log_z`.
+fn batch_elbo(log_pf: &[f64], log_prior: &[f64], log_r: &[f64]) -> f64 {
+    let n = log_pf.len() as f64;
+    (0..log_pf.len())
+        .map(|b| log_r[b] - log_pf[b] + log_prior[b])
+        .sum::<f64>()
+        / n
+}
+
 /// KL-regularised REINFORCE as corrected by Deleu et al. 2025 (`fwd_rl_corrected`): the
 /// advantage A_b = (lr_b − LF_b + LP_b)/β = log r − (1/β)(LF − LP), centred on its batch mean,
 /// L = −(1/B) Σ_b (A_b − Ā)·LF_b. Its optimum is the RTB target p·r^β.
@@ -38,10 +47,7 @@ pub fn rl_kl(
         }
     };
     let d_log_pf = (0..n).map(|b| -weights[b] * (adv[b] - mean_adv)).collect();
-    let elbo = (0..n)
-        .map(|b| log_r[b] - log_pf[b] + log_prior[b])
-        .sum::<f64>()
-        / n as f64;
+    let elbo = batch_elbo(log_pf, log_prior, log_r);
     LossGrad {
         loss: -elbo,
         d_log_pf,
@@ -72,10 +78,7 @@ pub fn rl_kl_paper(
         loss += -(reward[b] - mean_r) * log_pf[b] + kl_weight * ratio * ratio;
         d_log_pf.push((-(reward[b] - mean_r) + 2.0 * kl_weight * ratio) / n);
     }
-    let elbo = (0..log_pf.len())
-        .map(|b| log_r[b] - log_pf[b] + log_prior[b])
-        .sum::<f64>()
-        / n;
+    let elbo = batch_elbo(log_pf, log_prior, log_r);
     LossGrad {
         loss: loss / n,
         d_log_pf,
@@ -96,10 +99,7 @@ pub fn ddpo(log_pf: &[f64], log_prior: &[f64], log_r: &[f64], scale: f64) -> Los
         .iter()
         .map(|r| -(r - mean) / (std + 1e-8) / n)
         .collect();
-    let elbo = (0..log_pf.len())
-        .map(|b| log_r[b] - log_pf[b] + log_prior[b])
-        .sum::<f64>()
-        / n;
+    let elbo = batch_elbo(log_pf, log_prior, log_r);
     LossGrad {
         loss: -elbo,
         d_log_pf,
