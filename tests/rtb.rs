@@ -76,13 +76,18 @@ fn init_params(cfg: &ExperimentConfig) -> Vec<f32> {
     Trainer::new(&plain).unwrap().params
 }
 
+/// `params` each moved by N(0, `by`²) from stream (9, `purpose`, `tag`).
+fn jittered(params: &[f32], purpose: &str, tag: u64, by: f64) -> Vec<f32> {
+    let mut r = rng::stream(9, purpose, tag);
+    params
+        .iter()
+        .map(|&p| p + (by * rng::normal_f64(&mut r)) as f32)
+        .collect()
+}
+
 /// A prior with every parameter moved off its initialisation.
 fn random_prior(cfg: &ExperimentConfig, tag: u64) -> Vec<f32> {
-    let mut r = rng::stream(9, "prior", tag);
-    init_params(cfg)
-        .iter()
-        .map(|&p| p + 0.3 * rng::normal_f64(&mut r) as f32)
-        .collect()
+    jittered(&init_params(cfg), "prior", tag, 0.3)
 }
 
 /// With the posterior equal to the prior, log Z = 0 and r^β ≡ 1 (β = 0) every residual is 0,
@@ -186,12 +191,7 @@ fn prior_loss_f64(tr: &Trainer, theta: &[f64], states: &[f32], loss: SumsLoss) -
 fn moved_posterior(cfg: &ExperimentConfig, it: usize, by: f64) -> (Trainer, Vec<f32>) {
     let prior = random_prior(cfg, 2);
     let mut tr = Trainer::with_prior(cfg, Some(prior)).unwrap();
-    let mut r = rng::stream(9, "posterior", 0);
-    let p: Vec<f32> = tr
-        .params
-        .iter()
-        .map(|&v| v + (by * rng::normal_f64(&mut r)) as f32)
-        .collect();
+    let p = jittered(&tr.params, "posterior", 0, by);
     tr.set_params(p);
     let b = cfg.train.batch;
     let path = Path::Forward {
@@ -379,12 +379,7 @@ fn mle_gradient_matches_the_f64_tape() {
           eval: (samples: 8, w2: false, eubo: false))";
     let cfg = ExperimentConfig::parse(text, "mle").unwrap();
     let mut tr = Trainer::new(&cfg).unwrap();
-    let mut r = rng::stream(9, "mle", 0);
-    let p: Vec<f32> = tr
-        .params
-        .iter()
-        .map(|&v| v + 0.3 * rng::normal_f64(&mut r) as f32)
-        .collect();
+    let p = jittered(&tr.params, "mle", 0, 0.3);
     tr.set_params(p);
     let (it, b) = (1usize, cfg.train.batch);
     let data = tr
@@ -477,12 +472,7 @@ fn eps_mse_gradient_matches_the_f64_tape() {
          eval: (samples: 8, w2: false, eubo: false)",
     );
     let mut tr = Trainer::new(&cfg).unwrap();
-    let mut r = rng::stream(9, "eps", 0);
-    let p: Vec<f32> = tr
-        .params
-        .iter()
-        .map(|&v| v + 0.3 * rng::normal_f64(&mut r) as f32)
-        .collect();
+    let p = jittered(&tr.params, "eps", 0, 0.3);
     tr.set_params(p);
     let (it, b, d) = (1usize, cfg.train.batch, 3usize);
     let sched = Schedule::linear(25);
