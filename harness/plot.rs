@@ -544,7 +544,12 @@ fn draw_curve(
         .draw()?;
     let learned = match cfg.train.method {
         Method::Tb | Method::Rtb => "learned log Z",
-        Method::Mle | Method::EpsMse | Method::Guidance | Method::Resample => "log Z (not trained)",
+        Method::Mle
+        | Method::EpsMse
+        | Method::Guidance
+        | Method::Resample
+        | Method::Dps
+        | Method::LgdMc => "log Z (not trained)",
         Method::RlKl | Method::RlKlPaper | Method::Ddpo => "batch ELBO",
         Method::SubTb | Method::Db => "learned log F(x₀, 0)",
         Method::VarGrad | Method::Pis => "batch log Z",

@@ -65,9 +65,12 @@ pub struct PosteriorConfig {
     /// The factor on r in `RlKlPaper` and `Ddpo`'s reward (default 1; the vision code uses 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward_scale: Option<f64>,
-    /// `Guidance`'s γ (1 in the reference).
+    /// `Guidance`'s γ (1 in the reference), or `Dps`/`LgdMc`'s ζ (0.1 in the vision code).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guidance: Option<f64>,
+    /// `LgdMc`'s particles per step (10 in the vision code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub particles: Option<usize>,
     /// `Resample`'s candidates per kept sample (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resample_pool: Option<usize>,
@@ -332,6 +335,15 @@ pub enum Method {
     /// Importance resampling of prior samples by r^β (`posterior.resample_pool` candidates per
     /// kept sample): the sanity baseline. Trains nothing (`iterations: 0`).
     Resample,
+    /// DPS (Chung et al. 2023; spec rtb2024 §3.1) on a DDPM prior of a measurement target (the
+    /// digits): each step's mean gains −ζ·∇_{x_t}‖e_c − logits(x̂0(x_t))‖, differentiated
+    /// through the ε-network and the classifier; ζ = `posterior.guidance` (default 0.1).
+    /// Trains nothing (`iterations: 0`).
+    Dps,
+    /// LGD-MC (Song et al. 2023; spec rtb2024 §3.1): DPS with the loss averaged over
+    /// `posterior.particles` (default 10) particles x̂0 + r_t·z, r_t = √(1−ᾱ_t), as
+    /// ζ·∇_{x_t} log mean_k exp(−L_k). Trains nothing (`iterations: 0`).
+    LgdMc,
 }
 
 impl Method {
@@ -345,12 +357,17 @@ impl Method {
                 | Method::Ddpo
                 | Method::Guidance
                 | Method::Resample
+                | Method::Dps
+                | Method::LgdMc
         )
     }
 
     /// Does the method only evaluate the prior, with no training iterations?
     pub fn evaluates_only(self) -> bool {
-        matches!(self, Method::Guidance | Method::Resample)
+        matches!(
+            self,
+            Method::Guidance | Method::Resample | Method::Dps | Method::LgdMc
+        )
     }
 
     /// Does the method train the conditional flow head log F(x, t)?
@@ -772,6 +789,23 @@ impl ExperimentConfig {
                 if p.resample_pool == Some(0) {
                     return bad("posterior.resample_pool", "must be at least 1");
                 }
+                if p.particles.is_some() && t.method != Method::LgdMc {
+                    return bad("posterior.particles", "only LgdMc draws particles");
+                }
+                if p.particles == Some(0) {
+                    return bad("posterior.particles", "must be at least 1");
+                }
+                if matches!(t.method, Method::Dps | Method::LgdMc)
+                    && !matches!(self.target, TargetConfig::Digits { .. })
+                {
+                    return bad(
+                        "target",
+                        format!(
+                            "{:?} guides by a classifier's measurement: it is built for Digits",
+                            t.method
+                        ),
+                    );
+                }
                 if t.method.evaluates_only() && t.iterations != 0 {
                     return bad(
                         "train.iterations",
@@ -838,10 +872,12 @@ impl ExperimentConfig {
                         | Method::RlKlPaper
                         | Method::Ddpo
                         | Method::Resample
+                        | Method::Dps
+                        | Method::LgdMc
                 ) {
                     return bad(
                         "train.method",
-                        format!("{m:?} is not built for the DDPM sampler (EpsMse, Rtb, RlKl, RlKlPaper, Ddpo, Resample are)"),
+                        format!("{m:?} is not built for the DDPM sampler (EpsMse, Rtb, RlKl, RlKlPaper, Ddpo, Resample, Dps, LgdMc are)"),
                     );
                 }
                 if train_steps <= 20 {
@@ -873,6 +909,12 @@ impl ExperimentConfig {
                 return bad(
                     "sampler.noising",
                     "EpsMse trains a DDPM: set noising: Ddpm(..)",
+                );
+            }
+            (_, Method::Dps | Method::LgdMc) => {
+                return bad(
+                    "sampler.noising",
+                    "DPS and LGD-MC guide a DDPM's x̂0: set noising: Ddpm(..)",
                 );
             }
             _ => {}

@@ -445,7 +445,9 @@ fn frozen_groups(method: Method) -> &'static [Group] {
         | Method::RlKl
         | Method::RlKlPaper
         | Method::Ddpo => &[Group::Flow],
-        Method::Guidance | Method::Resample => &[Group::Policy, Group::Flow],
+        Method::Guidance | Method::Resample | Method::Dps | Method::LgdMc => {
+            &[Group::Policy, Group::Flow]
+        }
     }
 }
 
@@ -984,7 +986,7 @@ impl Trainer {
                 per_trajectory(lg, false)
             }
             Method::EpsMse => unreachable!("ε-MSE is dispatched by loss_and_grad"),
-            Method::Guidance | Method::Resample => {
+            Method::Guidance | Method::Resample | Method::Dps | Method::LgdMc => {
                 return Err(TrainError::Invalid(format!(
                     "{:?} trains nothing (validated iterations: 0)",
                     self.cfg.train.method

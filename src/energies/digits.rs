@@ -82,6 +82,7 @@ fn gelu(z: f64) -> (f64, f64) {
 struct Pass {
     pre: Vec<f64>,
     hidden: Vec<f64>,
+    logits: [f64; CLASSES],
     log_probs: Vec<f64>,
 }
 
@@ -121,6 +122,7 @@ impl Classifier {
             pre,
             hidden,
             log_probs: logits.iter().map(|l| l - lse).collect(),
+            logits,
         }
     }
 
@@ -152,6 +154,18 @@ impl Classifier {
         let d_logits: Vec<f64> = (0..CLASSES)
             .map(|c| d_log_probs[c] - p.log_probs[c].exp() * total)
             .collect();
+        self.backward_logits(x, p, &d_logits, grads, want_input)
+    }
+
+    /// [`Self::backward`] from ∂/∂logits.
+    fn backward_logits(
+        &self,
+        x: &[f64],
+        p: &Pass,
+        d_logits: &[f64],
+        grads: Option<&mut Classifier>,
+        want_input: bool,
+    ) -> Vec<f64> {
         let mut d_pre = vec![0.0; HIDDEN];
         for (h, dp) in d_pre.iter_mut().enumerate() {
             let dh: f64 = (0..CLASSES)
@@ -164,7 +178,7 @@ impl Classifier {
             for ((gb, gw), &dl) in
                 g.b2.iter_mut()
                     .zip(g.w2.chunks_exact_mut(HIDDEN))
-                    .zip(&d_logits)
+                    .zip(d_logits)
             {
                 *gb += dl;
                 for (w, &hv) in gw.iter_mut().zip(&p.hidden) {
@@ -200,6 +214,28 @@ impl Classifier {
         let mut g = vec![0.0; CLASSES];
         g[c] = 1.0;
         self.backward(x, &p, &g, None, true)
+    }
+
+    /// The hidden layer's activations, `[H]`: the feature space of the Fréchet distance and
+    /// the diversity metric (spec rtb2024 §3.3, in place of Inception features).
+    pub fn features(&self, x: &[f64]) -> Vec<f64> {
+        self.forward(x).hidden
+    }
+
+    /// DPS's measurement loss ‖y − logits(x)‖₂ for the one-hot measurement y = e_c (spec
+    /// rtb2024 §3.1: raw logits, not probabilities), and its gradient with respect to x.
+    pub fn measurement_loss_grad(&self, x: &[f64], c: usize) -> (f64, Vec<f64>) {
+        let p = self.forward(x);
+        let resid: Vec<f64> = (0..CLASSES)
+            .map(|k| p.logits[k] - if k == c { 1.0 } else { 0.0 })
+            .collect();
+        let norm = resid.iter().map(|r| r * r).sum::<f64>().sqrt();
+        // ∂‖r‖/∂r = r/‖r‖ (0 at the measurement itself, where the norm has no gradient).
+        let d_logits: Vec<f64> = resid
+            .iter()
+            .map(|r| if norm > 0.0 { r / norm } else { 0.0 })
+            .collect();
+        (norm, self.backward_logits(x, &p, &d_logits, None, true))
     }
 
     /// Train on `train` (indices into `data`): Adam 1e-3, batch 128, mean cross-entropy.
@@ -333,6 +369,29 @@ impl Energy for DigitsClass {
     fn classify(&self, x: &[f32]) -> Option<usize> {
         let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         Some(self.classifier.predict(&x))
+    }
+
+    /// The smallest measurement loss over the allowed classes (one class: DPS as in the paper;
+    /// several: the min, the measurement analogue of r = max over classes).
+    fn measurement_loss_grad(&self, x: &[f64]) -> Option<(f64, Vec<f64>)> {
+        self.classes
+            .iter()
+            .map(|&c| self.classifier.measurement_loss_grad(x, c as usize))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
+    fn features(&self, x: &[f32]) -> Option<Vec<f64>> {
+        let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        Some(self.classifier.features(&x))
+    }
+
+    fn reference_set(&self) -> Option<Vec<f32>> {
+        Some(
+            self.allowed
+                .iter()
+                .flat_map(|&i| self.data.image(i).iter().copied())
+                .collect(),
+        )
     }
 
     /// Dataset images of the allowed classes, drawn uniformly with replacement.

@@ -78,6 +78,21 @@ pub trait Energy: Send + Sync {
     fn classify(&self, _x: &[f32]) -> Option<usize> {
         None
     }
+    /// DPS's measurement loss L(x) and ∇ₓL for one state, for targets defined by a
+    /// measurement (the digits: ‖e_c − logits(x)‖ for the best allowed class c), else `None`.
+    fn measurement_loss_grad(&self, _x: &[f64]) -> Option<(f64, Vec<f64>)> {
+        None
+    }
+    /// The fixed feature vector of one state that the Fréchet distance and the diversity are
+    /// measured in (the digits: the frozen classifier's hidden layer), else `None`.
+    fn features(&self, _x: &[f32]) -> Option<Vec<f64>> {
+        None
+    }
+    /// Every real data point the target's samples stand for (the digits: all images of the
+    /// allowed classes), `[N, D]`, else `None`.
+    fn reference_set(&self) -> Option<Vec<f32>> {
+        None
+    }
     /// `n` exact samples ([n, D]) when the target can be sampled exactly.
     fn sample(&self, _n: usize, _rng: &mut ChaCha8Rng) -> Option<Vec<f32>> {
         None

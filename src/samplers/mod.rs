@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod ddpm;
+pub mod dps;
 pub mod exploration;
 pub mod pis;
 pub mod rollout;
@@ -28,10 +29,21 @@ pub struct Sampler {
     pub lgv_clip: f64,
     /// The reference process p_B reverses.
     pub noising: Noising,
-    /// Classifier guidance γ (`Method::Guidance`): the drift gains γ·σ²·i/(i+1)·∇log R(x_i).
-    pub guidance: Option<f64>,
+    /// A training-free guidance term on the prior's drift (the evaluation-only baselines).
+    pub guidance: Option<Guidance>,
     /// The DDPM training schedule under `Noising::Ddpm`.
     pub ddpm: Option<ddpm::Schedule>,
+}
+
+/// The training-free guidance baselines of spec rtb2024 §2.6 and §3.1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Guidance {
+    /// Classifier guidance with γ (`Method::Guidance`): the drift gains γ·σ²·i/(i+1)·∇log R(x_i)
+    /// at the noisy state.
+    Classifier(f64),
+    /// DPS (`particles` 0) or LGD-MC (`particles` ≥ 1) with step size ζ, on a DDPM: the step's
+    /// mean gains ζ·∇_{x_t} log mean_k exp(−L(x̂0(x_t) + r_t·z_k)) ([`dps`]).
+    Measurement { zeta: f64, particles: usize },
 }
 
 /// One transition i → i+1 of the reference process, as both kernels use it.
@@ -55,6 +67,31 @@ impl Transition {
     }
 }
 
+impl Guidance {
+    /// The guidance `cfg`'s method samples with, if any: γ defaults to 1 (the 2-D reference),
+    /// ζ to 0.1 and the LGD-MC particles to 10 (the vision code).
+    pub fn of(cfg: &ExperimentConfig) -> Option<Self> {
+        use crate::config::Method;
+        let scale = cfg.posterior.as_ref().and_then(|p| p.guidance);
+        match cfg.train.method {
+            Method::Guidance => Some(Guidance::Classifier(scale.unwrap_or(1.0))),
+            Method::Dps => Some(Guidance::Measurement {
+                zeta: scale.unwrap_or(0.1),
+                particles: 0,
+            }),
+            Method::LgdMc => Some(Guidance::Measurement {
+                zeta: scale.unwrap_or(0.1),
+                particles: cfg
+                    .posterior
+                    .as_ref()
+                    .and_then(|p| p.particles)
+                    .unwrap_or(10),
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl Sampler {
     pub fn from_config(cfg: &ExperimentConfig) -> Self {
         Sampler {
@@ -71,12 +108,7 @@ impl Sampler {
                 Noising::Ddpm { train_steps, .. } => Some(ddpm::Schedule::linear(train_steps)),
                 _ => None,
             },
-            guidance: (cfg.train.method == crate::config::Method::Guidance).then(|| {
-                cfg.posterior
-                    .as_ref()
-                    .and_then(|p| p.guidance)
-                    .unwrap_or(1.0)
-            }),
+            guidance: Guidance::of(cfg),
         }
     }
 

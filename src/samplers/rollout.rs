@@ -2,7 +2,7 @@
 //! the tape (with gradients) or only its values (evaluation).
 
 use super::bridge::log_pb_step;
-use super::Sampler;
+use super::{Guidance, Sampler};
 use crate::autodiff::{Tape, Var};
 use crate::cpu::Kernels;
 use crate::energies::Energy;
@@ -132,7 +132,6 @@ pub fn rollout_recording<S: Kernels>(
         }
         _ => None,
     };
-    let mark = tape.len();
 
     let mut states = if keep_states {
         Vec::with_capacity((t + 1) * rows * d)
@@ -171,11 +170,24 @@ pub fn rollout_recording<S: Kernels>(
     let mut noise = vec![0f32; rows * d];
     // Classifier guidance rides on the LP term with a fixed scale (validation keeps it apart
     // from a learned LP).
-    let lp_scale = lp_scale.or_else(|| {
-        sampler
-            .guidance
-            .map(|g| tape.constant(Tensor::from_f32(t, 1, &sampler.guidance_scale(g))))
+    let lp_scale = lp_scale.or_else(|| match sampler.guidance {
+        Some(Guidance::Classifier(g)) => {
+            Some(tape.constant(Tensor::from_f32(t, 1, &sampler.guidance_scale(g))))
+        }
+        _ => None,
     });
+    // DPS / LGD-MC add ζ·g to the step's mean, i.e. (ζ/dt)·g to the EM-form drift.
+    let measurement = match sampler.guidance {
+        Some(Guidance::Measurement { zeta, particles }) => Some((
+            particles,
+            tape.constant(Tensor::from_f32(1, 1, &[(zeta / dt) as f32])),
+        )),
+        _ => None,
+    };
+    let mut particle_noise = Vec::new();
+    // Everything above lives for the whole rollout; gradient-free rollouts drop each step's
+    // nodes back to here.
+    let mark = tape.len();
     let mut grad = vec![0f32; if lp_scale.is_some() { rows * d } else { 0 }];
     // LF includes the source density log p₀(x₀) (0 for the Brownian start at the origin).
     let mut log_pf: Vec<f64> = x.chunks_exact(d).map(|x0| sampler.log_p0(x0)).collect();
@@ -201,6 +213,40 @@ pub fn rollout_recording<S: Kernels>(
         // DDPM: the network predicts ε; the step's drift comes from its x̂0.
         let o = match sampler.ddpm_step(i) {
             Some(s) => super::ddpm::ddpm_drift(&mut tape, o, x_node, &s, dt, sampler.ddpm_clip()),
+            None => o,
+        };
+        let o = match measurement {
+            Some((k, zeta_over_dt)) => {
+                // Particle normals for (step i, particle p, row b) sit after the trajectory's
+                // T steps and x₀ in the stream: slot T + 1 + i·K + p.
+                particle_noise.resize(k * rows * d, 0f32);
+                if let (
+                    Path::Forward {
+                        row0, total_rows, ..
+                    },
+                    Some(rng),
+                ) = (&path, noise_rng.as_mut())
+                {
+                    for (p, z) in particle_noise.chunks_exact_mut(rows * d).enumerate() {
+                        let slot = t + 1 + i * k + p;
+                        rng::normals_at(rng, ((slot * total_rows + row0) * d) as u64, z);
+                    }
+                } else {
+                    assert!(k == 0, "LGD-MC draws its particles on its own forward path");
+                }
+                let g = super::dps::measurement_guidance(
+                    net,
+                    params,
+                    sampler,
+                    energy,
+                    &x,
+                    i,
+                    cond,
+                    &particle_noise,
+                );
+                let g = tape.constant(to_tensor(&g, rows, d));
+                tape.langevin_add(o, zeta_over_dt, 0, g)
+            }
             None => o,
         };
         let x_next: Vec<f32> = match &path {
