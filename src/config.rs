@@ -427,6 +427,13 @@ pub struct TrainConfig {
     /// and Db only. Left out of the resolved config when off.
     #[serde(default, skip_serializing_if = "is_false")]
     pub forward_looking: bool,
+    /// The memory-light two-pass gradient (spec rtb2024 §1.5, §7.4): one pass samples the
+    /// trajectories without a graph and gives the residuals, a second recomputes one step at
+    /// a time and accumulates ∂L/∂LF_b·∇log p_F. Same gradient as the whole-trajectory tape up
+    /// to rounding, with one step's graph in memory instead of T. For the per-trajectory losses
+    /// (TB, VarGrad, RTB, MLE and the RL baselines). Left out of the resolved config when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub two_pass: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -729,6 +736,29 @@ impl ExperimentConfig {
                 "train.forward_looking",
                 "the FL partial energy assumes the Brownian reference process (sampler.noising)",
             );
+        }
+        if t.two_pass {
+            let per_trajectory = matches!(
+                t.method,
+                Method::Tb
+                    | Method::VarGrad
+                    | Method::Rtb
+                    | Method::Mle
+                    | Method::RlKl
+                    | Method::RlKlPaper
+                    | Method::Ddpo
+            );
+            if !per_trajectory || matches!(self.target, TargetConfig::Vae { .. }) {
+                return bad(
+                    "train.two_pass",
+                    format!(
+                        "the two-pass gradient is built for the per-trajectory losses (Tb, \
+                         VarGrad, Rtb, Mle, RlKl, RlKlPaper, Ddpo) on unconditional targets, \
+                         not {:?} on {:?}",
+                        t.method, self.target
+                    ),
+                );
+            }
         }
         match (t.method.uses_prior(), &self.posterior) {
             (true, None) => {

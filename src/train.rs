@@ -829,6 +829,13 @@ impl Trainer {
         let key = rng::stream_key(self.cfg.seed, purpose, it as u64);
         let shards = shard_ranges(b, self.cfg.train.shards);
         let fl_on = self.cfg.train.forward_looking;
+        // The two-pass gradient samples without a graph and recomputes each step afterwards.
+        let two_pass = self.cfg.train.two_pass;
+        let record = if two_pass {
+            Record::States
+        } else {
+            Record::Graph
+        };
         let rolls = par_map(shards.clone(), &|r: Range<usize>| {
             let (roll, log_r) = match &source {
                 Source::Forward(_) => {
@@ -838,14 +845,14 @@ impl Trainer {
                         total_rows: b,
                         explore_std: eps,
                     };
-                    self.rollout_rows(r.len(), path, true, Self::cond_rows(conditions, &r))
+                    self.rollout_rows(r.len(), path, record, Self::cond_rows(conditions, &r))
                 }
                 Source::Backward(x_t, _) => {
                     let mut noise = ChaCha8Rng::from_seed(key);
                     let xt = &x_t[r.start * d..r.end * d];
                     let states = sample_backward_states(&self.sampler, xt, &mut noise, r.start, b);
                     let cond = Self::cond_rows(conditions, &r);
-                    self.rollout_rows(r.len(), Path::Given(&states), true, cond)
+                    self.rollout_rows(r.len(), Path::Given(&states), record, cond)
                 }
             };
             let fl = if fl_on {
@@ -1012,7 +1019,30 @@ impl Trainer {
             .flat_map(|s| s.roll.x_final.iter().copied())
             .collect();
         let jobs: Vec<(ShardRollout, Range<usize>)> = rolls.into_iter().zip(shards).collect();
-        let shard_grads = par_map(jobs, &|(s, r): (ShardRollout, Range<usize>)| {
+        let second_pass = |(s, r): (ShardRollout, Range<usize>)| -> Vec<f32> {
+            let StepSeeds::PerTrajectory {
+                d_log_pf,
+                log_z_head: false,
+            } = &step_seeds
+            else {
+                unreachable!("validated: two_pass is for the per-trajectory losses")
+            };
+            let cond = Self::cond_rows(conditions, &r);
+            let batch = self.batch_energy(cond);
+            crate::samplers::two_pass::step_by_step_grad(
+                &self.net,
+                &self.params,
+                &self.sampler,
+                batch.get(),
+                &s.roll.states,
+                &d_log_pf[r.clone()],
+                cond,
+            )
+            .into_iter()
+            .map(|g| g as f32)
+            .collect()
+        };
+        let graph_pass = |(s, r): (ShardRollout, Range<usize>)| {
             let column = |v: &[f64], i: usize| {
                 Tensor::from_vec(
                     r.len(),
@@ -1052,7 +1082,12 @@ impl Trainer {
                 .expect("gradient rollout keeps its tape")
                 .backward(seeds);
             self.net.flat_grads(&vars, &grads)
-        });
+        };
+        let shard_grads = if two_pass {
+            par_map(jobs, &second_pass)
+        } else {
+            par_map(jobs, &graph_pass)
+        };
         let mut grad = sum_in_order(&shard_grads, self.net.num_params());
         if matches!(self.cfg.train.method, Method::Tb | Method::Rtb) {
             grad[self.net.log_z_index()] = lg.d_log_z as f32;
@@ -1347,15 +1382,15 @@ impl Trainer {
         &self,
         rows: usize,
         path: Path<'_>,
-        keep_graph: bool,
+        record: Record,
         cond: Option<&[f32]>,
     ) -> (Rollout<f32>, Vec<f64>) {
         let batch = self.batch_energy(cond);
         let energy = batch.get();
-        let record = match (keep_graph, &self.prior) {
-            (true, _) => Record::Graph,
-            (false, Some(_)) => Record::States,
-            (false, None) => Record::Values,
+        // RTB's prior scores the same moves: it needs the states.
+        let record = match (record, &self.prior) {
+            (Record::Values, Some(_)) => Record::States,
+            (r, _) => r,
         };
         let mut roll = rollout_recording::<f32>(
             &self.net,
@@ -1441,7 +1476,7 @@ impl Trainer {
                 explore_std: 0.0,
             };
             let cond = Self::cond_rows(cond_all, &r);
-            let (roll, lr) = self.rollout_rows(r.len(), path, false, cond);
+            let (roll, lr) = self.rollout_rows(r.len(), path, Record::Values, cond);
             (log_weights(&roll, &lr), roll.x_final)
         });
         let mut w = Vec::with_capacity(n);
@@ -1489,7 +1524,7 @@ impl Trainer {
             let xt = &exact[r.start * d..r.end * d];
             let states = sample_backward_states(&self.sampler, xt, &mut noise, r.start, n);
             // x_T of a backward trajectory is the exact sample itself.
-            let (roll, lr) = self.rollout_rows(r.len(), Path::Given(&states), false, None);
+            let (roll, lr) = self.rollout_rows(r.len(), Path::Given(&states), Record::Values, None);
             log_weights(&roll, &lr)
         });
         let all: Vec<f64> = parts.into_iter().flatten().collect();

@@ -310,7 +310,8 @@ fn whole_tb_and_vargrad_losses_match_finite_differences() {
     }
 }
 
-/// The f32 training gradient (sharded, SIMD) equals the f64 tape's within f32 accuracy.
+/// The f32 training gradient (sharded, SIMD), by the whole-trajectory tape and by the two-pass
+/// scheme, equals the f64 tape's within f32 accuracy.
 #[test]
 fn f32_training_gradient_matches_f64_tape() {
     for method in ["Tb", "VarGrad"] {
@@ -334,5 +335,11 @@ fn f32_training_gradient_matches_f64_tape() {
         let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
         let (loss64, g64) = loss_f64(&tr, &theta, &roll.states, method == "Tb");
         common::assert_trainer_matches(&tr, 5, loss64, &g64, method);
+        // The memory-light two-pass gradient (one step's graph at a time), LP term included.
+        let mut two = cfg.clone();
+        two.train.two_pass = true;
+        let mut tr2 = Trainer::new(&two).unwrap();
+        tr2.set_params(tr.params.clone());
+        common::assert_trainer_matches(&tr2, 5, loss64, &g64, &format!("{method}, two-pass"));
     }
 }

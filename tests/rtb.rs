@@ -205,8 +205,32 @@ fn moved_posterior(cfg: &ExperimentConfig, it: usize, by: f64) -> (Trainer, Vec<
     (tr, states)
 }
 
+/// `tr` with the memory-light two-pass gradient (`train.two_pass`), same prior and parameters.
+fn two_pass_twin(tr: &Trainer) -> Trainer {
+    let mut cfg = tr.cfg.clone();
+    cfg.train.two_pass = true;
+    let mut twin = Trainer::with_prior(&cfg, tr.prior.clone()).unwrap();
+    twin.set_params(tr.params.clone());
+    twin
+}
+
+/// The trainer at iteration `it`, with the whole-trajectory tape and with the two-pass
+/// gradient, against the f64 tape's loss and gradient; and the two trainers' losses are the
+/// same number (the first pass is the same rollout).
+fn assert_both_gradients_match(tr: &Trainer, it: usize, loss64: f64, g64: &[f64], what: &str) {
+    common::assert_trainer_matches(tr, it, loss64, g64, what);
+    let twin = two_pass_twin(tr);
+    common::assert_trainer_matches(&twin, it, loss64, g64, &format!("{what}, two-pass"));
+    assert_eq!(
+        tr.loss_and_grad(it).unwrap().0.loss,
+        twin.loss_and_grad(it).unwrap().0.loss,
+        "{what}: the two-pass loss"
+    );
+}
+
 /// RTB's gradient δ·∇Σlog p_φ (+ δ for log Z) against finite differences of the f64 loss, and
-/// the trainer's sharded f32 gradient (exploratory iteration 1) against that f64 tape.
+/// the trainer's sharded f32 gradient (exploratory iteration 1), by the whole-trajectory tape
+/// and by the two-pass scheme, against that f64 tape.
 #[test]
 fn gradient_matches_finite_differences_and_the_trainer() {
     let cfg = toy(1.5, "Some((std: 0.3, decay_iters: None))");
@@ -232,7 +256,7 @@ fn gradient_matches_finite_differences_and_the_trainer() {
             e.worst_index, e.analytic, e.numeric
         );
     }
-    common::assert_trainer_matches(&tr, it, loss64, &analytic, "RTB");
+    assert_both_gradients_match(&tr, it, loss64, &analytic, "RTB");
 
     // The loss cutoff ½·relu(δ² − c) on the same trajectories, at a c that masks some rows.
     let mut cut = cfg.clone();
@@ -244,7 +268,7 @@ fn gradient_matches_finite_differences_and_the_trainer() {
     };
     let (lc, gc) = prior_loss_f64(&trc, &theta, &states, &tbc);
     assert!(lc < loss64, "the cutoff lowers the loss: {lc} vs {loss64}");
-    common::assert_trainer_matches(&trc, it, lc, &gc, "RTB with cutoff");
+    assert_both_gradients_match(&trc, it, lc, &gc, "RTB with cutoff");
 }
 
 /// The RL baselines' trainer gradients (REINFORCE weights on ∇Σlog q, sharded, f32) against
@@ -289,7 +313,7 @@ fn rl_baselines_match_the_f64_tape() {
         let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
         let (loss64, g64) = prior_loss_f64(&tr, &theta, &states, &loss);
         assert!(g64.iter().filter(|g| g.abs() > 1e-9).count() > g64.len() / 2);
-        common::assert_trainer_matches(&tr, it, loss64, &g64, &format!("{method} {exploration}"));
+        assert_both_gradients_match(&tr, it, loss64, &g64, &format!("{method} {exploration}"));
     }
 }
 
@@ -409,7 +433,7 @@ fn mle_gradient_matches_the_f64_tape() {
     let grads = roll.tape.unwrap().backward(seeds);
     let g64 = tr.net.flat_grads(&roll.vars.unwrap(), &grads);
     assert_eq!(g64[tr.net.log_z_index()], 0.0, "MLE learns no log Z");
-    common::assert_trainer_matches(&tr, it, loss64, &g64, "MLE");
+    assert_both_gradients_match(&tr, it, loss64, &g64, "MLE");
 }
 
 /// A short MLE run (1 500 iterations, T = 20) on exact samples of N(m, I) gives a sampler whose own samples have the
@@ -598,7 +622,7 @@ fn rtb_on_a_ddpm_prior() {
             |lf: &[f64], lp: &[f64], lr: &[f64], _: &[f64]| trajectory_balance(log_z, lf, lp, lr);
         let (loss64, analytic) = prior_loss_f64(&tr, &theta, &states, &tb);
         assert!(analytic.iter().filter(|g| g.abs() > 1e-9).count() > analytic.len() / 2);
-        common::assert_trainer_matches(
+        assert_both_gradients_match(
             &tr,
             it,
             loss64,

@@ -170,6 +170,9 @@ pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
             cfg.target
         ));
     }
+    if cfg.train.two_pass {
+        return Some("train.two_pass is CPU-only (the GPU trainer keeps its own graph)".into());
+    }
     if !cfg.sampler.noising.is_brownian() {
         return Some("the VP noising (sampler.noising) is CPU-only for now".into());
     }

@@ -6,6 +6,7 @@ pub mod ddpm;
 pub mod dps;
 pub mod exploration;
 pub mod pis;
+pub mod two_pass;
 pub mod rollout;
 
 pub use bridge::{log_pb_step, sample_backward_states};

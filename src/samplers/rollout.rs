@@ -39,10 +39,11 @@ pub struct Rollout<S> {
     /// log Z(c) per row, `[B, 1]` (gradient rollouts of a conditional network with a flow
     /// head: the VAE's TB).
     pub log_z_node: Option<Var>,
-    /// Per-step log p_F(x_{i+1}|x_i), `[B, T]` row-major (gradient rollouts only).
+    /// Per-step log p_F(x_{i+1}|x_i), `[B, T]` row-major (gradient and [`Record::States`]
+    /// rollouts).
     pub step_log_pf: Vec<f64>,
     /// Per-step log p_B(x_i|x_{i+1}) of the same transitions, `[B, T]`, 0 at i = 0 (gradient
-    /// rollouts only).
+    /// and [`Record::States`] rollouts).
     pub step_log_pb: Vec<f64>,
     /// Σ_i log p_F(x_{i+1}|x_i) per row, summed in step order in f64.
     pub log_pf: Vec<f64>,
@@ -96,8 +97,8 @@ pub fn rollout_conditional<S: Kernels>(
 pub enum Record {
     /// Nothing more: each step's graph is dropped once read.
     Values,
-    /// The states `[T+1, B, D]` without the graph (to score the same moves under another
-    /// policy, as RTB's prior does).
+    /// The states `[T+1, B, D]` and the per-step terms without the graph (to score the same
+    /// moves under another policy, as RTB's prior does, or for the two-pass gradient).
     States,
     /// The whole graph, the states and the per-step terms, for a backward pass.
     Graph,
@@ -188,33 +189,27 @@ pub fn rollout_recording<S: Kernels>(
     // Everything above lives for the whole rollout; gradient-free rollouts drop each step's
     // nodes back to here.
     let mark = tape.len();
-    let mut grad = vec![0f32; if lp_scale.is_some() { rows * d } else { 0 }];
     // LF includes the source density log p₀(x₀) (0 for the Brownian start at the origin).
     let mut log_pf: Vec<f64> = x.chunks_exact(d).map(|x0| sampler.log_p0(x0)).collect();
     let mut log_pb = vec![0f64; rows];
     let mut logpf_nodes = Vec::new();
     let mut flow_nodes = Vec::new();
-    let per_step = if keep_graph { rows * t } else { 0 };
+    let per_step = if keep_states { rows * t } else { 0 };
     let (mut step_log_pf, mut step_log_pb) = (vec![0f64; per_step], vec![0f64; per_step]);
     let mut x_node = tape.constant(to_tensor(&x, rows, d));
-    let range = sampler.learned_range.map(S::from_f64);
 
     for i in 0..t {
         let step = sampler.transition(i);
         let log_rate = step.log_rate();
-        let log_sigma2 = S::from_f64(log_rate);
-        let lp = lp_scale.map(|scale| {
-            clipped_grad_log_reward(energy, sampler, &x, &mut grad);
-            (scale, tape.constant(to_tensor(&grad, rows, d)))
-        });
-        let (o, flow) =
-            net.policy_and_flow(&mut tape, &vars, x_node, cond_emb, temb, i, lp, keep_graph);
-        flow_nodes.extend(flow);
-        // DDPM: the network predicts ε; the step's drift comes from its x̂0.
-        let o = match sampler.ddpm_step(i) {
-            Some(s) => super::ddpm::ddpm_drift(&mut tape, o, x_node, &s, dt, sampler.ddpm_clip()),
-            None => o,
+        let head = StepHead {
+            net,
+            vars: &vars,
+            temb,
+            cond_emb,
+            lp_scale,
         };
+        let (o, flow) = head.drift(&mut tape, sampler, energy, &x, x_node, i, keep_graph);
+        flow_nodes.extend(flow);
         let o = match measurement {
             Some((k, zeta_over_dt)) => {
                 // Particle normals for (step i, particle p, row b) sit after the trajectory's
@@ -284,15 +279,7 @@ pub fn rollout_recording<S: Kernels>(
             Path::Given(s) => s[(i + 1) * rows * d..(i + 2) * rows * d].to_vec(),
         };
         let next_node = tape.constant(to_tensor(&x_next, rows, d));
-        // p_F's mean is decay·x + u·dt: hand em_logpf the decayed state as its base.
-        let base = if step.decay == 1.0 {
-            x_node
-        } else {
-            let decay = step.decay as f32;
-            let xs: Vec<f32> = x.iter().map(|&v| v * decay).collect();
-            tape.constant(to_tensor(&xs, rows, d))
-        };
-        let lpf = tape.em_logpf(o, base, next_node, S::from_f64(dt), log_sigma2, range);
+        let lpf = log_pf_of_step(&mut tape, sampler, i, o, &x, x_node, next_node);
         for b in 0..rows {
             let lf = tape.value(lpf).data[b].to_f64();
             let lb = log_pb_step(
@@ -303,7 +290,7 @@ pub fn rollout_recording<S: Kernels>(
             );
             log_pf[b] += lf;
             log_pb[b] += lb;
-            if keep_graph {
+            if keep_states {
                 step_log_pf[b * t + i] = lf;
                 step_log_pb[b * t + i] = lb;
             }
@@ -333,6 +320,91 @@ pub fn rollout_recording<S: Kernels>(
         x_final: x,
         states,
     }
+}
+
+/// What step i's drift needs besides the states: the bound network and, with LP or classifier
+/// guidance, the per-step scale of the ∇log R term.
+pub(crate) struct StepHead<'a> {
+    pub net: &'a DriftNet,
+    pub vars: &'a NetVars,
+    pub temb: Var,
+    pub cond_emb: Option<Var>,
+    pub lp_scale: Option<Var>,
+}
+
+impl StepHead<'_> {
+    /// Step i's EM-form drift at states `x` (`[B, D]`, on the tape as `x_node`) and, with
+    /// `want_flow`, its flow: the network with its LP term, and for a DDPM the ε → x̂0 → drift
+    /// map. Measurement guidance is added by the caller (it needs the rollout's noise stream).
+    #[allow(clippy::too_many_arguments)]
+    pub fn drift<S: Kernels>(
+        &self,
+        tape: &mut Tape<S>,
+        sampler: &Sampler,
+        energy: &dyn Energy,
+        x: &[f32],
+        x_node: Var,
+        i: usize,
+        want_flow: bool,
+    ) -> (Var, Option<Var>) {
+        let d = sampler.dim;
+        let lp = self.lp_scale.map(|scale| {
+            let mut grad = vec![0f32; x.len()];
+            clipped_grad_log_reward(energy, sampler, x, &mut grad);
+            (scale, tape.constant(to_tensor(&grad, x.len() / d, d)))
+        });
+        let (o, flow) = self.net.policy_and_flow(
+            tape,
+            self.vars,
+            x_node,
+            self.cond_emb,
+            self.temb,
+            i,
+            lp,
+            want_flow,
+        );
+        // DDPM: the network predicts ε; the step's drift comes from its x̂0.
+        let o = match sampler.ddpm_step(i) {
+            Some(s) => {
+                super::ddpm::ddpm_drift(tape, o, x_node, &s, sampler.dt(), sampler.ddpm_clip())
+            }
+            None => o,
+        };
+        (o, flow)
+    }
+}
+
+/// log p_F(x_{i+1} | x_i) of step i, `[B, 1]`, for the drift head `o` at `x` (`x_node`) and the
+/// next states `next_node`: the Gaussian with mean decay·x + o·dt and the step's variance
+/// (learned when the sampler learns it).
+pub(crate) fn log_pf_of_step<S: Kernels>(
+    tape: &mut Tape<S>,
+    sampler: &Sampler,
+    i: usize,
+    o: Var,
+    x: &[f32],
+    x_node: Var,
+    next_node: Var,
+) -> Var {
+    let step = sampler.transition(i);
+    let d = sampler.dim;
+    // p_F's mean is decay·x + u·dt: hand em_logpf the decayed state as its base.
+    let base = if step.decay == 1.0 {
+        x_node
+    } else {
+        let decay = step.decay as f32;
+        let xs: Vec<f32> = x.iter().map(|&v| v * decay).collect();
+        tape.constant(to_tensor(&xs, x.len() / d, d))
+    };
+    let range = sampler.learned_range.map(S::from_f64);
+    tape.em_logpf(
+        o,
+        base,
+        next_node,
+        S::from_f64(sampler.dt()),
+        S::from_f64(step.log_rate()),
+        range,
+    )
 }
 
 /// The per-rollout part of the network, bound to a fresh tape: the parameters, the time
