@@ -5,6 +5,7 @@
 
 use rand_chacha::ChaCha8Rng;
 
+pub mod bandit;
 pub mod digits;
 pub mod funnel;
 pub mod gaussian;
