@@ -1512,6 +1512,54 @@ impl Trainer {
         (w, out)
     }
 
+    /// `n` samples `[n, D]` of the frozen prior itself (no guidance), from stream `key`.
+    fn prior_samples(&self, prior: &[f32], n: usize, key: [u8; 32]) -> Vec<f32> {
+        let plain = Sampler {
+            guidance: None,
+            ..self.sampler.clone()
+        };
+        let parts = par_map(shard_ranges(n, self.cfg.train.shards), &|r: Range<usize>| {
+            let path = Path::Forward {
+                noise_key: key,
+                row0: r.start,
+                total_rows: n,
+                explore_std: 0.0,
+            };
+            rollout_recording::<f32>(
+                &self.net,
+                prior,
+                &plain,
+                &*self.energy,
+                r.len(),
+                path,
+                Record::Values,
+                None,
+            )
+            .x_final
+        });
+        parts.concat()
+    }
+
+    /// The Fréchet distance to the real images of `classes` of the prior's class-conditional
+    /// samples: those of 4·`n` prior samples that the classifier puts in an allowed class.
+    fn prior_class_frechet(&self, n: usize, classes: &[u8]) -> Option<f64> {
+        let prior = self.prior.as_ref()?;
+        let key = rng::stream_key(self.cfg.seed, "prior-class-samples", 0);
+        let pool = self.prior_samples(prior, 4 * n, key);
+        let kept: Vec<f32> = pool
+            .chunks_exact(self.sampler.dim)
+            .filter(|row| {
+                self.energy
+                    .classify(row)
+                    .is_some_and(|c| classes.contains(&(c as u8)))
+            })
+            .flatten()
+            .copied()
+            .collect();
+        (kept.len() >= 2 * self.sampler.dim)
+            .then(|| crate::energies::digits::frechet_to_real(&*self.energy, &kept))
+    }
+
     /// EUBO = mean over exact samples x of log R(x) + LB − LF along τ ~ p_B(·|x).
     pub fn eubo(&self, exact: &[f32]) -> f64 {
         let d = self.sampler.dim;
@@ -1610,11 +1658,12 @@ impl Trainer {
             modes: matches!(self.cfg.target, TargetConfig::Gmm25To9)
                 .then(|| metrics::mode_stats(&samples)),
             classes: match &self.cfg.target {
-                TargetConfig::Digits { classes } => Some(crate::energies::digits::class_stats(
-                    &*self.energy,
-                    &samples,
-                    classes,
-                )),
+                TargetConfig::Digits { classes } => {
+                    let mut stats =
+                        crate::energies::digits::class_stats(&*self.energy, &samples, classes);
+                    stats.prior_frechet = self.prior_class_frechet(n, classes);
+                    Some(stats)
+                }
                 _ => None,
             },
         };

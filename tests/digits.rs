@@ -87,3 +87,38 @@ fn even_digits_constraint() {
         assert_eq!(d.labels[i] % 2, 0);
     }
 }
+
+/// The Fréchet distance and diversity in the classifier's features: real images of the class
+/// itself are close to the class (a random half of them), another class is far, and a sampler
+/// stuck on one image has zero diversity while the real images do not.
+#[test]
+fn frechet_and_diversity_separate_the_classes() {
+    use diffusion_samplers::energies::digits::{class_stats, frechet_to_real};
+    let d = images();
+    let (train, _) = split(d.len());
+    let net = Classifier::train(&d, &train, 20, CLASSIFIER_SEED);
+    let three = DigitsClass::new(d.clone(), net.clone(), vec![3]);
+    let of_class = |c: u8| -> Vec<f32> {
+        (0..d.len())
+            .filter(|&i| d.labels[i] == c)
+            .flat_map(|i| d.image(i).iter().copied())
+            .collect()
+    };
+    let threes = of_class(3);
+    let half: Vec<f32> = threes
+        .chunks_exact(PIXELS)
+        .step_by(2)
+        .flatten()
+        .copied()
+        .collect();
+    let same = frechet_to_real(&three, &half);
+    let other = frechet_to_real(&three, &of_class(5));
+    assert!(same >= 0.0 && same * 5.0 < other, "same class {same}, class 5 {other}");
+    let stats = class_stats(&three, &half, &[3]);
+    assert_eq!(stats.frechet, same);
+    assert!(stats.real_diversity > 0.05, "{}", stats.real_diversity);
+    assert!((stats.diversity / stats.real_diversity - 1.0).abs() < 0.2);
+    let stuck: Vec<f32> = (0..20).flat_map(|_| d.image(3).iter().copied()).collect();
+    let s = class_stats(&three, &stuck, &[3]);
+    assert!(s.diversity.abs() < 1e-12 && s.frechet > same);
+}

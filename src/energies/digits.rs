@@ -407,12 +407,39 @@ impl Energy for DigitsClass {
 }
 
 /// What the digits posteriors report (spec rtb2024 §3.3): E[log r], the fraction classified
-/// into an allowed class, and the class histogram, under the frozen classifier.
+/// into an allowed class, the class histogram, and, in the frozen classifier's hidden-layer
+/// features (in place of Inception's), the Fréchet distance to the real images of the allowed
+/// classes and the mean pairwise cosine distance (diversity) of the samples and of those images.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ClassStats {
     pub mean_log_r: f64,
     pub accuracy: f64,
     pub class_histogram: Vec<f64>,
+    pub frechet: f64,
+    pub diversity: f64,
+    pub real_diversity: f64,
+    /// The Fréchet distance of the prior's own samples that the classifier puts in an allowed
+    /// class (the prior's class-conditional samples), when the run has a prior: the yardstick
+    /// of the "within 1.5× of the prior" target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior_frechet: Option<f64>,
+}
+
+/// The samples' features `[n, H]` under `energy`'s classifier.
+pub fn features_of(energy: &dyn Energy, x: &[f32]) -> Vec<f64> {
+    x.chunks_exact(PIXELS)
+        .flat_map(|row| energy.features(row).expect("a classifier-based target"))
+        .collect()
+}
+
+/// The Fréchet distance between samples `x` (`[n, 64]`) and the real images of the allowed
+/// classes, in the classifier's hidden-layer features.
+pub fn frechet_to_real(energy: &dyn Energy, x: &[f32]) -> f64 {
+    use crate::metrics::{frechet_distance, FeatureStats};
+    let real = energy.reference_set().expect("a dataset-backed target");
+    let a = FeatureStats::from_rows(&features_of(energy, x), HIDDEN);
+    let b = FeatureStats::from_rows(&features_of(energy, &real), HIDDEN);
+    frechet_distance(&a, &b)
 }
 
 /// [`ClassStats`] of samples `x` (`[n, 64]`) under `energy` (a [`DigitsClass`]).
@@ -428,6 +455,7 @@ pub fn class_stats(energy: &dyn Energy, x: &[f32], classes: &[u8]) -> ClassStats
     for &p in &preds {
         hist[p] += 1.0 / n as f64;
     }
+    let real = energy.reference_set().expect("a dataset-backed target");
     ClassStats {
         mean_log_r: lr.iter().sum::<f64>() / n as f64,
         accuracy: preds
@@ -436,5 +464,9 @@ pub fn class_stats(energy: &dyn Energy, x: &[f32], classes: &[u8]) -> ClassStats
             .count() as f64
             / n as f64,
         class_histogram: hist,
+        frechet: frechet_to_real(energy, x),
+        diversity: crate::metrics::cosine_diversity(&features_of(energy, x), HIDDEN),
+        real_diversity: crate::metrics::cosine_diversity(&features_of(energy, &real), HIDDEN),
+        prior_frechet: None,
     }
 }
