@@ -150,6 +150,8 @@ fn target_box(cfg: &ExperimentConfig) -> (Range<f64>, Range<f64>) {
         TargetConfig::Lgcp => (-2.0..10.0, -2.0..10.0),
         // Latents near the N(0, I) prior, the posterior of evaluation image 0.
         TargetConfig::Vae { .. } => (-4.0..4.0, -4.0..4.0),
+        // Actions of all test states together: the behaviour circle (radius 0.5) and beyond.
+        TargetConfig::Bandit { .. } => (-1.5..1.5, -1.5..1.5),
     }
 }
 

@@ -81,6 +81,7 @@ mod tests {
             posterior: None,
             modes: None,
             classes: None,
+            bandit: None,
         };
         let text = metrics_json(&m);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -143,3 +143,133 @@ impl Energy for ConditionedBatch<'_> {
         self.energy.grad_log_reward(x, self.images, grad);
     }
 }
+
+/// The contextual bandit (spec rtb2024 §4.5 A) as a conditional target: each row's condition is
+/// its state s (`[B, 1]`), its state the action a (`[B, 2]`).
+pub struct BanditTask {
+    /// μ, R and α (α = 1/β of the posterior; ∞ for the prior, which is scored against μ).
+    pub bandit: crate::energies::bandit::Bandit,
+    /// The offline tuples (s, a0, a1, R), `[N, 4]`.
+    pub data: Vec<[f64; 4]>,
+    /// Trajectories per state per iteration.
+    pub repeats: usize,
+    /// The evaluation states.
+    pub test_states: Vec<f64>,
+}
+
+/// The width of the bandit's condition: the state s.
+pub const BANDIT_COND: usize = 1;
+
+impl BanditTask {
+    /// The task of a `Bandit` target; `alpha` = 1/β (∞ without a posterior). The offline data
+    /// come from stream (`seed`, "bandit-dataset", 0), so every run of a seed (the prior and its
+    /// posteriors) sees the same tuples.
+    pub fn new(alpha: f64, data: usize, repeats: usize, test_states: usize, seed: u64) -> Self {
+        let bandit = crate::energies::bandit::Bandit::standard(alpha);
+        BanditTask {
+            data: bandit.dataset(data, seed),
+            bandit,
+            repeats,
+            test_states: crate::energies::bandit::test_states(test_states),
+        }
+    }
+
+    /// Iteration `it`'s training states, tiled: `[R·B, 1]`, B states s ~ U[−1, 1] from stream
+    /// (seed, "bandit-states", it), repeat-major as [`tile`] lays them out.
+    pub fn training_conditions(&self, seed: u64, it: usize, b: usize) -> Vec<f32> {
+        let mut stream = rng::stream(seed, "bandit-states", it as u64);
+        let states: Vec<f32> = (0..b)
+            .map(|_| (2.0 * rng::uniform_f64(&mut stream) - 1.0) as f32)
+            .collect();
+        tile(&states, self.repeats)
+    }
+
+    /// The evaluation conditions of `n` rows: row k holds test state k mod M (`[n, 1]`).
+    pub fn eval_conditions(&self, n: usize) -> Vec<f32> {
+        let m = self.test_states.len();
+        (0..n).map(|k| self.test_states[k % m] as f32).collect()
+    }
+
+    /// ε-MSE data of iteration `it`: B tuples drawn uniformly with replacement from stream
+    /// (seed, "data", it): actions `[B, 2]` and their states `[B, 1]`.
+    pub fn data_batch(&self, seed: u64, it: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut stream = rng::stream(seed, "data", it as u64);
+        let n = self.data.len() as u32;
+        let mut actions = Vec::with_capacity(2 * b);
+        let mut states = Vec::with_capacity(b);
+        for _ in 0..b {
+            let [s, a0, a1, _] = self.data[rng::below(&mut stream, n) as usize];
+            actions.extend([a0 as f32, a1 as f32]);
+            states.push(s as f32);
+        }
+        (actions, states)
+    }
+}
+
+/// The bandit's log r = Q = R(s_b, a_b) of a batch whose row b holds state `states[b]`.
+pub struct BanditBatch<'a> {
+    pub bandit: &'a crate::energies::bandit::Bandit,
+    /// `[B, 1]`.
+    pub states: &'a [f32],
+}
+
+impl BanditBatch<'_> {
+    fn pairs<'b>(&'b self, x: &'b [f32]) -> impl Iterator<Item = (f64, [f64; 2])> + 'b {
+        assert_eq!(x.len(), 2 * self.states.len(), "one state per action row");
+        self.states
+            .iter()
+            .zip(x.chunks_exact(2))
+            .map(|(&s, a)| (s as f64, [a[0] as f64, a[1] as f64]))
+    }
+}
+
+impl Energy for BanditBatch<'_> {
+    fn name(&self) -> String {
+        "bandit-batch".into()
+    }
+    fn dim(&self) -> usize {
+        2
+    }
+    fn log_reward_row(&self, _x: &[f32]) -> f64 {
+        panic!("a bandit batch scores whole batches (each action against its own state)")
+    }
+    fn log_reward(&self, x: &[f32], out: &mut [f64]) {
+        for (o, (s, a)) in out.iter_mut().zip(self.pairs(x)) {
+            *o = self.bandit.reward(s, a);
+        }
+    }
+    fn grad_log_reward(&self, x: &[f32], grad: &mut [f32]) {
+        for (g, (s, a)) in grad.chunks_exact_mut(2).zip(self.pairs(x)) {
+            let d = self.bandit.grad_reward(s, a);
+            g[0] = d[0] as f32;
+            g[1] = d[1] as f32;
+        }
+    }
+}
+
+/// The bandit target before a state is given: all training and evaluation scoring goes
+/// through [`BanditBatch`]; on its own it is the average over the test states of the
+/// unnormalised targets μ(a|s)·exp(R(s, a)/α), which is what the figures shade (each state's
+/// normaliser is the same: μ and R rotate together).
+pub struct BanditTarget {
+    pub bandit: crate::energies::bandit::Bandit,
+    pub test_states: Vec<f64>,
+}
+
+impl Energy for BanditTarget {
+    fn name(&self) -> String {
+        "bandit".into()
+    }
+    fn dim(&self) -> usize {
+        2
+    }
+    fn log_reward_row(&self, x: &[f32]) -> f64 {
+        let a = [x[0] as f64, x[1] as f64];
+        let logs: Vec<f64> = self
+            .test_states
+            .iter()
+            .map(|&s| self.bandit.target_log_density_unnorm(s, a))
+            .collect();
+        crate::metrics::logmeanexp(&logs)
+    }
+}

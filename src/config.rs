@@ -178,6 +178,27 @@ pub enum TargetConfig {
     /// r = max over `classes` of p(c | x) under a frozen MLP classifier; exact samples are the
     /// dataset's images of those classes (all ten for a prior).
     Digits { classes: Vec<u8> },
+    /// The offline-RL stand-in (spec rtb2024 §4.5 A): a contextual bandit with state
+    /// s ~ U[−1, 1] and action a ∈ ℝ² (d = 2), behaviour policy μ(a|s) a 5-mode mixture rotating
+    /// with s ([`crate::energies::bandit`]), Q = R. The prior (`EpsMse`) is a DDPM on `data`
+    /// offline (s, a) pairs conditioned on s; a posterior targets π* ∝ μ·exp(Q/α) with
+    /// β = 1/α, `repeats` trajectories per state per iteration (RTB in its VarGrad form), and is
+    /// evaluated on `test_states` evenly spaced states against π* on a 200 × 200 grid.
+    Bandit {
+        repeats: usize,
+        #[serde(default = "default_bandit_data")]
+        data: usize,
+        #[serde(default = "default_bandit_test_states")]
+        test_states: usize,
+    },
+}
+
+fn default_bandit_data() -> usize {
+    20_000
+}
+
+fn default_bandit_test_states() -> usize {
+    8
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -598,7 +619,10 @@ impl ExperimentConfig {
     /// The state dimension D of the target.
     pub fn dim(&self) -> usize {
         match &self.target {
-            TargetConfig::Gmm25 | TargetConfig::Gmm9 | TargetConfig::Gmm25To9 => 2,
+            TargetConfig::Gmm25
+            | TargetConfig::Gmm9
+            | TargetConfig::Gmm25To9
+            | TargetConfig::Bandit { .. } => 2,
             TargetConfig::Gaussian { mean, .. } => mean.len(),
             TargetConfig::Digits { .. } => crate::energies::digits::PIXELS,
             TargetConfig::Funnel { dim, .. } | TargetConfig::ManyWell { dim } => *dim,
@@ -610,7 +634,9 @@ impl ExperimentConfig {
     /// The trajectories per iteration: B, or R·B for the conditional (VAE) target.
     pub fn rows_per_iteration(&self) -> usize {
         match self.target {
-            TargetConfig::Vae { repeats } => repeats * self.train.batch,
+            TargetConfig::Vae { repeats } | TargetConfig::Bandit { repeats, .. } => {
+                repeats * self.train.batch
+            }
             _ => self.train.batch,
         }
     }
@@ -655,6 +681,56 @@ impl ExperimentConfig {
                     return bad(
                         "target.repeats",
                         "conditional VarGrad centres over each image's repeats: needs ≥ 2",
+                    );
+                }
+            }
+            TargetConfig::Bandit {
+                repeats,
+                data,
+                test_states,
+            } => {
+                let m = self.train.method;
+                if !matches!(
+                    m,
+                    Method::EpsMse | Method::Rtb | Method::Resample | Method::Guidance
+                ) {
+                    return bad(
+                        "train.method",
+                        format!(
+                            "the bandit is built for EpsMse (the prior), Rtb (VarGrad form), \
+                             Resample and Guidance, not {m:?}"
+                        ),
+                    );
+                }
+                if m == Method::Rtb && *repeats < 2 {
+                    return bad(
+                        "target.repeats",
+                        "RTB's VarGrad log Z(s) centres over each state's repeats: needs ≥ 2",
+                    );
+                }
+                if *repeats == 0 || *data < 2 || *test_states == 0 {
+                    return bad(
+                        "target",
+                        "the bandit needs repeats ≥ 1, data ≥ 2 and test_states ≥ 1",
+                    );
+                }
+                if !self.eval.samples.is_multiple_of(*test_states) {
+                    return bad(
+                        "eval.samples",
+                        format!(
+                            "the bandit evaluates eval.samples / test_states actions per test \
+                             state: {} is not a multiple of {test_states}",
+                            self.eval.samples
+                        ),
+                    );
+                }
+                if !matches!(self.sampler.noising, Noising::Ddpm { .. }) {
+                    return bad("sampler.noising", "the bandit's prior is a DDPM: Ddpm(..)");
+                }
+                if self.train.off_policy.is_some() || self.eval.w2 || self.eval.eubo {
+                    return bad(
+                        "target",
+                        "the bandit has no replay buffer, W2 or EUBO (set them off)",
                     );
                 }
             }
@@ -902,12 +978,13 @@ impl ExperimentConfig {
                         | Method::RlKlPaper
                         | Method::Ddpo
                         | Method::Resample
+                        | Method::Guidance
                         | Method::Dps
                         | Method::LgdMc
                 ) {
                     return bad(
                         "train.method",
-                        format!("{m:?} is not built for the DDPM sampler (EpsMse, Rtb, RlKl, RlKlPaper, Ddpo, Resample, Dps, LgdMc are)"),
+                        format!("{m:?} is not built for the DDPM sampler (EpsMse, Rtb, RlKl, RlKlPaper, Ddpo, Resample, Guidance, Dps, LgdMc are)"),
                     );
                 }
                 if train_steps <= 20 {

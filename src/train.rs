@@ -78,6 +78,8 @@ pub struct Metrics {
     /// The digits target only.
     #[serde(flatten)]
     pub classes: Option<crate::energies::digits::ClassStats>,
+    #[serde(flatten)]
+    pub bandit: Option<crate::energies::bandit::BanditStats>,
 }
 
 /// What an RTB run reports besides the estimators (spec rtb2024 §2.7). With RTB's substitution
@@ -190,6 +192,14 @@ pub fn build_energy(cfg: &ExperimentConfig) -> Result<Box<dyn Energy>, TrainErro
         TargetConfig::Lgcp => Box::new(
             crate::energies::Lgcp::load_default().map_err(|e| TrainError::Data(e.to_string()))?,
         ),
+        TargetConfig::Bandit { test_states, .. } => Box::new(crate::conditional::BanditTarget {
+            bandit: crate::energies::bandit::Bandit::standard(
+                cfg.posterior
+                    .as_ref()
+                    .map_or(f64::INFINITY, |p| 1.0 / p.beta),
+            ),
+            test_states: crate::energies::bandit::test_states(*test_states),
+        }),
         TargetConfig::Vae { .. } => {
             let dir = crate::data::project_dir();
             let data = |e: crate::energies::vae::VaeError| TrainError::Data(e.to_string());
@@ -305,6 +315,8 @@ pub struct Trainer {
     /// The VAE posterior's conditions (training and evaluation images), when the target is
     /// conditional.
     pub vae: Option<crate::conditional::VaeTask>,
+    /// The contextual bandit's task (offline data, test states), when the target is the bandit.
+    pub bandit: Option<crate::conditional::BanditTask>,
     /// RTB: the frozen prior's parameters (layout `net.layout`, the posterior's own).
     pub prior: Option<Vec<f32>>,
 }
@@ -335,6 +347,7 @@ impl Source<'_> {
 enum BatchEnergy<'a> {
     Target(&'a dyn Energy),
     Conditioned(crate::conditional::ConditionedBatch<'a>),
+    Bandit(crate::conditional::BanditBatch<'a>),
 }
 
 impl BatchEnergy<'_> {
@@ -342,6 +355,7 @@ impl BatchEnergy<'_> {
         match self {
             BatchEnergy::Target(e) => *e,
             BatchEnergy::Conditioned(b) => b,
+            BatchEnergy::Bandit(b) => b,
         }
     }
 }
@@ -503,7 +517,33 @@ impl Trainer {
             ),
             _ => None,
         };
-        let cond_dim = vae.is_some().then_some(crate::energies::vae::PIXELS);
+        let bandit = match cfg.target {
+            TargetConfig::Bandit {
+                repeats,
+                data,
+                test_states,
+            } => {
+                // π* ∝ μ·exp(Q/α) is the RTB target with log r = Q and β = 1/α; a prior is
+                // scored against μ itself (α = ∞).
+                let alpha = cfg
+                    .posterior
+                    .as_ref()
+                    .map_or(f64::INFINITY, |p| 1.0 / p.beta);
+                Some(crate::conditional::BanditTask::new(
+                    alpha,
+                    data,
+                    repeats,
+                    test_states,
+                    cfg.seed,
+                ))
+            }
+            _ => None,
+        };
+        let cond_dim = match (&vae, &bandit) {
+            (Some(_), _) => Some(crate::energies::vae::PIXELS),
+            (_, Some(_)) => Some(crate::conditional::BANDIT_COND),
+            _ => None,
+        };
         // The VAE's TB learns log Z(x) with the flow head on the condition's embedding.
         let flow = if cfg.train.method.uses_flow() {
             FlowHead::Trunk
@@ -563,6 +603,7 @@ impl Trainer {
             replay,
             ls_replay,
             vae,
+            bandit,
             prior: None,
         })
     }
@@ -725,7 +766,14 @@ impl Trainer {
             .as_ref()
             .expect("validated: a DDPM sampler");
         let (b, d) = (self.cfg.train.batch, self.sampler.dim);
-        let x0 = self.data_batch(it)?;
+        // The bandit's prior is conditioned on each tuple's state.
+        let (x0, cond) = match &self.bandit {
+            Some(task) => {
+                let (a, s) = task.data_batch(self.cfg.seed, it, b);
+                (a, Some(s))
+            }
+            None => (self.data_batch(it)?, None),
+        };
         let mut t_stream = rng::stream(self.cfg.seed, "ddpm-t", it as u64);
         let train = sched.alpha_bars.len() as u32;
         let ts: Vec<usize> = (0..b)
@@ -756,7 +804,11 @@ impl Trainer {
                 .collect();
             let temb = self.net.time_embedding(&mut tape, &vars, &times);
             let x = tape.constant(Tensor::from_f32(rows, d, &xt[r.start * d..r.end * d]));
-            let o = self.net.policy_rows(&mut tape, &vars, x, temb);
+            let cond_emb = self.cond_rows(cond.as_deref(), &r).map(|c| {
+                let node = tape.constant(Tensor::from_f32(rows, c.len() / rows, c));
+                self.net.condition_embedding(&mut tape, &vars, node)
+            });
+            let o = self.net.policy_rows(&mut tape, &vars, x, temb, cond_emb);
             let zero = tape.constant(Tensor::zeros(rows, d));
             let target = tape.constant(Tensor::from_f32(rows, d, &eps[r.start * d..r.end * d]));
             let lp = tape.em_logpf(o, zero, target, 1.0, 0.0, None);
@@ -803,11 +855,15 @@ impl Trainer {
             })
     }
 
-    /// Iteration `it`'s training conditions `[R·B, 784]` (the VAE posterior), else `None`.
+    /// Iteration `it`'s training conditions `[R·B, C]` (the VAE posterior's images, the
+    /// bandit's states), else `None`.
     fn forward_conditions(&self, it: usize) -> Option<Vec<f32>> {
-        self.vae
-            .as_ref()
-            .map(|v| v.training_conditions(self.cfg.seed, it, self.cfg.train.batch))
+        let (seed, b) = (self.cfg.seed, self.cfg.train.batch);
+        match (&self.vae, &self.bandit) {
+            (Some(v), _) => Some(v.training_conditions(seed, it, b)),
+            (_, Some(task)) => Some(task.training_conditions(seed, it, b)),
+            _ => None,
+        }
     }
 
     /// [`Self::loss_and_grad`] for trajectories from `source`; also returns their terminal
@@ -845,18 +901,18 @@ impl Trainer {
                         total_rows: b,
                         explore_std: eps,
                     };
-                    self.rollout_rows(r.len(), path, record, Self::cond_rows(conditions, &r))
+                    self.rollout_rows(r.len(), path, record, self.cond_rows(conditions, &r))
                 }
                 Source::Backward(x_t, _) => {
                     let mut noise = ChaCha8Rng::from_seed(key);
                     let xt = &x_t[r.start * d..r.end * d];
                     let states = sample_backward_states(&self.sampler, xt, &mut noise, r.start, b);
-                    let cond = Self::cond_rows(conditions, &r);
+                    let cond = self.cond_rows(conditions, &r);
                     self.rollout_rows(r.len(), Path::Given(&states), record, cond)
                 }
             };
             let fl = if fl_on {
-                self.fl_terms(&roll.states, r.len(), Self::cond_rows(conditions, &r))
+                self.fl_terms(&roll.states, r.len(), self.cond_rows(conditions, &r))
             } else {
                 Vec::new()
             };
@@ -904,6 +960,12 @@ impl Trainer {
                 per_trajectory(lg, true)
             }
             // RTB is TB on the rows `rollout_rows` returns: LB is the prior's LF, lr is β·log r.
+            // The conditional RTB (spec rtb2024 §4.3, §7.4): VarGrad over each state's repeats,
+            // log Z(s) the detached group mean.
+            Method::Rtb if self.bandit.is_some() => {
+                let lg = vargrad_conditional(&lf, &lb, &lr, self.cfg.train.batch);
+                per_trajectory(lg, false)
+            }
             Method::Tb | Method::Rtb => {
                 let cutoff = self.cfg.posterior.as_ref().and_then(|p| p.loss_cutoff);
                 let lg = match cutoff {
@@ -1027,7 +1089,7 @@ impl Trainer {
             else {
                 unreachable!("validated: two_pass is for the per-trajectory losses")
             };
-            let cond = Self::cond_rows(conditions, &r);
+            let cond = self.cond_rows(conditions, &r);
             let batch = self.batch_energy(cond);
             crate::samplers::two_pass::step_by_step_grad(
                 &self.net,
@@ -1127,7 +1189,7 @@ impl Trainer {
         let parts = par_map(shard_ranges(b, self.cfg.train.shards), &|r: Range<
             usize,
         >| {
-            let cond = Self::cond_rows(conditions.as_deref(), &r);
+            let cond = self.cond_rows(conditions.as_deref(), &r);
             let batch = self.batch_energy(cond);
             let energy = batch.get();
             let roll = rollout_pis_conditional::<f32>(
@@ -1441,14 +1503,21 @@ impl Trainer {
                     images,
                 })
             }
+            (Some(states), None) if self.bandit.is_some() => {
+                let task = self.bandit.as_ref().expect("checked");
+                BatchEnergy::Bandit(crate::conditional::BanditBatch {
+                    bandit: &task.bandit,
+                    states,
+                })
+            }
             _ => BatchEnergy::Target(&*self.energy),
         }
     }
 
-    /// The conditions of rows `r` of a batch whose conditions are `all` (`[N, 784]`).
-    fn cond_rows<'a>(all: Option<&'a [f32]>, r: &Range<usize>) -> Option<&'a [f32]> {
-        let p = crate::energies::vae::PIXELS;
-        all.map(|c| &c[r.start * p..r.end * p])
+    /// The conditions of rows `r` of a batch whose conditions are `all` (`[N, C]`).
+    fn cond_rows<'a>(&self, all: Option<&'a [f32]>, r: &Range<usize>) -> Option<&'a [f32]> {
+        let c = self.net.cond_dim.unwrap_or(0);
+        all.map(|all| &all[r.start * c..r.end * c])
     }
 
     /// Trajectories per evaluation: `eval.samples`, or one per evaluation image (VAE).
@@ -1461,12 +1530,17 @@ impl Trainer {
     /// `n` on-policy trajectories from stream `key`: their log-weights
     /// log R(x_T) + LB − LF and their terminal states `[n, D]`.
     /// For the VAE posterior, row b is conditioned on evaluation image b (`n` must be
-    /// [`Self::eval_rows`]).
+    /// [`Self::eval_rows`]); for the bandit, row b on test state b mod M.
     pub fn sample_with_weights(&self, n: usize, key: [u8; 32]) -> (Vec<f64>, Vec<f32>) {
-        let cond_all = self.vae.as_ref().map(|v| {
-            assert_eq!(n, v.eval_count(), "one VAE evaluation trajectory per image");
-            &v.eval[..]
-        });
+        let bandit_states = self.bandit.as_ref().map(|t| t.eval_conditions(n));
+        let cond_all = match (&self.vae, &bandit_states) {
+            (Some(v), _) => {
+                assert_eq!(n, v.eval_count(), "one VAE evaluation trajectory per image");
+                Some(&v.eval[..])
+            }
+            (_, Some(states)) => Some(&states[..]),
+            _ => None,
+        };
         let shards = shard_ranges(n, self.cfg.train.shards);
         let parts = par_map(shards, &|r: Range<usize>| {
             let path = Path::Forward {
@@ -1475,7 +1549,7 @@ impl Trainer {
                 total_rows: n,
                 explore_std: 0.0,
             };
-            let cond = Self::cond_rows(cond_all, &r);
+            let cond = self.cond_rows(cond_all, &r);
             let (roll, lr) = self.rollout_rows(r.len(), path, Record::Values, cond);
             (log_weights(&roll, &lr), roll.x_final)
         });
@@ -1495,18 +1569,33 @@ impl Trainer {
     fn resampled(&self, n: usize, pool: usize, key: [u8; 32]) -> (Vec<f64>, Vec<f32>) {
         let d = self.sampler.dim;
         let (w, x) = self.sample_with_weights(n * pool, key);
-        let max = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let mut cdf = Vec::with_capacity(w.len());
-        let mut acc = 0.0;
-        for v in &w {
-            acc += (v - max).exp();
-            cdf.push(acc);
-        }
+        // The bandit resamples within each test state (rows k ≡ m mod M share state m).
+        let groups = self.bandit.as_ref().map_or(1, |t| t.test_states.len());
+        let cdfs: Vec<(Vec<usize>, Vec<f64>)> = (0..groups)
+            .map(|m| {
+                let members: Vec<usize> = (m..w.len()).step_by(groups).collect();
+                let max = members
+                    .iter()
+                    .map(|&k| w[k])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let mut acc = 0.0;
+                let cdf = members
+                    .iter()
+                    .map(|&k| {
+                        acc += (w[k] - max).exp();
+                        acc
+                    })
+                    .collect();
+                (members, cdf)
+            })
+            .collect();
         let mut stream = rng::stream(self.cfg.seed, "resample", 0);
         let mut out = Vec::with_capacity(n * d);
-        for _ in 0..n {
-            let u = rng::uniform_f64(&mut stream) * acc;
-            let k = cdf.partition_point(|&c| c <= u).min(w.len() - 1);
+        for j in 0..n {
+            let (members, cdf) = &cdfs[j % groups];
+            let total = *cdf.last().expect("a non-empty pool");
+            let u = rng::uniform_f64(&mut stream) * total;
+            let k = members[cdf.partition_point(|&c| c <= u).min(members.len() - 1)];
             out.extend_from_slice(&x[k * d..(k + 1) * d]);
         }
         (w, out)
@@ -1518,7 +1607,9 @@ impl Trainer {
             guidance: None,
             ..self.sampler.clone()
         };
-        let parts = par_map(shard_ranges(n, self.cfg.train.shards), &|r: Range<usize>| {
+        let parts = par_map(shard_ranges(n, self.cfg.train.shards), &|r: Range<
+            usize,
+        >| {
             let path = Path::Forward {
                 noise_key: key,
                 row0: r.start,
@@ -1602,7 +1693,10 @@ impl Trainer {
             return None;
         }
         let mut lr = vec![0f64; w.len()];
-        self.energy.log_reward(x, &mut lr);
+        let states = self.bandit.as_ref().map(|t| t.eval_conditions(w.len()));
+        self.batch_energy(states.as_deref())
+            .get()
+            .log_reward(x, &mut lr);
         let n = w.len() as f64;
         let kl_traj = (lr.iter().map(|v| post.beta * v).sum::<f64>() - w.iter().sum::<f64>()) / n;
         Some(PosteriorMetrics {
@@ -1666,6 +1760,10 @@ impl Trainer {
                 }
                 _ => None,
             },
+            bandit: self
+                .bandit
+                .as_ref()
+                .map(|t| crate::energies::bandit::stats(&t.bandit, &t.test_states, &samples)),
         };
         Ok(FinalEval {
             metrics,

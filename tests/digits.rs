@@ -113,7 +113,10 @@ fn frechet_and_diversity_separate_the_classes() {
         .collect();
     let same = frechet_to_real(&three, &half);
     let other = frechet_to_real(&three, &of_class(5));
-    assert!(same >= 0.0 && same * 5.0 < other, "same class {same}, class 5 {other}");
+    assert!(
+        same >= 0.0 && same * 5.0 < other,
+        "same class {same}, class 5 {other}"
+    );
     let stats = class_stats(&three, &half, &[3]);
     assert_eq!(stats.frechet, same);
     assert!(stats.real_diversity > 0.05, "{}", stats.real_diversity);

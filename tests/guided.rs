@@ -53,7 +53,8 @@ fn measurement_loss_gradient_matches_finite_differences() {
         let (mut up, mut down) = (x.clone(), x.clone());
         up[j] += h;
         down[j] -= h;
-        let fd = (e.measurement_loss_grad(&up).unwrap().0 - e.measurement_loss_grad(&down).unwrap().0)
+        let fd = (e.measurement_loss_grad(&up).unwrap().0
+            - e.measurement_loss_grad(&down).unwrap().0)
             / (2.0 * h);
         assert!(
             (fd - g[j]).abs() <= 1e-7 + 1e-6 * fd.abs(),

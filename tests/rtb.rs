@@ -522,7 +522,7 @@ fn eps_mse_gradient_matches_the_f64_tape() {
     let times: Vec<f64> = ts.iter().map(|&t| t as f64 / 25.0).collect();
     let temb = tr.net.time_embedding(&mut tape, &vars, &times);
     let x = tape.constant(Tensor::from_f32(b, d, &xt));
-    let o = tr.net.policy_rows(&mut tape, &vars, x, temb);
+    let o = tr.net.policy_rows(&mut tape, &vars, x, temb, None);
     let mut loss64 = 0.0;
     for row in 0..b {
         for j in 0..d {
@@ -622,13 +622,7 @@ fn rtb_on_a_ddpm_prior() {
             |lf: &[f64], lp: &[f64], lr: &[f64], _: &[f64]| trajectory_balance(log_z, lf, lp, lr);
         let (loss64, analytic) = prior_loss_f64(&tr, &theta, &states, &tb);
         assert!(analytic.iter().filter(|g| g.abs() > 1e-9).count() > analytic.len() / 2);
-        assert_both_gradients_match(
-            &tr,
-            it,
-            loss64,
-            &analytic,
-            &format!("RTB DDPM clip {clip}"),
-        );
+        assert_both_gradients_match(&tr, it, loss64, &analytic, &format!("RTB DDPM clip {clip}"));
         // No finite-difference check here: through x̂0's 1/√ᾱ amplification the loss is so
         // curved that central differences disagree with each other by 1e-4 relative across
         // steps 1e-6..1e-4 (measured); every op on this path has its own gradcheck

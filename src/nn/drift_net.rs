@@ -316,15 +316,17 @@ impl DriftNet {
 
     /// The policy output for states `x [B, D]` each at its own time: `temb_rows [B, H]` is
     /// [`Self::time_embedding`] of the B times (DDPM's ε-MSE draws a time per row).
-    /// Unconditional networks without LP only.
+    /// Conditioned on `cond_emb` ([`Self::condition_embedding`] of the rows' conditions) when
+    /// the network is conditional. Networks without LP only.
     pub fn policy_rows<S: Kernels>(
         &self,
         tape: &mut Tape<S>,
         v: &NetVars,
         x: Var,
         temb_rows: Var,
+        cond_emb: Option<Var>,
     ) -> Var {
-        let s = self.state_encoder(tape, v, x, None);
+        let s = self.state_encoder(tape, v, x, cond_emb);
         let h = tape.add(s, temb_rows);
         let trunk = tape.gelu_consuming(h);
         let o = self.mlp_tail(tape, v, trunk, "joint");

@@ -43,7 +43,11 @@ pub fn measurement_guidance<S: Kernels>(
     let d = sampler.dim;
     let rows = x.len() / d;
     let k = particle_noise.len() / (rows * d);
-    assert_eq!(particle_noise.len(), k * rows * d, "particle noise must be [K, B, D]");
+    assert_eq!(
+        particle_noise.len(),
+        k * rows * d,
+        "particle noise must be [K, B, D]"
+    );
     let step = sampler
         .ddpm_step(i)
         .expect("measurement guidance needs a DDPM sampler (validated)");

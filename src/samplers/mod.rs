@@ -6,8 +6,8 @@ pub mod ddpm;
 pub mod dps;
 pub mod exploration;
 pub mod pis;
-pub mod two_pass;
 pub mod rollout;
+pub mod two_pass;
 
 pub use bridge::{log_pb_step, sample_backward_states};
 pub use exploration::explore_std;
@@ -39,8 +39,8 @@ pub struct Sampler {
 /// The training-free guidance baselines of spec rtb2024 §2.6 and §3.1.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Guidance {
-    /// Classifier guidance with γ (`Method::Guidance`): the drift gains γ·σ²·i/(i+1)·∇log R(x_i)
-    /// at the noisy state.
+    /// Classifier guidance with γ·β (`Method::Guidance`): the drift gains
+    /// γ·σ²·i/(i+1)·∇(β·log r)(x_i) at the noisy state (DDPM: [`Sampler::guidance_scale`]).
     Classifier(f64),
     /// DPS (`particles` 0) or LGD-MC (`particles` ≥ 1) with step size ζ, on a DDPM: the step's
     /// mean gains ζ·∇_{x_t} log mean_k exp(−L(x̂0(x_t) + r_t·z_k)) ([`dps`]).
@@ -75,7 +75,10 @@ impl Guidance {
         use crate::config::Method;
         let scale = cfg.posterior.as_ref().and_then(|p| p.guidance);
         match cfg.train.method {
-            Method::Guidance => Some(Guidance::Classifier(scale.unwrap_or(1.0))),
+            Method::Guidance => {
+                let beta = cfg.posterior.as_ref().map_or(1.0, |p| p.beta);
+                Some(Guidance::Classifier(scale.unwrap_or(1.0) * beta))
+            }
             Method::Dps => Some(Guidance::Measurement {
                 zeta: scale.unwrap_or(0.1),
                 particles: 0,
@@ -113,11 +116,17 @@ impl Sampler {
         }
     }
 
-    /// The guidance scale of every step, `[T, 1]`: γ·σ²·i/(i+1), the Brownian bridge's variance
-    /// ratio (0 at i = 0; spec rtb2024 §2.6).
+    /// The classifier-guidance scale of every step's drift, `[T, 1]`: γ·σ²·i/(i+1), the
+    /// Brownian bridge's variance ratio (0 at i = 0; spec rtb2024 §2.6), or for a DDPM γ·β_eff/dt,
+    /// so that the step's mean gains γ·β_eff·∇log r(x_t) (the step's variance times the
+    /// gradient: classifier guidance of Dhariwal & Nichol, spec §7.4 "scaled by the DDPM
+    /// variance").
     pub fn guidance_scale(&self, gamma: f64) -> Vec<f32> {
         (0..self.steps)
-            .map(|i| (gamma * self.sigma2 * i as f64 / (i + 1) as f64) as f32)
+            .map(|i| match self.ddpm_step(i) {
+                Some(s) => (gamma * s.beta_eff / self.dt()) as f32,
+                None => (gamma * self.sigma2 * i as f64 / (i + 1) as f64) as f32,
+            })
             .collect()
     }
 

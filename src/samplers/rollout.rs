@@ -171,12 +171,17 @@ pub fn rollout_recording<S: Kernels>(
     let mut noise = vec![0f32; rows * d];
     // Classifier guidance rides on the LP term with a fixed scale (validation keeps it apart
     // from a learned LP).
-    let lp_scale = lp_scale.or_else(|| match sampler.guidance {
+    // A DDPM's network predicts ε: its classifier guidance joins the drift after ε → x̂0.
+    let guidance_scale = match sampler.guidance {
         Some(Guidance::Classifier(g)) => {
             Some(tape.constant(Tensor::from_f32(t, 1, &sampler.guidance_scale(g))))
         }
         _ => None,
-    });
+    };
+    let (lp_scale, ddpm_guidance) = match sampler.ddpm {
+        Some(_) => (lp_scale, guidance_scale),
+        None => (lp_scale.or(guidance_scale), None),
+    };
     // DPS / LGD-MC add ζ·g to the step's mean, i.e. (ζ/dt)·g to the EM-form drift.
     let measurement = match sampler.guidance {
         Some(Guidance::Measurement { zeta, particles }) => Some((
@@ -210,6 +215,15 @@ pub fn rollout_recording<S: Kernels>(
         };
         let (o, flow) = head.drift(&mut tape, sampler, energy, &x, x_node, i, keep_graph);
         flow_nodes.extend(flow);
+        let o = match ddpm_guidance {
+            Some(scale) => {
+                let mut grad = vec![0f32; rows * d];
+                clipped_grad_log_reward(energy, sampler, &x, &mut grad);
+                let g = tape.constant(to_tensor(&grad, rows, d));
+                tape.langevin_add(o, scale, i, g)
+            }
+            None => o,
+        };
         let o = match measurement {
             Some((k, zeta_over_dt)) => {
                 // Particle normals for (step i, particle p, row b) sit after the trajectory's

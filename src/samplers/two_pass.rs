@@ -35,7 +35,11 @@ pub fn step_by_step_grad<S: Kernels>(
         "guided samplers train nothing: no second pass"
     );
     let (d, t, rows) = (sampler.dim, sampler.steps, seeds.len());
-    assert_eq!(states.len(), (t + 1) * rows * d, "states must be [T+1, B, D]");
+    assert_eq!(
+        states.len(),
+        (t + 1) * rows * d,
+        "states must be [T+1, B, D]"
+    );
     let seed_column: Vec<f32> = seeds.iter().map(|&s| s as f32).collect();
     let mut total = vec![0f64; net.num_params()];
     for i in 0..t {
