@@ -552,7 +552,7 @@ fn draw_curve(
         | Method::Resample
         | Method::Dps
         | Method::LgdMc => "log Z (not trained)",
-        Method::RlKl | Method::RlKlPaper | Method::Ddpo => "batch ELBO",
+        Method::RlKl | Method::RlKlPaper | Method::Ddpo | Method::Dpok => "batch ELBO",
         Method::SubTb | Method::Db => "learned log F(x₀, 0)",
         Method::VarGrad | Method::Pis => "batch log Z",
     };

@@ -349,6 +349,12 @@ pub enum Method {
     /// DDPO (spec rtb2024 §3.3): REINFORCE on `reward_scale`·r with the advantage whitened over
     /// the batch and no KL term. On-policy.
     Ddpo,
+    /// DPOK with its analytic per-step KL (Fan et al. 2023; spec rtb2024 §3.3, §7.4): REINFORCE
+    /// on β·log r with a batch-mean baseline, plus `posterior.kl_weight` (default 1) times
+    /// Σ_t ‖μ_φ − μ_θ‖²/(2σ_t²), the KL between the posterior's and the prior's Gaussian steps
+    /// from the same sampled state, differentiated through μ_φ. With weight 1 its optimum is
+    /// RTB's target. On-policy, fixed variance.
+    Dpok,
     /// Classifier guidance (spec rtb2024 §2.6): the prior's drift plus
     /// γ·σ²·i/(i+1)·∇log r(x_i) at the noisy state, γ = `posterior.guidance`. Trains nothing
     /// (`iterations: 0`).
@@ -376,6 +382,7 @@ impl Method {
                 | Method::RlKl
                 | Method::RlKlPaper
                 | Method::Ddpo
+                | Method::Dpok
                 | Method::Guidance
                 | Method::Resample
                 | Method::Dps
@@ -692,13 +699,17 @@ impl ExperimentConfig {
                 let m = self.train.method;
                 if !matches!(
                     m,
-                    Method::EpsMse | Method::Rtb | Method::Resample | Method::Guidance
+                    Method::EpsMse
+                        | Method::Rtb
+                        | Method::Dpok
+                        | Method::Resample
+                        | Method::Guidance
                 ) {
                     return bad(
                         "train.method",
                         format!(
                             "the bandit is built for EpsMse (the prior), Rtb (VarGrad form), \
-                             Resample and Guidance, not {m:?}"
+                             Dpok, Resample and Guidance, not {m:?}"
                         ),
                     );
                 }
@@ -856,8 +867,21 @@ impl ExperimentConfig {
                 if t.method == Method::RlKl && p.beta == 0.0 {
                     return bad("posterior.beta", "RlKl divides by β: must be > 0");
                 }
-                if t.method == Method::Ddpo && t.exploration.is_some() {
-                    return bad("train.exploration", "DDPO is on-policy");
+                if matches!(t.method, Method::Ddpo | Method::Dpok) && t.exploration.is_some() {
+                    return bad("train.exploration", "DDPO and DPOK are on-policy");
+                }
+                if t.method == Method::Dpok {
+                    if let Some(w) = p.kl_weight {
+                        if !(w.is_finite() && w >= 0.0) {
+                            return bad("posterior.kl_weight", "must be finite and ≥ 0");
+                        }
+                    }
+                    if self.sampler.learned_variance {
+                        return bad(
+                            "sampler.learned_variance",
+                            "DPOK's per-step KL is written for fixed step variances",
+                        );
+                    }
                 }
                 if let Some(c) = p.reward_scale {
                     positive("posterior.reward_scale", c)?;
@@ -977,6 +1001,7 @@ impl ExperimentConfig {
                         | Method::RlKl
                         | Method::RlKlPaper
                         | Method::Ddpo
+                        | Method::Dpok
                         | Method::Resample
                         | Method::Guidance
                         | Method::Dps
@@ -984,7 +1009,7 @@ impl ExperimentConfig {
                 ) {
                     return bad(
                         "train.method",
-                        format!("{m:?} is not built for the DDPM sampler (EpsMse, Rtb, RlKl, RlKlPaper, Ddpo, Resample, Guidance, Dps, LgdMc are)"),
+                        format!("{m:?} is not built for the DDPM sampler (EpsMse, Rtb, RlKl, RlKlPaper, Ddpo, Dpok, Resample, Guidance, Dps, LgdMc are)"),
                     );
                 }
                 if train_steps <= 20 {

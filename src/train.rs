@@ -9,9 +9,9 @@ use crate::checkpoint::{BufferState, Checkpoint, CheckpointError};
 use crate::config::{Backend, ExperimentConfig, Method, TargetConfig};
 use crate::energies::{Energy, Funnel, Gmm, ManyWell};
 use crate::losses::{
-    behaviour_log_prob, ddpo, detailed_balance, fl_term, rl_kl, rl_kl_paper, subtb,
-    trajectory_balance, trajectory_balance_cutoff, trajectory_balance_rows, vargrad,
-    vargrad_conditional, LossGrad,
+    behaviour_log_prob, ddpo, detailed_balance, dpok, dpok_drift_seed, fl_term, rl_kl, rl_kl_paper,
+    step_kl, subtb, trajectory_balance, trajectory_balance_cutoff, trajectory_balance_rows,
+    vargrad, vargrad_conditional, LossGrad,
 };
 use crate::metrics;
 use crate::nn::adam::clip_grad_norm;
@@ -20,8 +20,7 @@ use crate::offpolicy::{self, LocalSearch, Phase, ReplayBuffer};
 use crate::rng;
 use crate::samplers::pis::rollout_pis_conditional;
 use crate::samplers::{
-    explore_std, rollout_conditional, rollout_recording, sample_backward_states, Path, Record,
-    Rollout, Sampler,
+    explore_std, rollout_recording, sample_backward_states, Path, Record, Rollout, Sampler,
 };
 use crate::tensor::Tensor;
 use rand_chacha::ChaCha8Rng;
@@ -458,7 +457,8 @@ fn frozen_groups(method: Method) -> &'static [Group] {
         | Method::EpsMse
         | Method::RlKl
         | Method::RlKlPaper
-        | Method::Ddpo => &[Group::Flow],
+        | Method::Ddpo
+        | Method::Dpok => &[Group::Flow],
         Method::Guidance | Method::Resample | Method::Dps | Method::LgdMc => {
             &[Group::Policy, Group::Flow]
         }
@@ -1043,6 +1043,12 @@ impl Trainer {
                 );
                 per_trajectory(lg, false)
             }
+            Method::Dpok => {
+                let post = self.cfg.posterior.as_ref().expect("validated: a posterior");
+                let kl: Vec<f64> = rolls.iter().flat_map(|s| self.step_kls(&s.roll)).collect();
+                let lg = dpok(&lf, &lb, &lr, &kl, post.kl_weight.unwrap_or(1.0));
+                per_trajectory(lg, false)
+            }
             Method::Ddpo => {
                 let post = self.cfg.posterior.as_ref().expect("validated: a posterior");
                 let lg = ddpo(&lf, &lb, &lr, post.reward_scale.unwrap_or(1.0));
@@ -1137,6 +1143,19 @@ impl Trainer {
                         .collect()
                 }
             };
+            // DPOK: the per-step KL's gradient enters through each step's drift.
+            let seeds = if self.cfg.train.method == Method::Dpok {
+                let tape = s
+                    .roll
+                    .tape
+                    .as_ref()
+                    .expect("gradient rollout keeps its tape");
+                let mut seeds = seeds;
+                seeds.extend(self.dpok_drift_seeds(&s.roll, tape, b));
+                seeds
+            } else {
+                seeds
+            };
             let vars = s.roll.vars.expect("gradient rollout keeps its vars");
             let grads = s
                 .roll
@@ -1155,6 +1174,71 @@ impl Trainer {
             grad[self.net.log_z_index()] = lg.d_log_z as f32;
         }
         Ok((lg, grad, x_final, lr))
+    }
+
+    /// Each row's Σ_t KL(p_φ(·|x_t) ‖ p_θ(·|x_t)) of a DPOK training rollout (its own and the
+    /// prior's drifts at the same states).
+    fn step_kls(&self, roll: &Rollout<f32>) -> Vec<f64> {
+        let (d, t, dt) = (self.sampler.dim, self.sampler.steps, self.sampler.dt());
+        let rows = roll.x_final.len() / d;
+        (0..rows)
+            .map(|b| {
+                (0..t)
+                    .map(|i| {
+                        let k = (i * rows + b) * d;
+                        let rate = self.sampler.transition(i).rate;
+                        step_kl(
+                            &roll.step_drift[k..k + d],
+                            &roll.prior_step_drift[k..k + d],
+                            dt,
+                            rate,
+                        )
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// DPOK's seeds on the drift nodes of a training rollout whose batch has `total` rows:
+    /// ∂(w/B · Σ KL)/∂u per step, zero beyond the first D columns of the drift node.
+    fn dpok_drift_seeds(
+        &self,
+        roll: &Rollout<f32>,
+        tape: &crate::autodiff::Tape<f32>,
+        total: usize,
+    ) -> Vec<(crate::autodiff::Var, Tensor<f32>)> {
+        let (d, dt) = (self.sampler.dim, self.sampler.dt());
+        let rows = roll.x_final.len() / d;
+        let w = self
+            .cfg
+            .posterior
+            .as_ref()
+            .and_then(|p| p.kl_weight)
+            .unwrap_or(1.0);
+        roll.drift_nodes
+            .iter()
+            .enumerate()
+            .map(|(i, &node)| {
+                let cols = tape.value(node).cols;
+                let rate = self.sampler.transition(i).rate;
+                let mut seed = vec![0f32; rows * cols];
+                for b in 0..rows {
+                    let k = (i * rows + b) * d;
+                    let g = dpok_drift_seed(
+                        &roll.step_drift[k..k + d],
+                        &roll.prior_step_drift[k..k + d],
+                        dt,
+                        rate,
+                        w,
+                        total,
+                    );
+                    for (j, v) in g.into_iter().enumerate() {
+                        seed[b * cols + j] = v as f32;
+                    }
+                }
+                (node, Tensor::from_vec(rows, cols, seed))
+            })
+            .collect()
     }
 
     /// The FL partial-energy term of states x_0..x_{T−1} of a gradient rollout's `states`
@@ -1475,17 +1559,20 @@ impl Trainer {
                 guidance: None,
                 ..self.sampler.clone()
             };
-            let scored = rollout_conditional::<f32>(
+            // DPOK's training rollouts also need the prior's drifts at the same states.
+            let dpok = record == Record::Graph && self.cfg.train.method == Method::Dpok;
+            let mut scored = rollout_recording::<f32>(
                 &self.net,
                 prior,
                 &plain,
                 energy,
                 rows,
                 Path::Given(&roll.states),
-                false,
+                if dpok { Record::States } else { Record::Values },
                 cond,
             );
             roll.log_pb = scored.log_pf;
+            roll.prior_step_drift = std::mem::take(&mut scored.step_drift);
             for v in &mut log_r {
                 *v *= post.beta;
             }

@@ -629,3 +629,124 @@ fn rtb_on_a_ddpm_prior() {
         // (affine_head, clip, scale, em_logpf) and RTB's composition is checked above.
     }
 }
+
+/// DPOK with its analytic per-step KL: REINFORCE on β·log r plus w·Σ_t ‖μ_φ − μ_θ‖²/(2σ_t²)
+/// through the posterior's drifts. On iteration 1's states, the f64 tape's gradient matches
+/// finite differences of the f64 loss, and the trainer's sharded f32 gradient matches the f64
+/// tape; at the prior itself the KL part vanishes.
+#[test]
+fn dpok_per_step_kl_gradient_matches_finite_differences_and_the_trainer() {
+    use diffusion_samplers::losses::{dpok, dpok_drift_seed, step_kl};
+    use diffusion_samplers::samplers::{rollout_recording, Record};
+    let text = "(seed: 4, target: Gmm25To9,
+          sampler: (steps: 6, sigma2: 5.0),
+          network: (hidden: 8, harmonics: 4, joint_layers: 2),
+          train: (method: Dpok, iterations: 2, batch: 7, shards: 2),
+          eval: (samples: 8, w2: false, eubo: false),
+          posterior: Some((prior: (config: \"unused.ron\", digest: \"0\"), beta: 0.7,
+                           kl_weight: Some(0.3))))";
+    let cfg = ExperimentConfig::parse(text, "dpok").unwrap();
+    let it = 1;
+    let (tr, states) = moved_posterior(&cfg, it, 0.2);
+    let (b, d, t) = (cfg.train.batch, tr.sampler.dim, tr.sampler.steps);
+    let dt = tr.sampler.dt();
+    let prior64: Vec<f64> = tr
+        .prior
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|&p| p as f64)
+        .collect();
+    let prior = rollout_recording::<f64>(
+        &tr.net,
+        &prior64,
+        &tr.sampler,
+        &*tr.energy,
+        b,
+        Path::Given(&states),
+        Record::States,
+        None,
+    );
+    let loss = |v: &[f64]| -> (f64, Vec<f64>) {
+        let post = rollout::<f64>(
+            &tr.net,
+            v,
+            &tr.sampler,
+            &*tr.energy,
+            b,
+            Path::Given(&states),
+            true,
+        );
+        let mut lr = vec![0f64; b];
+        tr.energy.log_reward(&post.x_final, &mut lr);
+        let lr: Vec<f64> = lr.iter().map(|v| 0.7 * v).collect();
+        let at = |drift: &[f64], i: usize, row: usize| {
+            let k = (i * b + row) * d;
+            drift[k..k + d].to_vec()
+        };
+        let kl: Vec<f64> = (0..b)
+            .map(|row| {
+                (0..t)
+                    .map(|i| {
+                        let rate = tr.sampler.transition(i).rate;
+                        step_kl(
+                            &at(&post.step_drift, i, row),
+                            &at(&prior.step_drift, i, row),
+                            dt,
+                            rate,
+                        )
+                    })
+                    .sum()
+            })
+            .collect();
+        let lg = dpok(&post.log_pf, &prior.log_pf, &lr, &kl, 0.3);
+        let tape = post.tape.unwrap();
+        let mut seeds: Vec<_> = post
+            .logpf_nodes
+            .iter()
+            .map(|&n| (n, Tensor::from_vec(b, 1, lg.d_log_pf.clone())))
+            .collect();
+        for (i, &node) in post.drift_nodes.iter().enumerate() {
+            let cols = tape.value(node).cols;
+            let rate = tr.sampler.transition(i).rate;
+            let mut seed = vec![0f64; b * cols];
+            for row in 0..b {
+                let g = dpok_drift_seed(
+                    &at(&post.step_drift, i, row),
+                    &at(&prior.step_drift, i, row),
+                    dt,
+                    rate,
+                    0.3,
+                    b,
+                );
+                seed[row * cols..row * cols + d].copy_from_slice(&g);
+            }
+            seeds.push((node, Tensor::from_vec(b, cols, seed)));
+        }
+        let grads = tape.backward(seeds);
+        (lg.loss, tr.net.flat_grads(&post.vars.unwrap(), &grads))
+    };
+    let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
+    let (loss64, analytic) = loss(&theta);
+    assert!(analytic.iter().filter(|g| g.abs() > 1e-9).count() > analytic.len() / 2);
+    let mut f = |v: &[f64]| loss(v).0;
+    if let Err(e) = gradcheck(&mut f, &theta, &analytic, 1e-6, GRADCHECK_F64) {
+        panic!(
+            "index {}: analytic {} numeric {}",
+            e.worst_index, e.analytic, e.numeric
+        );
+    }
+    common::assert_trainer_matches(&tr, it, loss64, &analytic, "DPOK");
+    // At the prior the per-step KL is exactly 0: only REINFORCE remains.
+    let at_prior = Trainer::with_prior(&cfg, tr.prior.clone()).unwrap();
+    let (lg, _) = at_prior.loss_and_grad(0).unwrap();
+    let (lf_only, _) = {
+        let mut c = cfg.clone();
+        c.posterior.as_mut().unwrap().kl_weight = Some(0.0);
+        Trainer::with_prior(&c, tr.prior.clone())
+            .unwrap()
+            .loss_and_grad(0)
+            .unwrap()
+    };
+    assert_eq!(lg.loss, lf_only.loss);
+}

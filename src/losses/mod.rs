@@ -8,7 +8,7 @@ pub mod rl;
 pub mod subtb;
 pub mod tb;
 
-pub use rl::{behaviour_log_prob, ddpo, rl_kl, rl_kl_paper};
+pub use rl::{behaviour_log_prob, ddpo, dpok, dpok_drift_seed, rl_kl, rl_kl_paper, step_kl};
 pub use subtb::{detailed_balance, fl_term, subtb, SubTbGrad};
 pub use tb::{
     trajectory_balance, trajectory_balance_cutoff, trajectory_balance_rows, vargrad,

@@ -87,6 +87,66 @@ pub fn rl_kl_paper(
     }
 }
 
+/// DPOK with its analytic per-step KL (Fan et al. 2023; spec rtb2024 §3.3): REINFORCE on the
+/// reward lr_b (= β·log r) with a batch-mean baseline plus `kl_weight` times each trajectory's
+/// summed per-step KL `step_kl_b` = Σ_t ‖μ_φ − μ_θ‖²/(2σ_t²):
+/// L = (1/B) Σ_b [−(lr_b − l̄r)·LF_b + w·step_kl_b].
+/// Returns the REINFORCE part's ∂L/∂LF_b; the KL part's gradient goes through the posterior's
+/// step means ([`dpok_drift_seed`]). `loss` is the whole L, `log_z` the batch ELBO.
+pub fn dpok(
+    log_pf: &[f64],
+    log_prior: &[f64],
+    log_r: &[f64],
+    step_kl: &[f64],
+    kl_weight: f64,
+) -> LossGrad {
+    let n = log_pf.len() as f64;
+    let mean_r = log_r.iter().sum::<f64>() / n;
+    let mut loss = 0.0;
+    let d_log_pf = (0..log_pf.len())
+        .map(|b| {
+            let adv = log_r[b] - mean_r;
+            loss += -adv * log_pf[b] + kl_weight * step_kl[b];
+            -adv / n
+        })
+        .collect();
+    LossGrad {
+        loss: loss / n,
+        d_log_pf,
+        d_log_z: 0.0,
+        log_z: batch_elbo(log_pf, log_prior, log_r),
+    }
+}
+
+/// One step's Gaussian KL ‖μ_φ − μ_θ‖²/(2σ²) between two steps from the same state that share
+/// the variance σ² = `rate`·dt and differ in their drifts (μ = decay·x + u·dt), for one row's
+/// drifts `u_post`, `u_prior` (`[D]`): dt·‖u_φ − u_θ‖²/(2·rate).
+pub fn step_kl(u_post: &[f64], u_prior: &[f64], dt: f64, rate: f64) -> f64 {
+    let sq: f64 = u_post
+        .iter()
+        .zip(u_prior)
+        .map(|(&a, &b)| (a - b).powi(2))
+        .sum();
+    dt * sq / (2.0 * rate)
+}
+
+/// ∂(w/B · KL)/∂u_φ of one row's step ([`step_kl`]): (w/B)·dt·(u_φ − u_θ)/rate, `[D]`.
+pub fn dpok_drift_seed(
+    u_post: &[f64],
+    u_prior: &[f64],
+    dt: f64,
+    rate: f64,
+    kl_weight: f64,
+    rows: usize,
+) -> Vec<f64> {
+    let c = kl_weight / rows as f64 * dt / rate;
+    u_post
+        .iter()
+        .zip(u_prior)
+        .map(|(&a, &b)| c * (a - b))
+        .collect()
+}
+
 /// DDPO (spec rtb2024 §3.3): REINFORCE on R_b = `scale`·exp(lr_b) with the advantage whitened
 /// over the batch, A_b = (R_b − R̄)/(std(R) + 1e-8), and no KL term:
 /// L = −(1/B) Σ_b A_b·LF_b. `loss` and `log_z` report the batch −ELBO and ELBO as [`rl_kl`].

@@ -45,6 +45,15 @@ pub struct Rollout<S> {
     /// Per-step log p_B(x_i|x_{i+1}) of the same transitions, `[B, T]`, 0 at i = 0 (gradient
     /// and [`Record::States`] rollouts).
     pub step_log_pb: Vec<f64>,
+    /// One drift node per step (the EM-form drift u, `[B, ≥D]`; gradient rollouts only): DPOK's
+    /// per-step KL differentiates through it.
+    pub drift_nodes: Vec<Var>,
+    /// Per-step drifts u (first D columns), `[T, B, D]` (gradient and [`Record::States`]
+    /// rollouts).
+    pub step_drift: Vec<f64>,
+    /// The frozen prior's drifts at the same states, `[T, B, D]`: filled by the trainer for
+    /// DPOK's per-step KL, empty otherwise.
+    pub prior_step_drift: Vec<f64>,
     /// Σ_i log p_F(x_{i+1}|x_i) per row, summed in step order in f64.
     pub log_pf: Vec<f64>,
     /// Σ_{i≥1} log p_B(x_i|x_{i+1}) per row.
@@ -201,6 +210,8 @@ pub fn rollout_recording<S: Kernels>(
     let mut flow_nodes = Vec::new();
     let per_step = if keep_states { rows * t } else { 0 };
     let (mut step_log_pf, mut step_log_pb) = (vec![0f64; per_step], vec![0f64; per_step]);
+    let mut drift_nodes = Vec::new();
+    let mut step_drift = Vec::with_capacity(if keep_states { t * rows * d } else { 0 });
     let mut x_node = tape.constant(to_tensor(&x, rows, d));
 
     for i in 0..t {
@@ -292,6 +303,15 @@ pub fn rollout_recording<S: Kernels>(
             }
             Path::Given(s) => s[(i + 1) * rows * d..(i + 2) * rows * d].to_vec(),
         };
+        if keep_states {
+            let ov = tape.value(o);
+            for b in 0..rows {
+                step_drift.extend(ov.row(b)[..d].iter().map(|v| v.to_f64()));
+            }
+        }
+        if keep_graph {
+            drift_nodes.push(o);
+        }
         let next_node = tape.constant(to_tensor(&x_next, rows, d));
         let lpf = log_pf_of_step(&mut tape, sampler, i, o, &x, x_node, next_node);
         for b in 0..rows {
@@ -329,6 +349,9 @@ pub fn rollout_recording<S: Kernels>(
         log_z_node,
         step_log_pf,
         step_log_pb,
+        drift_nodes,
+        step_drift,
+        prior_step_drift: Vec::new(),
         log_pf,
         log_pb,
         x_final: x,
