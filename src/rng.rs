@@ -96,8 +96,8 @@ pub fn uniform_f64(rng: &mut ChaCha8Rng) -> f64 {
     open01(rng.next_u32())
 }
 
-/// Uniform integer in `0..n` by rejection (unbiased).
-pub fn below(rng: &mut ChaCha8Rng, n: u32) -> u32 {
+/// Uniform integer in `0..n` by rejection (unbiased), from any generator's 32-bit words.
+pub fn below(rng: &mut impl rand_core::Rng, n: u32) -> u32 {
     assert!(n > 0);
     let zone = u32::MAX - (u32::MAX - n + 1) % n;
     loop {

@@ -110,7 +110,7 @@ impl Bandit {
     /// Generic over the generator so callers can pass any stream; the words consumed are
     /// 1 (mode; more on a rare rejection) + 2 (normals).
     pub fn sample_behaviour(&self, s: f64, rng: &mut impl Rng) -> [f64; 2] {
-        let k = below_generic(rng, self.modes as u32) as usize;
+        let k = rng::below(rng, self.modes as u32) as usize;
         let m = self.mode_mean(s, k);
         let (z0, z1) = rng::box_muller(rng.next_u32(), rng.next_u32());
         [m[0] + self.std * z0, m[1] + self.std * z1]
@@ -408,19 +408,6 @@ fn normalise_log_weights(logw: &[f64]) -> Vec<f64> {
     let w: Vec<f64> = logw.iter().map(|&l| (l - m).exp()).collect();
     let z: f64 = w.iter().sum();
     w.into_iter().map(|v| v / z).collect()
-}
-
-/// Uniform integer in 0..n by unbiased rejection, the same rule as [`rng::below`] but for any
-/// [`Rng`], so [`Bandit::sample_behaviour`] need not take a concrete ChaCha8Rng.
-fn below_generic(rng: &mut impl Rng, n: u32) -> u32 {
-    assert!(n > 0);
-    let zone = u32::MAX - (u32::MAX - n + 1) % n;
-    loop {
-        let w = rng.next_u32();
-        if w <= zone {
-            return w % n;
-        }
-    }
 }
 
 /// Bins per axis of the evaluation histogram: the 200-cell grid coarsened by 10 (20 × 20 bins

@@ -129,13 +129,39 @@ pub fn rollout_recording<S: Kernels>(
     let keep_states = record != Record::Values;
     let (d, t) = (sampler.dim, sampler.steps);
     let dt = sampler.dt();
+    let mut bound = NetOnTape::bind(net, params, sampler, rows, cond);
+    // Classifier guidance rides on the LP term with a fixed scale (validation keeps it apart
+    // from a learned LP).
+    // A DDPM's network predicts ε: its classifier guidance joins the drift after ε → x̂0.
+    let guidance_scale = match sampler.guidance {
+        Some(Guidance::Classifier(g)) => Some(bound.tape.constant(Tensor::from_f32(
+            t,
+            1,
+            &sampler.guidance_scale(g),
+        ))),
+        _ => None,
+    };
+    let (lp_scale, ddpm_guidance) = match sampler.ddpm {
+        Some(_) => (bound.lp_scale, guidance_scale),
+        None => (bound.lp_scale.or(guidance_scale), None),
+    };
+    // DPS / LGD-MC add ζ·g to the step's mean, i.e. (ζ/dt)·g to the EM-form drift.
+    let measurement = match sampler.guidance {
+        Some(Guidance::Measurement { zeta, particles }) => Some((
+            particles,
+            bound
+                .tape
+                .constant(Tensor::from_f32(1, 1, &[(zeta / dt) as f32])),
+        )),
+        _ => None,
+    };
+    let head = StepHead::new(net, &bound, lp_scale);
     let NetOnTape {
         mut tape,
         vars,
-        temb,
-        lp_scale,
         cond_emb,
-    } = NetOnTape::bind(net, params, sampler, rows, cond);
+        ..
+    } = bound;
     let log_z_node = match cond_emb {
         Some(c) if keep_graph && net.flow == crate::nn::FlowHead::ConditionLogZ => {
             Some(net.conditional_log_z(&mut tape, &vars, c, rows))
@@ -178,27 +204,6 @@ pub fn rollout_recording<S: Kernels>(
         states.extend_from_slice(&x);
     }
     let mut noise = vec![0f32; rows * d];
-    // Classifier guidance rides on the LP term with a fixed scale (validation keeps it apart
-    // from a learned LP).
-    // A DDPM's network predicts ε: its classifier guidance joins the drift after ε → x̂0.
-    let guidance_scale = match sampler.guidance {
-        Some(Guidance::Classifier(g)) => {
-            Some(tape.constant(Tensor::from_f32(t, 1, &sampler.guidance_scale(g))))
-        }
-        _ => None,
-    };
-    let (lp_scale, ddpm_guidance) = match sampler.ddpm {
-        Some(_) => (lp_scale, guidance_scale),
-        None => (lp_scale.or(guidance_scale), None),
-    };
-    // DPS / LGD-MC add ζ·g to the step's mean, i.e. (ζ/dt)·g to the EM-form drift.
-    let measurement = match sampler.guidance {
-        Some(Guidance::Measurement { zeta, particles }) => Some((
-            particles,
-            tape.constant(Tensor::from_f32(1, 1, &[(zeta / dt) as f32])),
-        )),
-        _ => None,
-    };
     let mut particle_noise = Vec::new();
     // Everything above lives for the whole rollout; gradient-free rollouts drop each step's
     // nodes back to here.
@@ -217,13 +222,6 @@ pub fn rollout_recording<S: Kernels>(
     for i in 0..t {
         let step = sampler.transition(i);
         let log_rate = step.log_rate();
-        let head = StepHead {
-            net,
-            vars: &vars,
-            temb,
-            cond_emb,
-            lp_scale,
-        };
         let (o, flow) = head.drift(&mut tape, sampler, energy, &x, x_node, i, keep_graph);
         flow_nodes.extend(flow);
         let o = match ddpm_guidance {
@@ -363,13 +361,24 @@ pub fn rollout_recording<S: Kernels>(
 /// guidance, the per-step scale of the ∇log R term.
 pub(crate) struct StepHead<'a> {
     pub net: &'a DriftNet,
-    pub vars: &'a NetVars,
+    pub vars: NetVars,
     pub temb: Var,
     pub cond_emb: Option<Var>,
     pub lp_scale: Option<Var>,
 }
 
-impl StepHead<'_> {
+impl<'a> StepHead<'a> {
+    /// The head of the network `on` bound, with `lp_scale` as its ∇log R term's scale.
+    pub fn new<S>(net: &'a DriftNet, on: &NetOnTape<S>, lp_scale: Option<Var>) -> Self {
+        StepHead {
+            net,
+            vars: on.vars.clone(),
+            temb: on.temb,
+            cond_emb: on.cond_emb,
+            lp_scale,
+        }
+    }
+
     /// Step i's EM-form drift at states `x` (`[B, D]`, on the tape as `x_node`) and, with
     /// `want_flow`, its flow: the network with its LP term, and for a DDPM the ε → x̂0 → drift
     /// map. Measurement guidance is added by the caller (it needs the rollout's noise stream).
@@ -392,7 +401,7 @@ impl StepHead<'_> {
         });
         let (o, flow) = self.net.policy_and_flow(
             tape,
-            self.vars,
+            &self.vars,
             x_node,
             self.cond_emb,
             self.temb,

@@ -45,26 +45,15 @@ pub fn step_by_step_grad<S: Kernels>(
     for i in 0..t {
         let x = &states[i * rows * d..(i + 1) * rows * d];
         let next = &states[(i + 1) * rows * d..(i + 2) * rows * d];
-        let NetOnTape {
-            mut tape,
-            vars,
-            temb,
-            lp_scale,
-            cond_emb,
-        } = NetOnTape::bind(net, params, sampler, rows, cond);
+        let bound = NetOnTape::bind(net, params, sampler, rows, cond);
+        let head = StepHead::new(net, &bound, bound.lp_scale);
+        let mut tape = bound.tape;
         let x_node = tape.constant(Tensor::from_f32(rows, d, x));
         let next_node = tape.constant(Tensor::from_f32(rows, d, next));
-        let head = StepHead {
-            net,
-            vars: &vars,
-            temb,
-            cond_emb,
-            lp_scale,
-        };
         let (o, _) = head.drift(&mut tape, sampler, energy, x, x_node, i, false);
         let lpf = log_pf_of_step(&mut tape, sampler, i, o, x, x_node, next_node);
         let grads = tape.backward(vec![(lpf, Tensor::from_f32(rows, 1, &seed_column))]);
-        for (acc, g) in total.iter_mut().zip(net.flat_grads(&vars, &grads)) {
+        for (acc, g) in total.iter_mut().zip(net.flat_grads(&head.vars, &grads)) {
             *acc += g.to_f64();
         }
     }
