@@ -1568,7 +1568,7 @@ impl Trainer {
                 energy,
                 rows,
                 Path::Given(&roll.states),
-                if dpok { Record::States } else { Record::Values },
+                if dpok { Record::Drifts } else { Record::Values },
                 cond,
             );
             roll.log_pb = scored.log_pf;

@@ -664,7 +664,7 @@ fn dpok_per_step_kl_gradient_matches_finite_differences_and_the_trainer() {
         &*tr.energy,
         b,
         Path::Given(&states),
-        Record::States,
+        Record::Drifts,
         None,
     );
     let loss = |v: &[f64]| -> (f64, Vec<f64>) {

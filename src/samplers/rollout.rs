@@ -48,7 +48,7 @@ pub struct Rollout<S> {
     /// One drift node per step (the EM-form drift u, `[B, ≥D]`; gradient rollouts only): DPOK's
     /// per-step KL differentiates through it.
     pub drift_nodes: Vec<Var>,
-    /// Per-step drifts u (first D columns), `[T, B, D]` (gradient and [`Record::States`]
+    /// Per-step drifts u (first D columns), `[T, B, D]` (gradient and [`Record::Drifts`]
     /// rollouts).
     pub step_drift: Vec<f64>,
     /// The frozen prior's drifts at the same states, `[T, B, D]`: filled by the trainer for
@@ -109,6 +109,8 @@ pub enum Record {
     /// The states `[T+1, B, D]` and the per-step terms without the graph (to score the same
     /// moves under another policy, as RTB's prior does, or for the two-pass gradient).
     States,
+    /// [`Record::States`] and the per-step drifts (DPOK's prior, whose drifts enter the KL).
+    Drifts,
     /// The whole graph, the states and the per-step terms, for a backward pass.
     Graph,
 }
@@ -127,6 +129,7 @@ pub fn rollout_recording<S: Kernels>(
 ) -> Rollout<S> {
     let keep_graph = record == Record::Graph;
     let keep_states = record != Record::Values;
+    let keep_drifts = matches!(record, Record::Graph | Record::Drifts);
     let (d, t) = (sampler.dim, sampler.steps);
     let dt = sampler.dt();
     let mut bound = NetOnTape::bind(net, params, sampler, rows, cond);
@@ -216,7 +219,7 @@ pub fn rollout_recording<S: Kernels>(
     let per_step = if keep_states { rows * t } else { 0 };
     let (mut step_log_pf, mut step_log_pb) = (vec![0f64; per_step], vec![0f64; per_step]);
     let mut drift_nodes = Vec::new();
-    let mut step_drift = Vec::with_capacity(if keep_states { t * rows * d } else { 0 });
+    let mut step_drift = Vec::with_capacity(if keep_drifts { t * rows * d } else { 0 });
     let mut x_node = tape.constant(to_tensor(&x, rows, d));
 
     for i in 0..t {
@@ -301,7 +304,7 @@ pub fn rollout_recording<S: Kernels>(
             }
             Path::Given(s) => s[(i + 1) * rows * d..(i + 2) * rows * d].to_vec(),
         };
-        if keep_states {
+        if keep_drifts {
             let ov = tape.value(o);
             for b in 0..rows {
                 step_drift.extend(ov.row(b)[..d].iter().map(|v| v.to_f64()));
