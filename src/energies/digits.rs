@@ -432,14 +432,27 @@ pub fn features_of(energy: &dyn Energy, x: &[f32]) -> Vec<f64> {
         .collect()
 }
 
+/// The features `[N, H]` of every real image of the allowed classes.
+fn real_features(energy: &dyn Energy) -> Vec<f64> {
+    features_of(
+        energy,
+        &energy.reference_set().expect("a dataset-backed target"),
+    )
+}
+
+/// The Fréchet distance between two feature sets `[n, H]`.
+fn frechet_of_features(a: &[f64], b: &[f64]) -> f64 {
+    use crate::metrics::{frechet_distance, FeatureStats};
+    frechet_distance(
+        &FeatureStats::from_rows(a, HIDDEN),
+        &FeatureStats::from_rows(b, HIDDEN),
+    )
+}
+
 /// The Fréchet distance between samples `x` (`[n, 64]`) and the real images of the allowed
 /// classes, in the classifier's hidden-layer features.
 pub fn frechet_to_real(energy: &dyn Energy, x: &[f32]) -> f64 {
-    use crate::metrics::{frechet_distance, FeatureStats};
-    let real = energy.reference_set().expect("a dataset-backed target");
-    let a = FeatureStats::from_rows(&features_of(energy, x), HIDDEN);
-    let b = FeatureStats::from_rows(&features_of(energy, &real), HIDDEN);
-    frechet_distance(&a, &b)
+    frechet_of_features(&features_of(energy, x), &real_features(energy))
 }
 
 /// [`ClassStats`] of samples `x` (`[n, 64]`) under `energy` (a [`DigitsClass`]).
@@ -455,7 +468,8 @@ pub fn class_stats(energy: &dyn Energy, x: &[f32], classes: &[u8]) -> ClassStats
     for &p in &preds {
         hist[p] += 1.0 / n as f64;
     }
-    let real = energy.reference_set().expect("a dataset-backed target");
+    // Each feature set once: the Fréchet distance and both diversities share them.
+    let (xf, rf) = (features_of(energy, x), real_features(energy));
     ClassStats {
         mean_log_r: lr.iter().sum::<f64>() / n as f64,
         accuracy: preds
@@ -464,9 +478,9 @@ pub fn class_stats(energy: &dyn Energy, x: &[f32], classes: &[u8]) -> ClassStats
             .count() as f64
             / n as f64,
         class_histogram: hist,
-        frechet: frechet_to_real(energy, x),
-        diversity: crate::metrics::cosine_diversity(&features_of(energy, x), HIDDEN),
-        real_diversity: crate::metrics::cosine_diversity(&features_of(energy, &real), HIDDEN),
+        frechet: frechet_of_features(&xf, &rf),
+        diversity: crate::metrics::cosine_diversity(&xf, HIDDEN),
+        real_diversity: crate::metrics::cosine_diversity(&rf, HIDDEN),
         prior_frechet: None,
     }
 }
