@@ -133,9 +133,6 @@ pub fn rollout_recording<S: Kernels>(
     let (d, t) = (sampler.dim, sampler.steps);
     let dt = sampler.dt();
     let mut bound = NetOnTape::bind(net, params, sampler, rows, cond);
-    // Classifier guidance rides on the LP term with a fixed scale (validation keeps it apart
-    // from a learned LP).
-    // A DDPM's network predicts ε: its classifier guidance joins the drift after ε → x̂0.
     let guidance_scale = match sampler.guidance {
         Some(Guidance::Classifier(g)) => Some(bound.tape.constant(Tensor::from_f32(
             t,
@@ -143,10 +140,6 @@ pub fn rollout_recording<S: Kernels>(
             &sampler.guidance_scale(g),
         ))),
         _ => None,
-    };
-    let (lp_scale, ddpm_guidance) = match sampler.ddpm {
-        Some(_) => (bound.lp_scale, guidance_scale),
-        None => (bound.lp_scale.or(guidance_scale), None),
     };
     // DPS / LGD-MC add ζ·g to the step's mean, i.e. (ζ/dt)·g to the EM-form drift.
     let measurement = match sampler.guidance {
@@ -158,7 +151,7 @@ pub fn rollout_recording<S: Kernels>(
         )),
         _ => None,
     };
-    let head = StepHead::new(net, &bound, lp_scale);
+    let head = StepHead::new(net, &bound, guidance_scale);
     let NetOnTape {
         mut tape,
         vars,
@@ -227,15 +220,6 @@ pub fn rollout_recording<S: Kernels>(
         let log_rate = step.log_rate();
         let (o, flow) = head.drift(&mut tape, sampler, energy, &x, x_node, i, keep_graph);
         flow_nodes.extend(flow);
-        let o = match ddpm_guidance {
-            Some(scale) => {
-                let mut grad = vec![0f32; rows * d];
-                clipped_grad_log_reward(energy, sampler, &x, &mut grad);
-                let g = tape.constant(to_tensor(&grad, rows, d));
-                tape.langevin_add(o, scale, i, g)
-            }
-            None => o,
-        };
         let o = match measurement {
             Some((k, zeta_over_dt)) => {
                 // Particle normals for (step i, particle p, row b) sit after the trajectory's
@@ -360,31 +344,34 @@ pub fn rollout_recording<S: Kernels>(
     }
 }
 
-/// What step i's drift needs besides the states: the bound network and, with LP or classifier
-/// guidance, the per-step scale of the ∇log R term.
+/// What step i's drift needs besides the states: the bound network, its learned LP scale, and
+/// classifier guidance's per-step scale of the ∇log R term.
 pub(crate) struct StepHead<'a> {
     pub net: &'a DriftNet,
     pub vars: NetVars,
     pub temb: Var,
     pub cond_emb: Option<Var>,
     pub lp_scale: Option<Var>,
+    pub guidance_scale: Option<Var>,
 }
 
 impl<'a> StepHead<'a> {
-    /// The head of the network `on` bound, with `lp_scale` as its ∇log R term's scale.
-    pub fn new<S>(net: &'a DriftNet, on: &NetOnTape<S>, lp_scale: Option<Var>) -> Self {
+    /// The head of the network `on` bound, with classifier guidance's `[T, 1]` scale node.
+    pub fn new<S>(net: &'a DriftNet, on: &NetOnTape<S>, guidance_scale: Option<Var>) -> Self {
         StepHead {
             net,
             vars: on.vars.clone(),
             temb: on.temb,
             cond_emb: on.cond_emb,
-            lp_scale,
+            lp_scale: on.lp_scale,
+            guidance_scale,
         }
     }
 
     /// Step i's EM-form drift at states `x` (`[B, D]`, on the tape as `x_node`) and, with
-    /// `want_flow`, its flow: the network with its LP term, and for a DDPM the ε → x̂0 → drift
-    /// map. Measurement guidance is added by the caller (it needs the rollout's noise stream).
+    /// `want_flow`, its flow: the network with its LP term, for a DDPM the ε → x̂0 → drift
+    /// map, and classifier guidance. Measurement guidance is added by the caller (it needs the
+    /// rollout's noise stream).
     #[allow(clippy::too_many_arguments)]
     pub fn drift<S: Kernels>(
         &self,
@@ -397,11 +384,20 @@ impl<'a> StepHead<'a> {
         want_flow: bool,
     ) -> (Var, Option<Var>) {
         let d = sampler.dim;
-        let lp = self.lp_scale.map(|scale| {
+        // Classifier guidance rides on the LP term with a fixed scale (validation keeps it
+        // apart from a learned LP); a DDPM's network predicts ε, so there it joins the drift
+        // after ε → x̂0 instead.
+        let (lp_scale, after_ddpm) = match sampler.ddpm {
+            Some(_) => (self.lp_scale, self.guidance_scale),
+            None => (self.lp_scale.or(self.guidance_scale), None),
+        };
+        // clip(∇log R(x)), once for whichever term uses it.
+        let grad = (lp_scale.is_some() || after_ddpm.is_some()).then(|| {
             let mut grad = vec![0f32; x.len()];
             clipped_grad_log_reward(energy, sampler, x, &mut grad);
-            (scale, tape.constant(to_tensor(&grad, x.len() / d, d)))
+            tape.constant(to_tensor(&grad, x.len() / d, d))
         });
+        let lp = lp_scale.zip(grad);
         let (o, flow) = self.net.policy_and_flow(
             tape,
             &self.vars,
@@ -417,6 +413,10 @@ impl<'a> StepHead<'a> {
             Some(s) => {
                 super::ddpm::ddpm_drift(tape, o, x_node, &s, sampler.dt(), sampler.ddpm_clip())
             }
+            None => o,
+        };
+        let o = match after_ddpm.zip(grad) {
+            Some((scale, g)) => tape.langevin_add(o, scale, i, g),
             None => o,
         };
         (o, flow)

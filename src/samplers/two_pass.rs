@@ -46,7 +46,7 @@ pub fn step_by_step_grad<S: Kernels>(
         let x = &states[i * rows * d..(i + 1) * rows * d];
         let next = &states[(i + 1) * rows * d..(i + 2) * rows * d];
         let bound = NetOnTape::bind(net, params, sampler, rows, cond);
-        let head = StepHead::new(net, &bound, bound.lp_scale);
+        let head = StepHead::new(net, &bound, None);
         let mut tape = bound.tape;
         let x_node = tape.constant(Tensor::from_f32(rows, d, x));
         let next_node = tape.constant(Tensor::from_f32(rows, d, next));
