@@ -157,6 +157,14 @@ pub struct BanditTask {
     pub test_states: Vec<f64>,
 }
 
+/// The bandit's temperature α for `cfg`: π* ∝ μ·exp(Q/α) is the RTB target with log r = Q and
+/// β = 1/α; a prior (no posterior) is scored against μ itself (α = ∞).
+pub fn bandit_alpha(cfg: &crate::config::ExperimentConfig) -> f64 {
+    cfg.posterior
+        .as_ref()
+        .map_or(f64::INFINITY, |p| 1.0 / p.beta)
+}
+
 /// The width of the bandit's condition: the state s.
 pub const BANDIT_COND: usize = 1;
 

@@ -77,6 +77,11 @@ pub struct PosteriorConfig {
 }
 
 impl PosteriorConfig {
+    /// `Dpok`'s weight on the per-step KL (default 1: its optimum is then RTB's target).
+    pub fn dpok_kl_weight(&self) -> f64 {
+        self.kl_weight.unwrap_or(1.0)
+    }
+
     /// `Resample`'s candidates per kept sample.
     pub fn pool(&self) -> usize {
         self.resample_pool.unwrap_or(10)

@@ -192,11 +192,9 @@ pub fn build_energy(cfg: &ExperimentConfig) -> Result<Box<dyn Energy>, TrainErro
             crate::energies::Lgcp::load_default().map_err(|e| TrainError::Data(e.to_string()))?,
         ),
         TargetConfig::Bandit { test_states, .. } => Box::new(crate::conditional::BanditTarget {
-            bandit: crate::energies::bandit::Bandit::standard(
-                cfg.posterior
-                    .as_ref()
-                    .map_or(f64::INFINITY, |p| 1.0 / p.beta),
-            ),
+            bandit: crate::energies::bandit::Bandit::standard(crate::conditional::bandit_alpha(
+                cfg,
+            )),
             test_states: crate::energies::bandit::test_states(*test_states),
         }),
         TargetConfig::Vae { .. } => {
@@ -522,21 +520,13 @@ impl Trainer {
                 repeats,
                 data,
                 test_states,
-            } => {
-                // π* ∝ μ·exp(Q/α) is the RTB target with log r = Q and β = 1/α; a prior is
-                // scored against μ itself (α = ∞).
-                let alpha = cfg
-                    .posterior
-                    .as_ref()
-                    .map_or(f64::INFINITY, |p| 1.0 / p.beta);
-                Some(crate::conditional::BanditTask::new(
-                    alpha,
-                    data,
-                    repeats,
-                    test_states,
-                    cfg.seed,
-                ))
-            }
+            } => Some(crate::conditional::BanditTask::new(
+                crate::conditional::bandit_alpha(cfg),
+                data,
+                repeats,
+                test_states,
+                cfg.seed,
+            )),
             _ => None,
         };
         let cond_dim = match (&vae, &bandit) {
@@ -1046,7 +1036,7 @@ impl Trainer {
             Method::Dpok => {
                 let post = self.cfg.posterior.as_ref().expect("validated: a posterior");
                 let kl: Vec<f64> = rolls.iter().flat_map(|s| self.step_kls(&s.roll)).collect();
-                let lg = dpok(&lf, &lb, &lr, &kl, post.kl_weight.unwrap_or(1.0));
+                let lg = dpok(&lf, &lb, &lr, &kl, post.dpok_kl_weight());
                 per_trajectory(lg, false)
             }
             Method::Ddpo => {
@@ -1213,8 +1203,8 @@ impl Trainer {
             .cfg
             .posterior
             .as_ref()
-            .and_then(|p| p.kl_weight)
-            .unwrap_or(1.0);
+            .expect("validated: a posterior")
+            .dpok_kl_weight();
         roll.drift_nodes
             .iter()
             .enumerate()
@@ -1554,11 +1544,7 @@ impl Trainer {
             // RTB (spec rtb2024 §1.1): the prior's log-likelihood of the same moves stands where
             // log p_B does, and β·log r where log R does, so every TB-shaped quantity (loss,
             // log-weights, ELBO) becomes its RTB counterpart.
-            // The prior's own moves carry no guidance.
-            let plain = Sampler {
-                guidance: None,
-                ..self.sampler.clone()
-            };
+            let plain = self.prior_sampler();
             // DPOK's training rollouts also need the prior's drifts at the same states.
             let dpok = record == Record::Graph && self.cfg.train.method == Method::Dpok;
             let mut scored = rollout_recording::<f32>(
@@ -1688,12 +1674,18 @@ impl Trainer {
         (w, out)
     }
 
-    /// `n` samples `[n, D]` of the frozen prior itself (no guidance), from stream `key`.
-    fn prior_samples(&self, prior: &[f32], n: usize, key: [u8; 32]) -> Vec<f32> {
-        let plain = Sampler {
+    /// The sampler the frozen prior moves (and scores moves) with: the prior's own moves carry
+    /// no guidance.
+    fn prior_sampler(&self) -> Sampler {
+        Sampler {
             guidance: None,
             ..self.sampler.clone()
-        };
+        }
+    }
+
+    /// `n` samples `[n, D]` of the frozen prior itself (no guidance), from stream `key`.
+    fn prior_samples(&self, prior: &[f32], n: usize, key: [u8; 32]) -> Vec<f32> {
+        let plain = self.prior_sampler();
         let parts = par_map(shard_ranges(n, self.cfg.train.shards), &|r: Range<
             usize,
         >| {
