@@ -152,6 +152,8 @@ fn target_box(cfg: &ExperimentConfig) -> (Range<f64>, Range<f64>) {
         TargetConfig::Vae { .. } => (-4.0..4.0, -4.0..4.0),
         // Actions of all test states together: the behaviour circle (radius 0.5) and beyond.
         TargetConfig::Bandit { .. } => (-1.5..1.5, -1.5..1.5),
+        // One pre-tanh torque (no samples figure is drawn for d = 1).
+        TargetConfig::Pendulum { .. } => (-3.0..3.0, -3.0..3.0),
     }
 }
 

@@ -5,12 +5,16 @@ use crate::error::CliError;
 use crate::manifest::{self, Manifest, Status};
 use crate::run::{self, Job};
 use crate::run_dir::{self, Staging};
-use diffusion_samplers::config::{ExperimentConfig, Method};
+use diffusion_samplers::config::{ExperimentConfig, Method, TargetConfig};
 use diffusion_samplers::data::npy;
+use diffusion_samplers::train::PriorRun;
 use std::path::{Path, PathBuf};
 
 /// The trained parameters of a run (`[1, P]` f32), written by every completed run.
 pub const PARAMS: &str = "params.npy";
+
+/// A Pendulum prior run's IQL critic (`[1, P_critic]` f32), which its posteriors score with.
+pub const CRITIC: &str = "critic.npy";
 
 /// Where the prior with config digest `digest` lives for a posterior run written to `out`:
 /// `<out's parent>/priors/<digest, 16 hex digits>`, shared by every seed and posterior.
@@ -19,7 +23,8 @@ pub fn prior_dir(out: &Path, digest: &str) -> PathBuf {
     parent.join("priors").join(&digest[..digest.len().min(16)])
 }
 
-/// The prior parameters `cfg` needs, or `None` when it is not a posterior. A missing prior is
+/// The prior run `cfg` needs (its parameters, and the critic where it saved one), or `None`
+/// when it is not a posterior. A missing prior is
 /// trained first from its config (resolved against `config_file`'s folder), which must have
 /// the digest the posterior names; without `config_file` (a resume) a missing prior is an
 /// error.
@@ -28,7 +33,7 @@ pub fn ensure_prior(
     config_file: Option<&Path>,
     out: &Path,
     quiet: bool,
-) -> Result<Option<Vec<f32>>, CliError> {
+) -> Result<Option<PriorRun>, CliError> {
     let Some(post) = &cfg.posterior else {
         return Ok(None);
     };
@@ -70,7 +75,9 @@ pub fn ensure_prior(
             run::execute(&job, Staging::new_partial(&dir, false)?, None)?;
         }
     }
-    load_params(&dir, digest).map(Some)
+    let params = load_params(&dir, digest)?;
+    let critic = load_checked(&dir, CRITIC)?;
+    Ok(Some(PriorRun { params, critic }))
 }
 
 /// The prior config must have the digest the posterior names, be a prior (not itself RTB) and
@@ -94,6 +101,31 @@ fn check_prior(
             "{}: a prior cannot itself be an RTB posterior",
             path.display()
         )));
+    }
+    if let (
+        TargetConfig::Pendulum {
+            dataset: d1,
+            data_episodes: e1,
+            data_seed: s1,
+            iql: q1,
+            ..
+        },
+        TargetConfig::Pendulum {
+            dataset: d2,
+            data_episodes: e2,
+            data_seed: s2,
+            iql: q2,
+            ..
+        },
+    ) = (&prior.target, &post.target)
+    {
+        if (d1, e1, s1, q1) != (d2, e2, s2, q2) {
+            return Err(CliError::usage(format!(
+                "{}: a Pendulum posterior trains on its prior's dataset and critic: target.dataset, \
+                 target.data_episodes, target.data_seed and target.iql must equal the prior's",
+                path.display()
+            )));
+        }
     }
     if prior.network != post.network || prior.sampler != post.sampler || prior.dim() != post.dim() {
         return Err(CliError::usage(format!(
@@ -120,9 +152,27 @@ fn load_params(dir: &Path, digest: &str) -> Result<Vec<f32>, CliError> {
             m.config_digest
         )));
     }
-    let ppath = dir.join(PARAMS);
+    load_checked(dir, PARAMS)?.ok_or_else(|| {
+        CliError::usage(format!(
+            "{}: the complete run has no {PARAMS} in its manifest",
+            dir.display()
+        ))
+    })
+}
+
+/// The f32 array `name` of the run in `dir`, checked against the digest its manifest records;
+/// `None` when the manifest lists no such file.
+fn load_checked(dir: &Path, name: &str) -> Result<Option<Vec<f32>>, CliError> {
+    let mpath = dir.join(manifest::MANIFEST);
+    let text = std::fs::read_to_string(&mpath).map_err(|e| CliError::io("read", &mpath, e))?;
+    let m: Manifest = serde_json::from_str(&text)
+        .map_err(|e| CliError::usage(format!("{}: {e}", mpath.display())))?;
+    let Some(want) = m.files.get(name) else {
+        return Ok(None);
+    };
+    let ppath = dir.join(name);
     let bytes = std::fs::read(&ppath).map_err(|e| CliError::io("read", &ppath, e))?;
-    if m.files.get(PARAMS) != Some(&manifest::digest(&bytes)) {
+    if want != &manifest::digest(&bytes) {
         return Err(CliError::usage(format!(
             "{}: its digest does not match the run's manifest (modified?)",
             ppath.display()
@@ -130,5 +180,5 @@ fn load_params(dir: &Path, digest: &str) -> Result<Vec<f32>, CliError> {
     }
     let arr =
         npy::decode(&bytes).map_err(|e| CliError::usage(format!("{}: {e}", ppath.display())))?;
-    Ok(arr.data)
+    Ok(Some(arr.data))
 }

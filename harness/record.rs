@@ -82,6 +82,7 @@ mod tests {
             modes: None,
             classes: None,
             bandit: None,
+            pendulum: None,
         };
         let text = metrics_json(&m);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();

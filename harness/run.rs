@@ -99,7 +99,7 @@ pub fn default_out(config: &Path, seed: u64) -> PathBuf {
 /// replays into a throwaway folder with no checkpoints).
 pub fn build_run(
     cfg: &ExperimentConfig,
-    prior: Option<Vec<f32>>,
+    prior: Option<train::PriorRun>,
     staging: &Staging,
     reporter: &mut Reporter,
 ) -> Result<Built, CliError> {
@@ -133,6 +133,9 @@ fn write_outputs(
     put(manifest::EVALS, record::evals_csv(&rec.evals).as_bytes())?;
     if let Some(p) = &rec.params {
         put(crate::prior::PARAMS, &npy::encode_f32(1, p.len(), p))?;
+    }
+    if let Some(c) = &rec.critic {
+        put(crate::prior::CRITIC, &npy::encode_f32(1, c.len(), c))?;
     }
 
     let mut failure = rec.failure.map(|e| e.to_string());

@@ -157,9 +157,9 @@ pub struct BanditTask {
     pub test_states: Vec<f64>,
 }
 
-/// The bandit's temperature α for `cfg`: π* ∝ μ·exp(Q/α) is the RTB target with log r = Q and
-/// β = 1/α; a prior (no posterior) is scored against μ itself (α = ∞).
-pub fn bandit_alpha(cfg: &crate::config::ExperimentConfig) -> f64 {
+/// An offline-RL target's temperature α for `cfg`: π* ∝ μ·exp(Q/α) is the RTB target with
+/// log r = Q and β = 1/α; a prior (no posterior) is scored against μ itself (α = ∞).
+pub fn offline_alpha(cfg: &crate::config::ExperimentConfig) -> f64 {
     cfg.posterior
         .as_ref()
         .map_or(f64::INFINITY, |p| 1.0 / p.beta)
@@ -279,5 +279,77 @@ impl Energy for BanditTarget {
             .map(|&s| self.bandit.target_log_density_unnorm(s, a))
             .collect();
         crate::metrics::logmeanexp(&logs)
+    }
+}
+
+/// A state-conditioned offline-RL target: the contextual bandit (§4.5 A) or the Pendulum
+/// (§4.5 B). Both train a DDPM prior on offline (state, action) pairs and posteriors on
+/// dataset or sampled states, `repeats` trajectories each, and are scored at fixed test states.
+pub enum OfflineTask {
+    Bandit(BanditTask),
+    /// Boxed: the Pendulum's dataset and critic make it much larger than the bandit.
+    Pendulum(Box<crate::rl::task::PendulumTask>),
+}
+
+impl OfflineTask {
+    /// The width of each row's condition (the state).
+    pub fn cond_dim(&self) -> usize {
+        match self {
+            OfflineTask::Bandit(_) => BANDIT_COND,
+            OfflineTask::Pendulum(_) => crate::rl::pendulum::OBS_DIM,
+        }
+    }
+
+    /// Iteration `it`'s training states, tiled `[R·B, C]`.
+    pub fn training_conditions(&self, seed: u64, it: usize, b: usize) -> Vec<f32> {
+        match self {
+            OfflineTask::Bandit(t) => t.training_conditions(seed, it, b),
+            OfflineTask::Pendulum(t) => t.training_conditions(seed, it, b),
+        }
+    }
+
+    /// The prior's ε-MSE data of iteration `it`: actions `[B, D]` and their states `[B, C]`.
+    pub fn data_batch(&self, seed: u64, it: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
+        match self {
+            OfflineTask::Bandit(t) => t.data_batch(seed, it, b),
+            OfflineTask::Pendulum(t) => t.data_batch(seed, it, b),
+        }
+    }
+
+    /// `[n, C]`: row k holds test state k mod M.
+    pub fn eval_conditions(&self, n: usize) -> Vec<f32> {
+        match self {
+            OfflineTask::Bandit(t) => t.eval_conditions(n),
+            OfflineTask::Pendulum(t) => t.eval_conditions(n),
+        }
+    }
+
+    /// M, the number of test states (evaluation rows cycle through them).
+    pub fn test_state_count(&self) -> usize {
+        match self {
+            OfflineTask::Bandit(t) => t.test_states.len(),
+            OfflineTask::Pendulum(t) => t.test_state_count(),
+        }
+    }
+
+    pub fn bandit(&self) -> Option<&BanditTask> {
+        match self {
+            OfflineTask::Bandit(t) => Some(t),
+            OfflineTask::Pendulum(_) => None,
+        }
+    }
+
+    pub fn pendulum(&self) -> Option<&crate::rl::task::PendulumTask> {
+        match self {
+            OfflineTask::Pendulum(t) => Some(t),
+            OfflineTask::Bandit(_) => None,
+        }
+    }
+
+    pub fn pendulum_mut(&mut self) -> Option<&mut crate::rl::task::PendulumTask> {
+        match self {
+            OfflineTask::Pendulum(t) => Some(t),
+            OfflineTask::Bandit(_) => None,
+        }
     }
 }

@@ -154,7 +154,9 @@ pub struct PaperRef {
     pub note: Option<String>,
 }
 
+/// Unknown fields inside a target's parentheses are refused like anywhere else in a config.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub enum TargetConfig {
     /// 25 Gaussians on the grid {−10,−5,0,5,10}², variance 0.3 (d = 2, log Z = 0).
     Gmm25,
@@ -196,6 +198,39 @@ pub enum TargetConfig {
         #[serde(default = "default_bandit_test_states")]
         test_states: usize,
     },
+    /// The sequential offline-RL stand-in (spec rtb2024 §4.5 B): a self-written Pendulum
+    /// ([`crate::rl::pendulum`]) with a D4RL-style `dataset` of `data_episodes` episodes
+    /// (MediumExpert: that many of each), generated from `data_seed`. The action a ∈ [−2, 2] is diffused pre-tanh,
+    /// u = artanh(clip(a/2, ±0.99)) (d = 1), conditioned on the observation (cos θ, sin θ, θ̇).
+    /// The prior (`EpsMse`) is the diffusion BC policy; its run then trains the IQL critic
+    /// (`iql`) on the same data and saves it beside the prior's parameters. A posterior
+    /// (`Rtb` in VarGrad form over `repeats` trajectories per state, or `Resample`) targets
+    /// π* ∝ μ(u|s)·exp(Q(s, 2 tanh u)/α)·|det J_tanh|, β = 1/α. Scored by the normalised return
+    /// of `episodes` evaluation episodes, and the estimators at `test_states` dataset states.
+    Pendulum {
+        dataset: crate::rl::pendulum::DatasetKind,
+        repeats: usize,
+        #[serde(default = "default_pendulum_data_episodes")]
+        data_episodes: usize,
+        /// The dataset's own seed: like a D4RL file it is fixed, shared by the prior, its
+        /// critic and every posterior seed.
+        #[serde(default)]
+        data_seed: u64,
+        #[serde(default = "default_bandit_test_states")]
+        test_states: usize,
+        #[serde(default = "default_pendulum_episodes")]
+        episodes: usize,
+        #[serde(default)]
+        iql: crate::rl::iql::IqlConfig,
+    },
+}
+
+fn default_pendulum_data_episodes() -> usize {
+    100
+}
+
+fn default_pendulum_episodes() -> usize {
+    10
 }
 
 fn default_bandit_data() -> usize {
@@ -635,6 +670,7 @@ impl ExperimentConfig {
             | TargetConfig::Gmm9
             | TargetConfig::Gmm25To9
             | TargetConfig::Bandit { .. } => 2,
+            TargetConfig::Pendulum { .. } => crate::rl::pendulum::ACTION_DIM,
             TargetConfig::Gaussian { mean, .. } => mean.len(),
             TargetConfig::Digits { .. } => crate::energies::digits::PIXELS,
             TargetConfig::Funnel { dim, .. } | TargetConfig::ManyWell { dim } => *dim,
@@ -646,9 +682,9 @@ impl ExperimentConfig {
     /// The trajectories per iteration: B, or R·B for the conditional (VAE) target.
     pub fn rows_per_iteration(&self) -> usize {
         match self.target {
-            TargetConfig::Vae { repeats } | TargetConfig::Bandit { repeats, .. } => {
-                repeats * self.train.batch
-            }
+            TargetConfig::Vae { repeats }
+            | TargetConfig::Bandit { repeats, .. }
+            | TargetConfig::Pendulum { repeats, .. } => repeats * self.train.batch,
             _ => self.train.batch,
         }
     }
@@ -747,6 +783,59 @@ impl ExperimentConfig {
                     return bad(
                         "target",
                         "the bandit has no replay buffer, W2 or EUBO (set them off)",
+                    );
+                }
+            }
+            TargetConfig::Pendulum {
+                repeats,
+                data_episodes,
+                test_states,
+                episodes,
+                iql,
+                ..
+            } => {
+                let m = self.train.method;
+                if !matches!(m, Method::EpsMse | Method::Rtb | Method::Resample) {
+                    return bad(
+                        "train.method",
+                        format!(
+                            "the Pendulum is built for EpsMse (the BC prior), Rtb (VarGrad \
+                             form) and Resample, not {m:?}"
+                        ),
+                    );
+                }
+                if m == Method::Rtb && *repeats < 2 {
+                    return bad(
+                        "target.repeats",
+                        "RTB's VarGrad log Z(s) centres over each state's repeats: needs ≥ 2",
+                    );
+                }
+                if *repeats == 0 || *data_episodes == 0 || *test_states == 0 || *episodes == 0 {
+                    return bad(
+                        "target",
+                        "the Pendulum needs repeats, data_episodes, test_states and episodes ≥ 1",
+                    );
+                }
+                if let Err(msg) = iql.validate() {
+                    return bad("target.iql", msg);
+                }
+                if !self.eval.samples.is_multiple_of(*test_states) {
+                    return bad(
+                        "eval.samples",
+                        format!(
+                            "the Pendulum evaluates eval.samples / test_states actions per test \
+                             state: {} is not a multiple of {test_states}",
+                            self.eval.samples
+                        ),
+                    );
+                }
+                if !matches!(self.sampler.noising, Noising::Ddpm { .. }) {
+                    return bad("sampler.noising", "the Pendulum's BC prior is a DDPM: Ddpm(..)");
+                }
+                if self.train.off_policy.is_some() || self.eval.w2 || self.eval.eubo {
+                    return bad(
+                        "target",
+                        "the Pendulum has no replay buffer, W2 or EUBO (set them off)",
                     );
                 }
             }

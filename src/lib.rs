@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod nn;
 pub mod offpolicy;
 pub mod real;
+pub mod rl;
 pub mod rng;
 pub mod samplers;
 pub mod tensor;

@@ -79,6 +79,9 @@ pub struct Metrics {
     pub classes: Option<crate::energies::digits::ClassStats>,
     #[serde(flatten)]
     pub bandit: Option<crate::energies::bandit::BanditStats>,
+    /// The Pendulum only: the policy's evaluation episodes.
+    #[serde(flatten)]
+    pub pendulum: Option<crate::rl::task::EpisodeScores>,
 }
 
 /// What an RTB run reports besides the estimators (spec rtb2024 §2.7). With RTB's substitution
@@ -141,6 +144,8 @@ pub struct RunRecord {
     /// The trained parameters (layout of the run's network) of a completed run: what an RTB
     /// posterior loads from its prior run.
     pub params: Option<Vec<f32>>,
+    /// A completed Pendulum prior's IQL critic (flat, [`crate::rl::iql::Iql::to_flat`]).
+    pub critic: Option<Vec<f32>>,
 }
 
 /// What a driver of [`run_from`] observes and controls.
@@ -192,11 +197,12 @@ pub fn build_energy(cfg: &ExperimentConfig) -> Result<Box<dyn Energy>, TrainErro
             crate::energies::Lgcp::load_default().map_err(|e| TrainError::Data(e.to_string()))?,
         ),
         TargetConfig::Bandit { test_states, .. } => Box::new(crate::conditional::BanditTarget {
-            bandit: crate::energies::bandit::Bandit::standard(crate::conditional::bandit_alpha(
+            bandit: crate::energies::bandit::Bandit::standard(crate::conditional::offline_alpha(
                 cfg,
             )),
             test_states: crate::energies::bandit::test_states(*test_states),
         }),
+        TargetConfig::Pendulum { .. } => Box::new(crate::rl::task::PendulumTarget),
         TargetConfig::Vae { .. } => {
             let dir = crate::data::project_dir();
             let data = |e: crate::energies::vae::VaeError| TrainError::Data(e.to_string());
@@ -312,8 +318,9 @@ pub struct Trainer {
     /// The VAE posterior's conditions (training and evaluation images), when the target is
     /// conditional.
     pub vae: Option<crate::conditional::VaeTask>,
-    /// The contextual bandit's task (offline data, test states), when the target is the bandit.
-    pub bandit: Option<crate::conditional::BanditTask>,
+    /// The offline-RL task (the contextual bandit or the Pendulum: offline data, test states,
+    /// the Pendulum's critic), when the target is one.
+    pub offline: Option<crate::conditional::OfflineTask>,
     /// RTB: the frozen prior's parameters (layout `net.layout`, the posterior's own).
     pub prior: Option<Vec<f32>>,
 }
@@ -345,6 +352,7 @@ enum BatchEnergy<'a> {
     Target(&'a dyn Energy),
     Conditioned(crate::conditional::ConditionedBatch<'a>),
     Bandit(crate::conditional::BanditBatch<'a>),
+    Pendulum(crate::rl::task::PendulumBatch<'a>),
 }
 
 impl BatchEnergy<'_> {
@@ -353,6 +361,7 @@ impl BatchEnergy<'_> {
             BatchEnergy::Target(e) => *e,
             BatchEnergy::Conditioned(b) => b,
             BatchEnergy::Bandit(b) => b,
+            BatchEnergy::Pendulum(b) => b,
         }
     }
 }
@@ -515,23 +524,45 @@ impl Trainer {
             ),
             _ => None,
         };
-        let bandit = match cfg.target {
+        let offline = match &cfg.target {
             TargetConfig::Bandit {
                 repeats,
                 data,
                 test_states,
-            } => Some(crate::conditional::BanditTask::new(
-                crate::conditional::bandit_alpha(cfg),
-                data,
-                repeats,
-                test_states,
-                cfg.seed,
+            } => Some(crate::conditional::OfflineTask::Bandit(
+                crate::conditional::BanditTask::new(
+                    crate::conditional::offline_alpha(cfg),
+                    *data,
+                    *repeats,
+                    *test_states,
+                    cfg.seed,
+                ),
             )),
+            TargetConfig::Pendulum {
+                dataset,
+                repeats,
+                data_episodes,
+                data_seed,
+                test_states,
+                episodes,
+                iql,
+            } => Some(crate::conditional::OfflineTask::Pendulum(Box::new(
+                crate::rl::task::PendulumTask::new(
+                    *dataset,
+                    *data_episodes,
+                    *data_seed,
+                    *repeats,
+                    *test_states,
+                    *episodes,
+                    iql.clone(),
+                    crate::conditional::offline_alpha(cfg),
+                ),
+            ))),
             _ => None,
         };
-        let cond_dim = match (&vae, &bandit) {
+        let cond_dim = match (&vae, &offline) {
             (Some(_), _) => Some(crate::energies::vae::PIXELS),
-            (_, Some(_)) => Some(crate::conditional::BANDIT_COND),
+            (_, Some(task)) => Some(task.cond_dim()),
             _ => None,
         };
         // The VAE's TB learns log Z(x) with the flow head on the condition's embedding.
@@ -593,9 +624,61 @@ impl Trainer {
             replay,
             ls_replay,
             vae,
-            bandit,
+            offline,
             prior: None,
         })
+    }
+
+    /// The contextual bandit's task, when the target is the bandit.
+    pub fn bandit(&self) -> Option<&crate::conditional::BanditTask> {
+        self.offline.as_ref().and_then(|t| t.bandit())
+    }
+
+    /// The Pendulum's task, when the target is the Pendulum.
+    pub fn pendulum(&self) -> Option<&crate::rl::task::PendulumTask> {
+        self.offline.as_ref().and_then(|t| t.pendulum())
+    }
+
+    /// True when this run must be given its prior run's critic before training: a Pendulum
+    /// posterior scores actions by the critic's Q.
+    pub fn needs_critic(&self) -> bool {
+        self.cfg.posterior.is_some() && self.pendulum().is_some_and(|t| t.critic.is_none())
+    }
+
+    /// True when this run trains the critic once its own training is done: a Pendulum prior.
+    pub fn trains_critic(&self) -> bool {
+        self.cfg.posterior.is_none() && self.pendulum().is_some()
+    }
+
+    /// Take the critic the prior run saved (its flat parameters).
+    pub fn attach_critic(&mut self, flat: &[f32]) -> Result<(), TrainError> {
+        let task = self
+            .offline
+            .as_mut()
+            .and_then(|t| t.pendulum_mut())
+            .ok_or_else(|| {
+                TrainError::Invalid("a critic was given to a run without a Pendulum target".into())
+            })?;
+        task.load_critic(flat)
+            .map_err(|e| TrainError::Invalid(format!("the prior run's critic: {e}")))
+    }
+
+    /// Train the Pendulum's IQL critic on the run's dataset (streams keyed by the run's seed)
+    /// and return its flat parameters, which the prior run saves for its posteriors.
+    pub fn train_critic(&mut self) -> Result<Vec<f32>, TrainError> {
+        let seed = self.cfg.seed;
+        let it = self.iteration;
+        let task = self
+            .offline
+            .as_mut()
+            .and_then(|t| t.pendulum_mut())
+            .ok_or_else(|| TrainError::Invalid("only the Pendulum trains a critic".into()))?;
+        task.train_critic(seed)
+            .map_err(|quantity| TrainError::NonFinite {
+                iteration: it,
+                quantity: format!("IQL critic ({quantity})"),
+            })?;
+        Ok(task.critic.as_ref().expect("just trained").to_flat())
     }
 
     /// Copies the device's parameters and Adam moments to the host (no-op on the CPU backend or
@@ -756,8 +839,8 @@ impl Trainer {
             .as_ref()
             .expect("validated: a DDPM sampler");
         let (b, d) = (self.cfg.train.batch, self.sampler.dim);
-        // The bandit's prior is conditioned on each tuple's state.
-        let (x0, cond) = match &self.bandit {
+        // An offline-RL prior is conditioned on each tuple's state.
+        let (x0, cond) = match &self.offline {
             Some(task) => {
                 let (a, s) = task.data_batch(self.cfg.seed, it, b);
                 (a, Some(s))
@@ -849,7 +932,7 @@ impl Trainer {
     /// bandit's states), else `None`.
     fn forward_conditions(&self, it: usize) -> Option<Vec<f32>> {
         let (seed, b) = (self.cfg.seed, self.cfg.train.batch);
-        match (&self.vae, &self.bandit) {
+        match (&self.vae, &self.offline) {
             (Some(v), _) => Some(v.training_conditions(seed, it, b)),
             (_, Some(task)) => Some(task.training_conditions(seed, it, b)),
             _ => None,
@@ -952,7 +1035,7 @@ impl Trainer {
             // RTB is TB on the rows `rollout_rows` returns: LB is the prior's LF, lr is β·log r.
             // The conditional RTB (spec rtb2024 §4.3, §7.4): VarGrad over each state's repeats,
             // log Z(s) the detached group mean.
-            Method::Rtb if self.bandit.is_some() => {
+            Method::Rtb if self.offline.is_some() => {
                 let lg = vargrad_conditional(&lf, &lb, &lr, self.cfg.train.batch);
                 per_trajectory(lg, false)
             }
@@ -1576,13 +1659,18 @@ impl Trainer {
                     images,
                 })
             }
-            (Some(states), None) if self.bandit.is_some() => {
-                let task = self.bandit.as_ref().expect("checked");
-                BatchEnergy::Bandit(crate::conditional::BanditBatch {
-                    bandit: &task.bandit,
-                    states,
-                })
-            }
+            (Some(states), None) => match &self.offline {
+                Some(crate::conditional::OfflineTask::Bandit(task)) => {
+                    BatchEnergy::Bandit(crate::conditional::BanditBatch {
+                        bandit: &task.bandit,
+                        states,
+                    })
+                }
+                Some(crate::conditional::OfflineTask::Pendulum(task)) => {
+                    BatchEnergy::Pendulum(crate::rl::task::PendulumBatch { task, states })
+                }
+                None => BatchEnergy::Target(&*self.energy),
+            },
             _ => BatchEnergy::Target(&*self.energy),
         }
     }
@@ -1605,8 +1693,8 @@ impl Trainer {
     /// For the VAE posterior, row b is conditioned on evaluation image b (`n` must be
     /// [`Self::eval_rows`]); for the bandit, row b on test state b mod M.
     pub fn sample_with_weights(&self, n: usize, key: [u8; 32]) -> (Vec<f64>, Vec<f32>) {
-        let bandit_states = self.bandit.as_ref().map(|t| t.eval_conditions(n));
-        let cond_all = match (&self.vae, &bandit_states) {
+        let offline_states = self.offline.as_ref().map(|t| t.eval_conditions(n));
+        let cond_all = match (&self.vae, &offline_states) {
             (Some(v), _) => {
                 assert_eq!(n, v.eval_count(), "one VAE evaluation trajectory per image");
                 Some(&v.eval[..])
@@ -1614,6 +1702,16 @@ impl Trainer {
             (_, Some(states)) => Some(&states[..]),
             _ => None,
         };
+        self.sample_with_conditions(n, cond_all, key)
+    }
+
+    /// [`Self::sample_with_weights`] with row b conditioned on row b of `cond_all` (`[n, C]`).
+    pub fn sample_with_conditions(
+        &self,
+        n: usize,
+        cond_all: Option<&[f32]>,
+        key: [u8; 32],
+    ) -> (Vec<f64>, Vec<f32>) {
         let shards = shard_ranges(n, self.cfg.train.shards);
         let parts = par_map(shards, &|r: Range<usize>| {
             let path = Path::Forward {
@@ -1643,7 +1741,10 @@ impl Trainer {
         let d = self.sampler.dim;
         let (w, x) = self.sample_with_weights(n * pool, key);
         // The bandit resamples within each test state (rows k ≡ m mod M share state m).
-        let groups = self.bandit.as_ref().map_or(1, |t| t.test_states.len());
+        let groups = self
+            .offline
+            .as_ref()
+            .map_or(1, |t| t.test_state_count());
         let cdfs: Vec<(Vec<usize>, Vec<f64>)> = (0..groups)
             .map(|m| {
                 let members: Vec<usize> = (m..w.len()).step_by(groups).collect();
@@ -1772,7 +1873,7 @@ impl Trainer {
             return None;
         }
         let mut lr = vec![0f64; w.len()];
-        let states = self.bandit.as_ref().map(|t| t.eval_conditions(w.len()));
+        let states = self.offline.as_ref().map(|t| t.eval_conditions(w.len()));
         self.batch_energy(states.as_deref())
             .get()
             .log_reward(x, &mut lr);
@@ -1840,9 +1941,23 @@ impl Trainer {
                 _ => None,
             },
             bandit: self
-                .bandit
-                .as_ref()
+                .bandit()
                 .map(|t| crate::energies::bandit::stats(&t.bandit, &t.test_states, &samples)),
+            pendulum: self.pendulum().map(|t| {
+                let policy = match (self.cfg.train.method, &self.cfg.posterior) {
+                    (Method::Resample, Some(p)) => {
+                        crate::rl::episodes::EpisodePolicy::Resample { pool: p.pool() }
+                    }
+                    _ => crate::rl::episodes::EpisodePolicy::Diffusion,
+                };
+                let mut stats = t.stats(&self.episode_returns(policy));
+                // The prior run's critic brings IQL's own policy, the AWR baseline.
+                if self.cfg.posterior.is_none() && t.critic.is_some() {
+                    let awr = self.episode_returns(crate::rl::episodes::EpisodePolicy::Awr);
+                    stats.awr_score = Some(t.stats(&awr).score);
+                }
+                stats
+            }),
         };
         Ok(FinalEval {
             metrics,
@@ -1857,14 +1972,24 @@ pub fn run(cfg: &ExperimentConfig, progress: &mut dyn FnMut(&Progress)) -> RunRe
     run_from(cfg, None, None, 0, &mut ProgressOnly(progress))
 }
 
+/// What a posterior takes from its prior run: the prior's parameters and, for the Pendulum,
+/// the critic trained beside it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriorRun {
+    pub params: Vec<f32>,
+    pub critic: Option<Vec<f32>>,
+}
+
 /// Train `cfg` from scratch or from `resume`, handing a checkpoint to `hooks` every
 /// `checkpoint_every` iterations (0: never) and whenever a stop is requested. A resumed run
 /// produces exactly the records an uninterrupted one does: the trainer state is restored bit
 /// for bit and all randomness is keyed by the iteration number. `prior`: an RTB run's prior
-/// parameters ([`Trainer::with_prior`]).
+/// run ([`Trainer::with_prior`], [`Trainer::attach_critic`]). A Pendulum prior trains its
+/// critic after its last iteration (not checkpointed: an interrupted critic starts over) and
+/// returns it in [`RunRecord::critic`].
 pub fn run_from(
     cfg: &ExperimentConfig,
-    prior: Option<Vec<f32>>,
+    prior: Option<PriorRun>,
     resume: Option<Checkpoint>,
     checkpoint_every: usize,
     hooks: &mut dyn RunHooks,
@@ -1877,15 +2002,33 @@ pub fn run_from(
         interrupted_at: None,
         last_checkpoint: None,
         params: None,
+        critic: None,
+    };
+    let (params, critic) = match prior {
+        Some(p) => (Some(p.params), p.critic),
+        None => (None, None),
     };
     let started = match resume {
-        None => Trainer::with_prior(cfg, prior),
-        Some(ck) => Trainer::restore_with_prior(cfg, &ck, prior).inspect(|t| {
+        None => Trainer::with_prior(cfg, params),
+        Some(ck) => Trainer::restore_with_prior(cfg, &ck, params).inspect(|t| {
             rec.curve = ck.curve;
             rec.evals = ck.evals;
             rec.last_checkpoint = Some(t.iteration);
         }),
     };
+    let started = started.and_then(|mut t| {
+        if let Some(c) = &critic {
+            t.attach_critic(c)?;
+        }
+        if t.needs_critic() {
+            return Err(TrainError::Invalid(
+                "a Pendulum posterior scores actions with its prior run's critic (critic.npy), \
+                 and none was given"
+                    .into(),
+            ));
+        }
+        Ok(t)
+    });
     let mut tr = match started {
         Ok(t) => t,
         Err(e) => {
@@ -1944,6 +2087,15 @@ pub fn run_from(
     if let Err(e) = tr.sync_from_device() {
         rec.failure = Some(e);
         return rec;
+    }
+    if tr.trains_critic() {
+        match tr.train_critic() {
+            Ok(c) => rec.critic = Some(c),
+            Err(e) => {
+                rec.failure = Some(e);
+                return rec;
+            }
+        }
     }
     match tr.evaluate_final() {
         Ok(f) => {

@@ -126,7 +126,7 @@ fn conditional_prior_learns_the_behaviour_policy() {
     let rec = diffusion_samplers::train::run(&cfg, &mut |_| {});
     let fin = rec.final_eval.unwrap();
     let trained = fin.metrics.bandit.unwrap();
-    let task = tr.bandit.as_ref().unwrap();
+    let task = tr.bandit().unwrap();
     let m = task.test_states.len();
     for (j, &s) in task.test_states.iter().enumerate() {
         let a0: Vec<f64> = fin

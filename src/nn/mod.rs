@@ -3,6 +3,7 @@
 pub mod adam;
 pub mod drift_net;
 pub mod layout;
+pub mod mlp;
 
 pub use adam::Adam;
 pub use drift_net::{DriftNet, FlowHead, NetVars};

@@ -1,0 +1,313 @@
+//! The Pendulum as a conditional target (spec rtb2024 §4.2–4.3, §4.5 B): the offline data a run
+//! trains on, the critic's log-reward, and the scores of evaluation episodes.
+//!
+//! * Each row's condition is its observation s = (cos θ, sin θ, θ̇) (`[B, 3]`), its state the
+//!   pre-tanh action u (`[B, 1]`); the executed torque is a = 2·tanh(u), and dataset torques map
+//!   back by u = artanh(clip(a/2, ±0.99)) (the paper's transform, for a torque limit of 2).
+//! * log r(s, u) = Q(s, 2 tanh u) + α·Σ_j log(1 − tanh²u_j + 1e-7) (spec §4.2 `[code]`), so that
+//!   with β = 1/α the posterior targets μ(u|s)·exp(Q/α)·|det J_tanh(u)|, the pre-tanh image of
+//!   π*(a|s) ∝ μ(a|s)·exp(Q(s, a)/α).
+//! * Q = min of IQL's twin target critics ([`crate::rl::iql`]), trained on the same dataset
+//!   with rewards scaled by 1000/(max return − min return) over the dataset's episodes, as the
+//!   reference does for locomotion.
+//!
+//! Shapes: B rows, S = 3 observation dims, A = 1 action dim, N dataset transitions, M test states.
+
+use super::iql::{Iql, IqlConfig, OfflineData};
+use super::pendulum::{self, Dataset, DatasetKind, ScoreScale, ACTION_DIM, MAX_TORQUE, OBS_DIM};
+use crate::energies::Energy;
+use crate::rng;
+use serde::Serialize;
+
+/// Episodes per policy behind the score normaliser (random and expert mean returns).
+pub const SCALE_EPISODES: usize = 100;
+
+/// The executed torque of a pre-tanh action: 2·tanh(u).
+pub fn torque(u: f32) -> f32 {
+    (MAX_TORQUE as f32) * u.tanh()
+}
+
+/// The pre-tanh action of a torque: artanh(clip(a/2, ±0.99)).
+pub fn pre_tanh(a: f64) -> f64 {
+    (a / MAX_TORQUE).clamp(-0.99, 0.99).atanh()
+}
+
+/// The dataset, its conditions, the critic (once trained or loaded) and the evaluation setup.
+pub struct PendulumTask {
+    pub dataset: Dataset,
+    /// Observations `[N, S]` and pre-tanh actions `[N, A]` of the dataset's transitions.
+    pub obs: Vec<f32>,
+    pub u: Vec<f32>,
+    /// 1000/(max − min episode return): the critic's reward scale.
+    pub reward_scale: f64,
+    /// Trajectories per state per iteration.
+    pub repeats: usize,
+    /// `[M, S]`: evenly spaced dataset observations, where the estimators are scored.
+    pub test_states: Vec<f32>,
+    /// Evaluation episodes per score.
+    pub episodes: usize,
+    pub iql: IqlConfig,
+    /// α = 1/β of the posterior (∞ for the prior).
+    pub alpha: f64,
+    pub critic: Option<Iql>,
+    pub scale: ScoreScale,
+}
+
+impl PendulumTask {
+    /// The task of a `Pendulum` target: the dataset is a pure function of (kind, episodes,
+    /// data seed), so a prior and its posteriors (of any run seed) see the same transitions.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: DatasetKind,
+        data_episodes: usize,
+        data_seed: u64,
+        repeats: usize,
+        test_states: usize,
+        episodes: usize,
+        iql: IqlConfig,
+        alpha: f64,
+    ) -> Self {
+        let dataset = pendulum::dataset(kind, data_episodes, data_seed);
+        let mut obs = Vec::with_capacity(dataset.transitions.len() * OBS_DIM);
+        let mut u = Vec::with_capacity(dataset.transitions.len() * ACTION_DIM);
+        for t in &dataset.transitions {
+            obs.extend(t.obs.iter().map(|&v| v as f32));
+            u.push(pre_tanh(t.action) as f32);
+        }
+        let (lo, hi) = dataset
+            .episode_returns
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
+                (lo.min(r), hi.max(r))
+            });
+        // A dataset whose episodes all return the same keeps the rewards as they are.
+        let reward_scale = if hi > lo { 1000.0 / (hi - lo) } else { 1.0 };
+        let n = dataset.transitions.len();
+        let test_states = (0..test_states)
+            .flat_map(|k| {
+                let row = k * n / test_states;
+                obs[row * OBS_DIM..(row + 1) * OBS_DIM].to_vec()
+            })
+            .collect();
+        PendulumTask {
+            dataset,
+            obs,
+            u,
+            reward_scale,
+            repeats,
+            test_states,
+            episodes,
+            iql,
+            alpha,
+            critic: None,
+            scale: pendulum::score_scale(SCALE_EPISODES),
+        }
+    }
+
+    /// The transitions as IQL reads them, rewards scaled by [`Self::reward_scale`].
+    pub fn offline_data(&self) -> OfflineData {
+        let tr = &self.dataset.transitions;
+        OfflineData {
+            obs: self.obs.clone(),
+            actions: tr.iter().map(|t| t.action as f32).collect(),
+            rewards: tr
+                .iter()
+                .map(|t| (t.reward * self.reward_scale) as f32)
+                .collect(),
+            next_obs: tr
+                .iter()
+                .flat_map(|t| t.next_obs.map(|v| v as f32))
+                .collect(),
+            terminals: tr
+                .iter()
+                .map(|t| if t.terminal { 1.0 } else { 0.0 })
+                .collect(),
+            obs_dim: OBS_DIM,
+            action_dim: ACTION_DIM,
+        }
+    }
+
+    /// M, the number of test states.
+    pub fn test_state_count(&self) -> usize {
+        self.test_states.len() / OBS_DIM
+    }
+
+    /// Iteration `it`'s training states, tiled: `[R·B, S]`, B dataset observations drawn
+    /// uniformly with replacement from stream (seed, "pendulum-states", it), repeat-major.
+    pub fn training_conditions(&self, seed: u64, it: usize, b: usize) -> Vec<f32> {
+        let mut stream = rng::stream(seed, "pendulum-states", it as u64);
+        let n = (self.obs.len() / OBS_DIM) as u32;
+        let one: Vec<f32> = (0..b)
+            .flat_map(|_| {
+                let row = rng::below(&mut stream, n) as usize;
+                self.obs[row * OBS_DIM..(row + 1) * OBS_DIM].to_vec()
+            })
+            .collect();
+        crate::conditional::tile(&one, self.repeats)
+    }
+
+    /// ε-MSE data of iteration `it`: B transitions drawn uniformly with replacement from stream
+    /// (seed, "data", it): pre-tanh actions `[B, A]` and their observations `[B, S]`.
+    pub fn data_batch(&self, seed: u64, it: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut stream = rng::stream(seed, "data", it as u64);
+        let n = self.u.len() as u32;
+        let mut u = Vec::with_capacity(b);
+        let mut s = Vec::with_capacity(b * OBS_DIM);
+        for _ in 0..b {
+            let row = rng::below(&mut stream, n) as usize;
+            u.push(self.u[row]);
+            s.extend_from_slice(&self.obs[row * OBS_DIM..(row + 1) * OBS_DIM]);
+        }
+        (u, s)
+    }
+
+    /// The evaluation conditions of `n` rows: row k holds test state k mod M (`[n, S]`).
+    pub fn eval_conditions(&self, n: usize) -> Vec<f32> {
+        let m = self.test_state_count();
+        (0..n)
+            .flat_map(|k| self.test_states[(k % m) * OBS_DIM..(k % m + 1) * OBS_DIM].to_vec())
+            .collect()
+    }
+
+    /// Train the critic on the dataset (IQL, stream family `seed`) and keep it.
+    pub fn train_critic(&mut self, seed: u64) -> Result<(), String> {
+        let data = self.offline_data();
+        let iql = Iql::train(&data, &self.iql, seed, &mut |_, _| {})?;
+        self.critic = Some(iql);
+        Ok(())
+    }
+
+    /// Take a critic saved by the prior run (its flat parameters).
+    pub fn load_critic(&mut self, flat: &[f32]) -> Result<(), String> {
+        self.critic = Some(Iql::from_flat(&self.iql, OBS_DIM, ACTION_DIM, flat)?);
+        Ok(())
+    }
+
+    /// The critic that scores actions: a posterior's (α finite). A prior run trains a critic
+    /// too, but its own log r stays 0 (α = ∞ would make the Jacobian term infinite).
+    fn scoring_critic(&self) -> Option<&Iql> {
+        self.critic.as_ref().filter(|_| self.alpha.is_finite())
+    }
+
+    /// The mean normalised score of the dataset's own episodes (the behaviour policy's level).
+    pub fn dataset_score(&self) -> f64 {
+        let r = &self.dataset.episode_returns;
+        self.scale.normalised(r.iter().sum::<f64>() / r.len() as f64)
+    }
+
+    /// The scores of `returns`.
+    pub fn stats(&self, returns: &[f64]) -> EpisodeScores {
+        let scores: Vec<f64> = returns.iter().map(|&r| self.scale.normalised(r)).collect();
+        let n = scores.len() as f64;
+        let mean = scores.iter().sum::<f64>() / n;
+        let var = scores.iter().map(|s| (s - mean) * (s - mean)).sum::<f64>() / n;
+        EpisodeScores {
+            score: mean,
+            score_std: var.sqrt(),
+            mean_return: returns.iter().sum::<f64>() / n,
+            dataset_score: self.dataset_score(),
+            random_return: self.scale.random,
+            expert_return: self.scale.expert,
+            awr_score: None,
+        }
+    }
+}
+
+/// What a Pendulum run reports: the policy's evaluation episodes, normalised as D4RL does,
+/// 100·(R − R_random)/(R_expert − R_random).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EpisodeScores {
+    /// Mean normalised score over the evaluation episodes.
+    pub score: f64,
+    /// Its standard deviation over the episodes (population form).
+    pub score_std: f64,
+    pub mean_return: f64,
+    /// The dataset's own episodes, normalised.
+    pub dataset_score: f64,
+    pub random_return: f64,
+    pub expert_return: f64,
+    /// The prior run only: IQL's own AWR policy on the same episodes.
+    pub awr_score: Option<f64>,
+}
+
+/// The Pendulum's log r of a batch whose row b is conditioned on observation `states[b]`:
+/// Q(s, 2 tanh u) + α·log|det J_tanh(u)| for a posterior, 0 for the BC prior (which has no
+/// reward: it is scored by its episodes).
+pub struct PendulumBatch<'a> {
+    pub task: &'a PendulumTask,
+    /// `[B, S]`.
+    pub states: &'a [f32],
+}
+
+/// log(1 − tanh²u + 1e-7) and its derivative in u: the tanh log-Jacobian with the reference's
+/// guard against log 0.
+fn log_jacobian(u: f64) -> (f64, f64) {
+    let t = u.tanh();
+    let inner = 1.0 - t * t + 1e-7;
+    (inner.ln(), -2.0 * t * (1.0 - t * t) / inner)
+}
+
+impl PendulumBatch<'_> {
+    fn torques(&self, u: &[f32]) -> Vec<f32> {
+        assert_eq!(
+            u.len() * OBS_DIM,
+            self.states.len() * ACTION_DIM,
+            "one observation per action row"
+        );
+        u.iter().map(|&v| torque(v)).collect()
+    }
+}
+
+impl Energy for PendulumBatch<'_> {
+    fn name(&self) -> String {
+        "pendulum-batch".into()
+    }
+    fn dim(&self) -> usize {
+        ACTION_DIM
+    }
+    fn log_reward_row(&self, _x: &[f32]) -> f64 {
+        panic!("a Pendulum batch scores whole batches (each action against its own state)")
+    }
+    fn log_reward(&self, u: &[f32], out: &mut [f64]) {
+        let Some(critic) = self.task.scoring_critic() else {
+            out.fill(0.0);
+            return;
+        };
+        let q = critic.q(self.states, &self.torques(u));
+        for (b, o) in out.iter_mut().enumerate() {
+            let jac: f64 = u[b * ACTION_DIM..(b + 1) * ACTION_DIM]
+                .iter()
+                .map(|&v| log_jacobian(v as f64).0)
+                .sum();
+            *o = q[b] as f64 + self.task.alpha * jac;
+        }
+    }
+    fn grad_log_reward(&self, u: &[f32], grad: &mut [f32]) {
+        let Some(critic) = self.task.scoring_critic() else {
+            grad.fill(0.0);
+            return;
+        };
+        let (_, dq_da) = critic.q_and_action_grad(self.states, &self.torques(u));
+        for ((g, &v), &dq) in grad.iter_mut().zip(u).zip(&dq_da) {
+            let t = (v as f64).tanh();
+            let da_du = MAX_TORQUE * (1.0 - t * t);
+            *g = (dq as f64 * da_du + self.task.alpha * log_jacobian(v as f64).1) as f32;
+        }
+    }
+}
+
+/// The Pendulum target before a state is given: all scoring goes through [`PendulumBatch`];
+/// this only names the target and its dimension (there is no closed-form density to shade).
+pub struct PendulumTarget;
+
+impl Energy for PendulumTarget {
+    fn name(&self) -> String {
+        "pendulum".into()
+    }
+    fn dim(&self) -> usize {
+        ACTION_DIM
+    }
+    fn log_reward_row(&self, _x: &[f32]) -> f64 {
+        panic!("the Pendulum scores actions against their observations: use PendulumBatch")
+    }
+}
