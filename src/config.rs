@@ -74,6 +74,11 @@ pub struct PosteriorConfig {
     /// `Resample`'s candidates per kept sample (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resample_pool: Option<usize>,
+    /// "RTB mixed" on an offline-RL target (spec rtb2024 §4.3 (b)): every second iteration
+    /// trains on noising paths of dataset actions (the prior's forward-noising kernel from
+    /// u_data, log r at u_data) instead of on-policy trajectories.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dataset_paths: bool,
 }
 
 impl PosteriorConfig {
@@ -938,6 +943,19 @@ impl ExperimentConfig {
                          not {:?} on {:?}",
                         t.method, self.target
                     ),
+                );
+            }
+        }
+        if self.posterior.as_ref().is_some_and(|p| p.dataset_paths) {
+            let offline = matches!(
+                self.target,
+                TargetConfig::Bandit { .. } | TargetConfig::Pendulum { .. }
+            );
+            if t.method != Method::Rtb || !offline {
+                return bad(
+                    "posterior.dataset_paths",
+                    "dataset-noised paths are RTB's off-policy step on an offline-RL target \
+                     (Bandit or Pendulum)",
                 );
             }
         }

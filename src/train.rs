@@ -823,9 +823,32 @@ impl Trainer {
                 .loss_and_grad_from(it, Source::Backward(data, None))
                 .map(|(lg, grad, _, _)| (lg, grad));
         }
+        if let Some(task) = self.offline.as_ref().filter(|_| self.dataset_paths_at(it)) {
+            // RTB mixed: B dataset (action, state) pairs, each tiled R times (repeat-major),
+            // noised backward by the prior's forward kernel (stream "backward-noise").
+            let (x, s) = task.data_batch(self.cfg.seed, it, self.cfg.train.batch);
+            let r = self.cfg.rows_per_iteration() / self.cfg.train.batch;
+            let (x, s) = (
+                crate::conditional::tile(&x, r),
+                crate::conditional::tile(&s, r),
+            );
+            return self
+                .loss_and_grad_from(it, Source::Backward(x, Some(s)))
+                .map(|(lg, grad, _, _)| (lg, grad));
+        }
         let conditions = self.forward_conditions(it);
         self.loss_and_grad_from(it, Source::Forward(conditions.as_deref()))
             .map(|(lg, grad, _, _)| (lg, grad))
+    }
+
+    /// Whether iteration `it` trains on dataset-noised paths (`posterior.dataset_paths`: the
+    /// odd iterations; the even ones stay on-policy).
+    fn dataset_paths_at(&self, it: usize) -> bool {
+        self.cfg
+            .posterior
+            .as_ref()
+            .is_some_and(|p| p.dataset_paths)
+            && it % 2 == 1
     }
 
     /// DDPM ε-MSE (spec rtb2024 §7.4) on iteration `it`'s data x0 (as [`Self::data_batch`]),

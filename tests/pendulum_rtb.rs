@@ -193,3 +193,31 @@ fn configs_are_validated() {
     let err = ExperimentConfig::parse(&zero, "zero").unwrap_err().to_string();
     assert!(err.contains("test_states"), "{err}");
 }
+
+#[test]
+fn dataset_paths_vanish_at_the_prior_and_alternate_with_on_policy() {
+    // RTB mixed: at the prior (posterior = prior), every repeat of a dataset pair has the same
+    // β·log r(u_data) and equal log-likelihoods under both models, so the VarGrad residuals of
+    // a state's repeats coincide and the loss is 0 — unless the tiling pairs rows with the
+    // wrong state. On-policy repeats differ, so that loss is not 0.
+    let prior = trained_prior();
+    let mut cfg = posterior_cfg(&prior_cfg());
+    cfg.posterior.as_mut().unwrap().dataset_paths = true;
+    cfg.validate().unwrap();
+    let mut tr = Trainer::with_prior(&cfg, prior.params.clone()).unwrap();
+    tr.attach_critic(prior.critic.as_ref().unwrap()).unwrap();
+    let (on, _) = tr.loss_and_grad(0).unwrap();
+    let (off, grad) = tr.loss_and_grad(1).unwrap();
+    assert!(on.loss > 1e-3, "on-policy loss {}", on.loss);
+    assert!(off.loss.abs() < 1e-6, "dataset-path loss at the prior {}", off.loss);
+    let norm: f64 = grad.iter().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
+    assert!(norm < 1e-4, "dataset-path gradient at the prior {norm}");
+    // Off the prior the dataset paths carry signal.
+    tr.step().unwrap();
+    let (off2, _) = tr.loss_and_grad(1).unwrap();
+    assert!(off2.loss > 1e-9, "dataset-path loss after a step {}", off2.loss);
+
+    let mut wrong = cfg.clone();
+    wrong.train.method = Method::Resample;
+    assert_eq!(wrong.validate().unwrap_err().0, "posterior.dataset_paths");
+}

@@ -196,10 +196,9 @@ impl Mlp {
             S::linear_backward_dx(&g, &params[w_off..b_off], &mut dx, rows, k, o);
             if l > 0 {
                 // ReLU mask: the derivative of max(0, p) is 1(p > 0) (0 at the kink, as PyTorch).
+                // A select, not a conditional store, so it compiles to a vector blend.
                 for (d, &p) in dx.iter_mut().zip(&pass.pre[l - 1]) {
-                    if p <= S::ZERO {
-                        *d = S::ZERO;
-                    }
+                    *d = if p > S::ZERO { *d } else { S::ZERO };
                 }
             }
             g = dx;
