@@ -835,7 +835,10 @@ impl ExperimentConfig {
                     );
                 }
                 if !matches!(self.sampler.noising, Noising::Ddpm { .. }) {
-                    return bad("sampler.noising", "the Pendulum's BC prior is a DDPM: Ddpm(..)");
+                    return bad(
+                        "sampler.noising",
+                        "the Pendulum's BC prior is a DDPM: Ddpm(..)",
+                    );
                 }
                 if self.train.off_policy.is_some() || self.eval.w2 || self.eval.eubo {
                     return bad(

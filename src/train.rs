@@ -844,11 +844,7 @@ impl Trainer {
     /// Whether iteration `it` trains on dataset-noised paths (`posterior.dataset_paths`: the
     /// odd iterations; the even ones stay on-policy).
     fn dataset_paths_at(&self, it: usize) -> bool {
-        self.cfg
-            .posterior
-            .as_ref()
-            .is_some_and(|p| p.dataset_paths)
-            && it % 2 == 1
+        self.cfg.posterior.as_ref().is_some_and(|p| p.dataset_paths) && it % 2 == 1
     }
 
     /// DDPM ε-MSE (spec rtb2024 §7.4) on iteration `it`'s data x0 (as [`Self::data_batch`]),
@@ -1764,10 +1760,7 @@ impl Trainer {
         let d = self.sampler.dim;
         let (w, x) = self.sample_with_weights(n * pool, key);
         // The bandit resamples within each test state (rows k ≡ m mod M share state m).
-        let groups = self
-            .offline
-            .as_ref()
-            .map_or(1, |t| t.test_state_count());
+        let groups = self.offline.as_ref().map_or(1, |t| t.test_state_count());
         let cdfs: Vec<(Vec<usize>, Vec<f64>)> = (0..groups)
             .map(|m| {
                 let members: Vec<usize> = (m..w.len()).step_by(groups).collect();
@@ -1974,6 +1967,10 @@ impl Trainer {
                     _ => crate::rl::episodes::EpisodePolicy::Diffusion,
                 };
                 let mut stats = t.stats(&self.episode_returns(policy));
+                if let Some((mean, spread)) = t.q_stats(&samples) {
+                    stats.mean_q = Some(mean);
+                    stats.q_spread = Some(spread);
+                }
                 // The prior run's critic brings IQL's own policy, the AWR baseline.
                 if self.cfg.posterior.is_none() && t.critic.is_some() {
                     let awr = self.episode_returns(crate::rl::episodes::EpisodePolicy::Awr);

@@ -66,7 +66,10 @@ fn trained_prior() -> train::RunRecord {
 #[test]
 fn prior_run_trains_the_critic_and_scores_bc_and_awr() {
     let rec = trained_prior();
-    let critic = rec.critic.as_ref().expect("a Pendulum prior returns its critic");
+    let critic = rec
+        .critic
+        .as_ref()
+        .expect("a Pendulum prior returns its critic");
     assert!(!critic.is_empty());
     let m = rec.final_eval.unwrap().metrics;
     let p = m.pendulum.expect("Pendulum scores");
@@ -92,7 +95,10 @@ fn posterior_needs_the_critic_and_replays_bitwise() {
         0,
         &mut train::ProgressOnly(&mut |_| {}),
     );
-    let err = without.failure.expect("refused without a critic").to_string();
+    let err = without
+        .failure
+        .expect("refused without a critic")
+        .to_string();
     assert!(err.contains("critic"), "{err}");
 
     let run = || {
@@ -186,11 +192,15 @@ fn configs_are_validated() {
     let text = prior_cfg().to_ron();
     let bad = text.replacen("repeats:", "wrong: 1, repeats:", 1);
     assert_ne!(bad, text);
-    let err = ExperimentConfig::parse(&bad, "bad").unwrap_err().to_string();
+    let err = ExperimentConfig::parse(&bad, "bad")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("wrong"), "{err}");
     let zero = text.replacen("test_states: 2", "test_states: 0", 1);
     assert_ne!(zero, text);
-    let err = ExperimentConfig::parse(&zero, "zero").unwrap_err().to_string();
+    let err = ExperimentConfig::parse(&zero, "zero")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("test_states"), "{err}");
 }
 
@@ -209,13 +219,21 @@ fn dataset_paths_vanish_at_the_prior_and_alternate_with_on_policy() {
     let (on, _) = tr.loss_and_grad(0).unwrap();
     let (off, grad) = tr.loss_and_grad(1).unwrap();
     assert!(on.loss > 1e-3, "on-policy loss {}", on.loss);
-    assert!(off.loss.abs() < 1e-6, "dataset-path loss at the prior {}", off.loss);
+    assert!(
+        off.loss.abs() < 1e-6,
+        "dataset-path loss at the prior {}",
+        off.loss
+    );
     let norm: f64 = grad.iter().map(|&g| (g as f64).powi(2)).sum::<f64>().sqrt();
     assert!(norm < 1e-4, "dataset-path gradient at the prior {norm}");
     // Off the prior the dataset paths carry signal.
     tr.step().unwrap();
     let (off2, _) = tr.loss_and_grad(1).unwrap();
-    assert!(off2.loss > 1e-9, "dataset-path loss after a step {}", off2.loss);
+    assert!(
+        off2.loss > 1e-9,
+        "dataset-path loss after a step {}",
+        off2.loss
+    );
 
     let mut wrong = cfg.clone();
     wrong.train.method = Method::Resample;

@@ -192,7 +192,8 @@ impl PendulumTask {
     /// The mean normalised score of the dataset's own episodes (the behaviour policy's level).
     pub fn dataset_score(&self) -> f64 {
         let r = &self.dataset.episode_returns;
-        self.scale.normalised(r.iter().sum::<f64>() / r.len() as f64)
+        self.scale
+            .normalised(r.iter().sum::<f64>() / r.len() as f64)
     }
 
     /// The scores of `returns`.
@@ -209,7 +210,29 @@ impl PendulumTask {
             random_return: self.scale.random,
             expert_return: self.scale.expert,
             awr_score: None,
+            mean_q: None,
+            q_spread: None,
         }
+    }
+
+    /// (mean Q, mean within-state std of Q) of final samples `u` (`[n, A]`), row k at test
+    /// state k mod M; `None` without a critic. Sums run in row order.
+    pub fn q_stats(&self, u: &[f32]) -> Option<(f64, f64)> {
+        let critic = self.critic.as_ref()?;
+        let n = u.len() / ACTION_DIM;
+        let m = self.test_state_count();
+        let torques: Vec<f32> = u.iter().map(|&v| torque(v)).collect();
+        let q = critic.q(&self.eval_conditions(n), &torques);
+        let mean = q.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        let spread = (0..m)
+            .map(|j| {
+                let vals: Vec<f64> = q.iter().skip(j).step_by(m).map(|&v| v as f64).collect();
+                let mu = vals.iter().sum::<f64>() / vals.len() as f64;
+                (vals.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / vals.len() as f64).sqrt()
+            })
+            .sum::<f64>()
+            / m as f64;
+        Some((mean, spread))
     }
 }
 
@@ -228,6 +251,11 @@ pub struct EpisodeScores {
     pub expert_return: f64,
     /// The prior run only: IQL's own AWR policy on the same episodes.
     pub awr_score: Option<f64>,
+    /// With a critic: the mean of Q(s, 2 tanh u) over the final samples at the test states…
+    pub mean_q: Option<f64>,
+    /// …and the mean over test states of Q's standard deviation across that state's samples
+    /// (the spread that β = 1/α scales: it sets how sharp the target is).
+    pub q_spread: Option<f64>,
 }
 
 /// The Pendulum's log r of a batch whose row b is conditioned on observation `states[b]`:
