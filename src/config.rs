@@ -694,6 +694,61 @@ impl ExperimentConfig {
         }
     }
 
+    /// The checks an offline-RL target (`what`) shares: its `methods`, R ≥ 2 repeats for RTB's
+    /// VarGrad form, whole evaluation rows per test state, a DDPM prior, and none of the
+    /// machinery it has no use for.
+    fn validate_offline(
+        &self,
+        what: &str,
+        methods: &[Method],
+        repeats: usize,
+        test_states: usize,
+    ) -> Result<(), (String, String)> {
+        let bad = |field: &str, msg: String| Err((field.to_string(), msg));
+        let m = self.train.method;
+        if !methods.contains(&m) {
+            return bad(
+                "train.method",
+                format!("{what} is built for {methods:?} (EpsMse: the prior), not {m:?}"),
+            );
+        }
+        if repeats == 0 || test_states == 0 {
+            return bad(
+                "target",
+                format!("{what} needs repeats ≥ 1 and test_states ≥ 1"),
+            );
+        }
+        if m == Method::Rtb && repeats < 2 {
+            return bad(
+                "target.repeats",
+                "RTB's VarGrad log Z(s) centres over each state's repeats: needs ≥ 2".into(),
+            );
+        }
+        if !self.eval.samples.is_multiple_of(test_states) {
+            return bad(
+                "eval.samples",
+                format!(
+                    "{what} evaluates eval.samples / test_states actions per test state: {} is \
+                     not a multiple of {test_states}",
+                    self.eval.samples
+                ),
+            );
+        }
+        if !matches!(self.sampler.noising, Noising::Ddpm { .. }) {
+            return bad(
+                "sampler.noising",
+                format!("{what}'s prior is a DDPM: Ddpm(..)"),
+            );
+        }
+        if self.train.off_policy.is_some() || self.eval.w2 || self.eval.eubo {
+            return bad(
+                "target",
+                format!("{what} has no replay buffer, W2 or EUBO (set them off)"),
+            );
+        }
+        Ok(())
+    }
+
     /// Check every value; on failure return (field path, why).
     pub fn validate(&self) -> Result<(), (String, String)> {
         fn bad<T>(field: &str, msg: impl Into<String>) -> Result<T, (String, String)> {
@@ -742,54 +797,17 @@ impl ExperimentConfig {
                 data,
                 test_states,
             } => {
-                let m = self.train.method;
-                if !matches!(
-                    m,
-                    Method::EpsMse
-                        | Method::Rtb
-                        | Method::Dpok
-                        | Method::Resample
-                        | Method::Guidance
-                ) {
-                    return bad(
-                        "train.method",
-                        format!(
-                            "the bandit is built for EpsMse (the prior), Rtb (VarGrad form), \
-                             Dpok, Resample and Guidance, not {m:?}"
-                        ),
-                    );
+                if *data < 2 {
+                    return bad("target.data", "the bandit needs at least 2 offline tuples");
                 }
-                if m == Method::Rtb && *repeats < 2 {
-                    return bad(
-                        "target.repeats",
-                        "RTB's VarGrad log Z(s) centres over each state's repeats: needs ≥ 2",
-                    );
-                }
-                if *repeats == 0 || *data < 2 || *test_states == 0 {
-                    return bad(
-                        "target",
-                        "the bandit needs repeats ≥ 1, data ≥ 2 and test_states ≥ 1",
-                    );
-                }
-                if !self.eval.samples.is_multiple_of(*test_states) {
-                    return bad(
-                        "eval.samples",
-                        format!(
-                            "the bandit evaluates eval.samples / test_states actions per test \
-                             state: {} is not a multiple of {test_states}",
-                            self.eval.samples
-                        ),
-                    );
-                }
-                if !matches!(self.sampler.noising, Noising::Ddpm { .. }) {
-                    return bad("sampler.noising", "the bandit's prior is a DDPM: Ddpm(..)");
-                }
-                if self.train.off_policy.is_some() || self.eval.w2 || self.eval.eubo {
-                    return bad(
-                        "target",
-                        "the bandit has no replay buffer, W2 or EUBO (set them off)",
-                    );
-                }
+                let methods = [
+                    Method::EpsMse,
+                    Method::Rtb,
+                    Method::Dpok,
+                    Method::Resample,
+                    Method::Guidance,
+                ];
+                self.validate_offline("the bandit", &methods, *repeats, *test_states)?;
             }
             TargetConfig::Pendulum {
                 repeats,
@@ -799,53 +817,17 @@ impl ExperimentConfig {
                 iql,
                 ..
             } => {
-                let m = self.train.method;
-                if !matches!(m, Method::EpsMse | Method::Rtb | Method::Resample) {
-                    return bad(
-                        "train.method",
-                        format!(
-                            "the Pendulum is built for EpsMse (the BC prior), Rtb (VarGrad \
-                             form) and Resample, not {m:?}"
-                        ),
-                    );
-                }
-                if m == Method::Rtb && *repeats < 2 {
-                    return bad(
-                        "target.repeats",
-                        "RTB's VarGrad log Z(s) centres over each state's repeats: needs ≥ 2",
-                    );
-                }
-                if *repeats == 0 || *data_episodes == 0 || *test_states == 0 || *episodes == 0 {
+                if *data_episodes == 0 || *episodes == 0 {
                     return bad(
                         "target",
-                        "the Pendulum needs repeats, data_episodes, test_states and episodes ≥ 1",
+                        "the Pendulum needs data_episodes ≥ 1 and episodes ≥ 1",
                     );
                 }
                 if let Err(msg) = iql.validate() {
                     return bad("target.iql", msg);
                 }
-                if !self.eval.samples.is_multiple_of(*test_states) {
-                    return bad(
-                        "eval.samples",
-                        format!(
-                            "the Pendulum evaluates eval.samples / test_states actions per test \
-                             state: {} is not a multiple of {test_states}",
-                            self.eval.samples
-                        ),
-                    );
-                }
-                if !matches!(self.sampler.noising, Noising::Ddpm { .. }) {
-                    return bad(
-                        "sampler.noising",
-                        "the Pendulum's BC prior is a DDPM: Ddpm(..)",
-                    );
-                }
-                if self.train.off_policy.is_some() || self.eval.w2 || self.eval.eubo {
-                    return bad(
-                        "target",
-                        "the Pendulum has no replay buffer, W2 or EUBO (set them off)",
-                    );
-                }
+                let methods = [Method::EpsMse, Method::Rtb, Method::Resample];
+                self.validate_offline("the Pendulum", &methods, *repeats, *test_states)?;
             }
             _ => {}
         }

@@ -3,7 +3,7 @@
 //! log r = Q(s, 2 tanh u) + α·log|J_tanh| (gradient checked against finite differences), and
 //! replays bitwise.
 
-use diffusion_samplers::config::{ExperimentConfig, Method};
+use diffusion_samplers::config::{ExperimentConfig, Method, PosteriorConfig, TargetConfig};
 use diffusion_samplers::energies::Energy;
 use diffusion_samplers::rl::episodes::EpisodePolicy;
 use diffusion_samplers::rl::task::PendulumBatch;
@@ -35,26 +35,20 @@ fn prior_cfg() -> ExperimentConfig {
 
 /// Its RTB posterior at α = 0.5, 2 states × 4 repeats per iteration.
 fn posterior_cfg(prior: &ExperimentConfig) -> ExperimentConfig {
-    let text = format!(
-        r#"(
-            seed: 7,
-            target: Pendulum(
-                dataset: Medium,
-                repeats: 4,
-                data_episodes: 4,
-                test_states: 2,
-                episodes: 2,
-                iql: (hidden: 16, steps: 200, batch: 32),
-            ),
-            sampler: (steps: 10, noising: Ddpm(train_steps: 40, clip: false)),
-            network: (hidden: 16, harmonics: 4, joint_layers: 2),
-            train: (method: Rtb, iterations: 6, batch: 2, lr_policy: 1e-3, exploration: None),
-            eval: (samples: 8, every: 0, w2: false, eubo: false),
-            posterior: Some((prior: (config: "prior.ron", digest: "{}"), beta: 2.0)),
-        )"#,
+    let mut cfg = prior.clone();
+    if let TargetConfig::Pendulum { repeats, .. } = &mut cfg.target {
+        *repeats = 4;
+    }
+    cfg.train.method = Method::Rtb;
+    cfg.train.iterations = 6;
+    cfg.train.batch = 2;
+    let post = format!(
+        r#"(prior: (config: "prior.ron", digest: "{}"), beta: 2.0)"#,
         prior.digest()
     );
-    ExperimentConfig::parse(&text, "posterior").unwrap()
+    cfg.posterior = Some(ron::from_str::<PosteriorConfig>(&post).unwrap());
+    cfg.validate().unwrap();
+    cfg
 }
 
 fn trained_prior() -> train::RunRecord {
