@@ -297,10 +297,19 @@ pub enum Noising {
     /// kernel any β·dt is allowed.
     VpExponential { beta_min: f64, beta_max: f64 },
     /// DDPM (ε-prediction) trained on `train_steps` times with β linear from 0.1/T to 20/T and
-    /// sampled with `sampler.steps` leading-strided ancestral steps (fixed_large variance),
-    /// x̂0 clipped to [−1, 1] when `clip` (spec rtb2024 §3.1, §7.2). x₀ ~ N(0, I); the network's
-    /// output is ε̂; `sampler.sigma2` is unused.
-    Ddpm { train_steps: usize, clip: bool },
+    /// sampled with `sampler.steps` leading-strided ancestral steps (fixed_large variance, or
+    /// fixed_small with `small_variance`), x̂0 clipped to [−1, 1] when `clip` (spec rtb2024
+    /// §3.1, §7.2). x₀ ~ N(0, I); the network's output is ε̂; `sampler.sigma2` is unused.
+    Ddpm {
+        train_steps: usize,
+        clip: bool,
+        /// Ho et al.'s fixed_small variance β̃ = β_eff·(1 − ᾱ_prev)/(1 − ᾱ_t) for every step
+        /// but the last (which keeps β_0): the posterior q(x_prev | x_t, x0)'s own variance. The
+        /// vision code's fixed_large β_eff over-disperses few-step samples of low-dimensional
+        /// data.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        small_variance: bool,
+    },
 }
 
 impl Noising {

@@ -269,3 +269,53 @@ fn vp_exponential_zero_drift_is_exactly_reversible() {
         .to_string();
     assert!(err.contains("sampler.noising"), "{err}");
 }
+
+/// `small_variance` gives generation step i the DDPM posterior variance
+/// β̃ = β_eff·(1 − ᾱ_prev)/(1 − ᾱ_t), computed here from the β schedule directly, except the last
+/// step, which keeps β_eff = β_0; fixed_large keeps β_eff everywhere. The backward (noising)
+/// kernel is the same in both.
+#[test]
+fn ddpm_small_variance_is_the_posterior_variance() {
+    let (train, steps) = (100usize, 50usize);
+    let make = |small: bool| {
+        let text = format!(
+            "(seed: 1, target: Gmm25, sampler: (steps: {steps}, noising: Ddpm(train_steps: \
+             {train}, clip: false, small_variance: {small})), network: (hidden: 8, harmonics: 4),
+              train: (method: EpsMse, iterations: 1, batch: 4, exploration: None),
+              eval: (samples: 4, w2: false, eubo: false))"
+        );
+        Sampler::from_config(&ExperimentConfig::parse(&text, "test").unwrap())
+    };
+    let (small, large) = (make(true), make(false));
+    // ᾱ_t = Π_{s ≤ t}(1 − β_s), β linear from 0.1/T to 20/T.
+    let betas: Vec<f64> = (0..train)
+        .map(|s| 0.1 / train as f64 + (19.9 / train as f64) * s as f64 / (train - 1) as f64)
+        .collect();
+    let alpha_bar = |t: usize| betas[..=t].iter().map(|b| 1.0 - b).product::<f64>();
+    let k = train / steps;
+    for i in 0..steps {
+        let t = (steps - 1 - i) * k;
+        let prev = if t >= k { alpha_bar(t - k) } else { 1.0 };
+        let beta_eff = 1.0 - alpha_bar(t) / prev;
+        let want = if t >= k {
+            beta_eff * (1.0 - prev) / (1.0 - alpha_bar(t))
+        } else {
+            beta_eff
+        };
+        let dt = small.dt();
+        let got = small.transition(i).rate * dt;
+        assert!(
+            (got - want).abs() <= 1e-12 * want.max(1e-12),
+            "step {i}: {got} vs {want}"
+        );
+        let got_large = large.transition(i).rate * dt;
+        assert!(
+            (got_large - beta_eff).abs() <= 1e-12,
+            "step {i}: {got_large} vs {beta_eff}"
+        );
+        assert_eq!(small.transition(i).backward, large.transition(i).backward);
+        if t >= k {
+            assert!(got < got_large, "step {i}: β̃ < β_eff");
+        }
+    }
+}

@@ -124,7 +124,7 @@ impl Sampler {
     pub fn guidance_scale(&self, gamma: f64) -> Vec<f32> {
         (0..self.steps)
             .map(|i| match self.ddpm_step(i) {
-                Some(s) => (gamma * s.beta_eff / self.dt()) as f32,
+                Some(_) => (gamma * self.ddpm_variance(i) / self.dt()) as f32,
                 None => (gamma * self.sigma2 * i as f64 / (i + 1) as f64) as f32,
             })
             .collect()
@@ -158,7 +158,7 @@ impl Sampler {
                 // p_B is the DDPM noising step q(x_t | x_{t−k}) = N(√(ᾱ_t/ᾱ_prev)·x, β_eff).
                 Transition {
                     decay: s.c2,
-                    rate: s.beta_eff / dt,
+                    rate: self.ddpm_variance(i) / dt,
                     backward: Some(((s.alpha_bar / s.alpha_bar_prev).sqrt(), s.beta_eff)),
                 }
             }
@@ -221,6 +221,22 @@ impl Sampler {
     /// Step i's DDPM constants, under `Noising::Ddpm`.
     pub fn ddpm_step(&self, i: usize) -> Option<ddpm::DdpmStep> {
         self.ddpm.as_ref().map(|s| ddpm::step(s, self.steps, i))
+    }
+
+    /// The variance of generation step i of a DDPM: β_eff (fixed_large), or with
+    /// `small_variance` β̃ = β_eff·(1 − ᾱ_prev)/(1 − ᾱ_t), except at the last step (ᾱ_prev = 1,
+    /// where β̃ would be 0), which keeps β_eff.
+    pub fn ddpm_variance(&self, i: usize) -> f64 {
+        let s = self.ddpm_step(i).expect("a DDPM sampler has its schedule");
+        match self.noising {
+            Noising::Ddpm {
+                small_variance: true,
+                ..
+            } if s.alpha_bar_prev < 1.0 => {
+                s.beta_eff * (1.0 - s.alpha_bar_prev) / (1.0 - s.alpha_bar)
+            }
+            _ => s.beta_eff,
+        }
     }
 
     /// Whether x̂0 is clipped (DDPM).
