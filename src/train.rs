@@ -948,7 +948,7 @@ impl Trainer {
     }
 
     /// Iteration `it`'s training conditions `[R·B, C]` (the VAE posterior's images, the
-    /// bandit's states), else `None`.
+    /// offline-RL target's states), else `None`.
     fn forward_conditions(&self, it: usize) -> Option<Vec<f32>> {
         let (seed, b) = (self.cfg.seed, self.cfg.train.batch);
         match (&self.vae, &self.offline) {
@@ -1710,7 +1710,7 @@ impl Trainer {
     /// `n` on-policy trajectories from stream `key`: their log-weights
     /// log R(x_T) + LB − LF and their terminal states `[n, D]`.
     /// For the VAE posterior, row b is conditioned on evaluation image b (`n` must be
-    /// [`Self::eval_rows`]); for the bandit, row b on test state b mod M.
+    /// [`Self::eval_rows`]); for an offline-RL target (bandit, Pendulum), row b on test state b mod M.
     pub fn sample_with_weights(&self, n: usize, key: [u8; 32]) -> (Vec<f64>, Vec<f32>) {
         let offline_states = self.offline.as_ref().map(|t| t.eval_conditions(n));
         let cond_all = match (&self.vae, &offline_states) {
@@ -1759,7 +1759,7 @@ impl Trainer {
     fn resampled(&self, n: usize, pool: usize, key: [u8; 32]) -> (Vec<f64>, Vec<f32>) {
         let d = self.sampler.dim;
         let (w, x) = self.sample_with_weights(n * pool, key);
-        // The bandit resamples within each test state (rows k ≡ m mod M share state m).
+        // An offline-RL target resamples within each test state (rows k ≡ m mod M share state m).
         let groups = self.offline.as_ref().map_or(1, |t| t.test_state_count());
         let cdfs: Vec<(Vec<usize>, Vec<f64>)> = (0..groups)
             .map(|m| {
