@@ -9,7 +9,8 @@
 //!   π*(a|s) ∝ μ(a|s)·exp(Q(s, a)/α).
 //! * Q = min of IQL's twin target critics ([`crate::rl::iql`]), trained on the same dataset
 //!   with rewards scaled by 1000/(max return − min return) over the dataset's episodes, as the
-//!   reference does for locomotion.
+//!   reference does for locomotion. (The reference's extraction reads the online critics; the
+//!   target ones are their slow EMA, the smoother of the two.)
 //!
 //! Shapes: B rows, S = 3 observation dims, A = 1 action dim, N dataset transitions, M test states.
 
