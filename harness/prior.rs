@@ -75,9 +75,7 @@ pub fn ensure_prior(
             run::execute(&job, Staging::new_partial(&dir, false)?, None)?;
         }
     }
-    let params = load_params(&dir, digest)?;
-    let critic = load_checked(&dir, CRITIC)?;
-    Ok(Some(PriorRun { params, critic }))
+    load_prior_run(&dir, digest).map(Some)
 }
 
 /// The prior config must have the digest the posterior names, be a prior (not itself RTB) and
@@ -137,9 +135,9 @@ fn check_prior(
     Ok(())
 }
 
-/// The parameters of the complete run in `dir`, after checking its config digest and the
-/// parameters file's digest against its manifest.
-fn load_params(dir: &Path, digest: &str) -> Result<Vec<f32>, CliError> {
+/// The prior run in `dir` (complete, of config digest `digest`): its parameters, and its critic
+/// when it saved one, each checked against the digest its manifest records (read once).
+fn load_prior_run(dir: &Path, digest: &str) -> Result<PriorRun, CliError> {
     let mpath = dir.join(manifest::MANIFEST);
     let text = std::fs::read_to_string(&mpath).map_err(|e| CliError::io("read", &mpath, e))?;
     let m: Manifest = serde_json::from_str(&text)
@@ -152,21 +150,19 @@ fn load_params(dir: &Path, digest: &str) -> Result<Vec<f32>, CliError> {
             m.config_digest
         )));
     }
-    load_checked(dir, PARAMS)?.ok_or_else(|| {
+    let params = load_checked(dir, &m, PARAMS)?.ok_or_else(|| {
         CliError::usage(format!(
             "{}: the complete run has no {PARAMS} in its manifest",
             dir.display()
         ))
-    })
+    })?;
+    let critic = load_checked(dir, &m, CRITIC)?;
+    Ok(PriorRun { params, critic })
 }
 
-/// The f32 array `name` of the run in `dir`, checked against the digest its manifest records;
-/// `None` when the manifest lists no such file.
-fn load_checked(dir: &Path, name: &str) -> Result<Option<Vec<f32>>, CliError> {
-    let mpath = dir.join(manifest::MANIFEST);
-    let text = std::fs::read_to_string(&mpath).map_err(|e| CliError::io("read", &mpath, e))?;
-    let m: Manifest = serde_json::from_str(&text)
-        .map_err(|e| CliError::usage(format!("{}: {e}", mpath.display())))?;
+/// The f32 array `name` of the run in `dir`, checked against the digest its manifest `m`
+/// records; `None` when the manifest lists no such file.
+fn load_checked(dir: &Path, m: &Manifest, name: &str) -> Result<Option<Vec<f32>>, CliError> {
     let Some(want) = m.files.get(name) else {
         return Ok(None);
     };

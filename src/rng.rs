@@ -108,6 +108,27 @@ pub fn below(rng: &mut impl rand_core::Rng, n: u32) -> u32 {
     }
 }
 
+/// The running sums of exp(w_k − max w) in index order: the unnormalised CDF of "index k with
+/// probability ∝ exp(w_k)", shifted by the max so it neither overflows nor underflows.
+/// [`pick_from_cdf`] draws from it.
+pub fn exp_weight_cdf(w: impl Iterator<Item = f64> + Clone) -> Vec<f64> {
+    let max = w.clone().fold(f64::NEG_INFINITY, f64::max);
+    let mut acc = 0.0;
+    w.map(|v| {
+        acc += (v - max).exp();
+        acc
+    })
+    .collect()
+}
+
+/// An index drawn from the unnormalised CDF `cdf` ([`exp_weight_cdf`]) with one uniform of
+/// `stream`: the first k with cdf[k] > u·total (the last index if rounding leaves none).
+pub fn pick_from_cdf(cdf: &[f64], stream: &mut ChaCha8Rng) -> usize {
+    let total = *cdf.last().expect("a non-empty pool");
+    let u = uniform_f64(stream) * total;
+    cdf.partition_point(|&c| c <= u).min(cdf.len() - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

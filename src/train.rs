@@ -1764,18 +1764,7 @@ impl Trainer {
         let cdfs: Vec<(Vec<usize>, Vec<f64>)> = (0..groups)
             .map(|m| {
                 let members: Vec<usize> = (m..w.len()).step_by(groups).collect();
-                let max = members
-                    .iter()
-                    .map(|&k| w[k])
-                    .fold(f64::NEG_INFINITY, f64::max);
-                let mut acc = 0.0;
-                let cdf = members
-                    .iter()
-                    .map(|&k| {
-                        acc += (w[k] - max).exp();
-                        acc
-                    })
-                    .collect();
+                let cdf = rng::exp_weight_cdf(members.iter().map(|&k| w[k]));
                 (members, cdf)
             })
             .collect();
@@ -1783,9 +1772,7 @@ impl Trainer {
         let mut out = Vec::with_capacity(n * d);
         for j in 0..n {
             let (members, cdf) = &cdfs[j % groups];
-            let total = *cdf.last().expect("a non-empty pool");
-            let u = rng::uniform_f64(&mut stream) * total;
-            let k = members[cdf.partition_point(|&c| c <= u).min(members.len() - 1)];
+            let k = members[rng::pick_from_cdf(cdf, &mut stream)];
             out.extend_from_slice(&x[k * d..(k + 1) * d]);
         }
         (w, out)

@@ -48,7 +48,9 @@ impl Trainer {
                     let mut pick = rng::stream(seed, "episode-resample", step as u64);
                     (0..n)
                         .map(|i| {
-                            let k = i * pool + draw(&w[i * pool..(i + 1) * pool], &mut pick);
+                            let cdf =
+                                rng::exp_weight_cdf(w[i * pool..(i + 1) * pool].iter().copied());
+                            let k = i * pool + rng::pick_from_cdf(&cdf, &mut pick);
                             torque(u[k * ACTION_DIM])
                         })
                         .collect()
@@ -62,19 +64,4 @@ impl Trainer {
         };
         run_episodes(n, seed, &mut act)
     }
-}
-
-/// An index drawn with probability ∝ exp(w[k]) (max-shifted; the CDF summed in index order).
-fn draw(w: &[f64], stream: &mut rand_chacha::ChaCha8Rng) -> usize {
-    let max = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut acc = 0.0;
-    let cdf: Vec<f64> = w
-        .iter()
-        .map(|&v| {
-            acc += (v - max).exp();
-            acc
-        })
-        .collect();
-    let u = rng::uniform_f64(stream) * acc;
-    cdf.partition_point(|&c| c <= u).min(w.len() - 1)
 }
