@@ -633,6 +633,11 @@ pub enum ConfigError {
     },
 }
 
+/// A validation failure at `field`, saying why.
+fn bad<T>(field: &str, msg: impl Into<String>) -> Result<T, (String, String)> {
+    Err((field.to_string(), msg.into()))
+}
+
 impl ExperimentConfig {
     /// Read, parse and validate a RON config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -713,7 +718,6 @@ impl ExperimentConfig {
         repeats: usize,
         test_states: usize,
     ) -> Result<(), (String, String)> {
-        let bad = |field: &str, msg: String| Err((field.to_string(), msg));
         let m = self.train.method;
         if !methods.contains(&m) {
             return bad(
@@ -730,7 +734,7 @@ impl ExperimentConfig {
         if m == Method::Rtb && repeats < 2 {
             return bad(
                 "target.repeats",
-                "RTB's VarGrad log Z(s) centres over each state's repeats: needs ≥ 2".into(),
+                "RTB's VarGrad log Z(s) centres over each state's repeats: needs ≥ 2",
             );
         }
         if !self.eval.samples.is_multiple_of(test_states) {
@@ -760,9 +764,6 @@ impl ExperimentConfig {
 
     /// Check every value; on failure return (field path, why).
     pub fn validate(&self) -> Result<(), (String, String)> {
-        fn bad<T>(field: &str, msg: impl Into<String>) -> Result<T, (String, String)> {
-            Err((field.to_string(), msg.into()))
-        }
         fn positive(field: &str, v: f64) -> Result<(), (String, String)> {
             if v.is_finite() && v > 0.0 {
                 Ok(())

@@ -89,83 +89,43 @@ impl OfflineData {
 
 /// IQL's knobs; every default is the paper's value (spec §4.2, §6.3) except `steps`, which
 /// the caller sets (the paper's 750k is far more than the Pendulum needs; §4.5 B says 100–200k).
+/// A field left out of a config takes its value from [`IqlConfig::default`].
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct IqlConfig {
     /// H, the width of both hidden layers of every network.
-    #[serde(default = "default_hidden")]
     pub hidden: usize,
-    #[serde(default = "default_steps")]
     pub steps: usize,
-    #[serde(default = "default_batch")]
     pub batch: usize,
     /// Adam learning rate of all three optimisers (the policy's is cosine-annealed).
-    #[serde(default = "default_lr")]
     pub lr: f64,
     /// τ of the value expectile.
-    #[serde(default = "default_expectile")]
     pub expectile: f64,
     /// γ.
-    #[serde(default = "default_discount")]
     pub discount: f64,
     /// λ of the target critics' EMA.
-    #[serde(default = "default_target_ema")]
     pub target_ema: f64,
     /// β of the AWR weights exp(β·advantage).
-    #[serde(default = "default_awr_beta")]
     pub awr_beta: f64,
     /// Cap of the AWR weights (the reference's `EXP_ADV_MAX`).
-    #[serde(default = "default_awr_max_weight")]
     pub awr_max_weight: f64,
     /// The action bound: the policy mean is max_action·tanh(·).
-    #[serde(default = "default_max_action")]
     pub max_action: f64,
-}
-
-fn default_hidden() -> usize {
-    256
-}
-fn default_steps() -> usize {
-    100_000
-}
-fn default_batch() -> usize {
-    256
-}
-fn default_lr() -> f64 {
-    3e-4
-}
-fn default_expectile() -> f64 {
-    0.7
-}
-fn default_discount() -> f64 {
-    0.99
-}
-fn default_target_ema() -> f64 {
-    0.005
-}
-fn default_awr_beta() -> f64 {
-    3.0
-}
-fn default_awr_max_weight() -> f64 {
-    100.0
-}
-fn default_max_action() -> f64 {
-    2.0
 }
 
 impl Default for IqlConfig {
     fn default() -> Self {
         IqlConfig {
-            hidden: default_hidden(),
-            steps: default_steps(),
-            batch: default_batch(),
-            lr: default_lr(),
-            expectile: default_expectile(),
-            discount: default_discount(),
-            target_ema: default_target_ema(),
-            awr_beta: default_awr_beta(),
-            awr_max_weight: default_awr_max_weight(),
-            max_action: default_max_action(),
+            hidden: 256,
+            steps: 100_000,
+            batch: 256,
+            lr: 3e-4,
+            expectile: 0.7,
+            discount: 0.99,
+            target_ema: 0.005,
+            awr_beta: 3.0,
+            awr_max_weight: 100.0,
+            max_action: 2.0,
         }
     }
 }

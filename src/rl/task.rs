@@ -17,6 +17,7 @@
 use super::iql::{Iql, IqlConfig, OfflineData};
 use super::pendulum::{self, Dataset, DatasetKind, ScoreScale, ACTION_DIM, MAX_TORQUE, OBS_DIM};
 use crate::energies::Energy;
+use crate::metrics::mean;
 use crate::rng;
 use serde::Serialize;
 
@@ -193,20 +194,17 @@ impl PendulumTask {
     /// The mean normalised score of the dataset's own episodes (the behaviour policy's level).
     pub fn dataset_score(&self) -> f64 {
         let r = &self.dataset.episode_returns;
-        self.scale
-            .normalised(r.iter().sum::<f64>() / r.len() as f64)
+        self.scale.normalised(mean(r))
     }
 
     /// The scores of `returns`.
     pub fn stats(&self, returns: &[f64]) -> EpisodeScores {
         let scores: Vec<f64> = returns.iter().map(|&r| self.scale.normalised(r)).collect();
-        let n = scores.len() as f64;
-        let mean = scores.iter().sum::<f64>() / n;
-        let var = scores.iter().map(|s| (s - mean) * (s - mean)).sum::<f64>() / n;
+        let (score, score_std) = mean_and_std(&scores);
         EpisodeScores {
-            score: mean,
-            score_std: var.sqrt(),
-            mean_return: returns.iter().sum::<f64>() / n,
+            score,
+            score_std,
+            mean_return: mean(returns),
             dataset_score: self.dataset_score(),
             random_return: self.scale.random,
             expert_return: self.scale.expert,
@@ -223,18 +221,26 @@ impl PendulumTask {
         let n = u.len() / ACTION_DIM;
         let m = self.test_state_count();
         let torques: Vec<f32> = u.iter().map(|&v| torque(v)).collect();
-        let q = critic.q(&self.eval_conditions(n), &torques);
-        let mean = q.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        let spread = (0..m)
+        let q: Vec<f64> = critic
+            .q(&self.eval_conditions(n), &torques)
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let spreads: Vec<f64> = (0..m)
             .map(|j| {
-                let vals: Vec<f64> = q.iter().skip(j).step_by(m).map(|&v| v as f64).collect();
-                let mu = vals.iter().sum::<f64>() / vals.len() as f64;
-                (vals.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / vals.len() as f64).sqrt()
+                let vals: Vec<f64> = q.iter().skip(j).step_by(m).copied().collect();
+                mean_and_std(&vals).1
             })
-            .sum::<f64>()
-            / m as f64;
-        Some((mean, spread))
+            .collect();
+        Some((mean(&q), mean(&spreads)))
     }
+}
+
+/// The mean and the population standard deviation of `xs`, summed in order.
+fn mean_and_std(xs: &[f64]) -> (f64, f64) {
+    let mu = mean(xs);
+    let var = mean(&xs.iter().map(|x| (x - mu) * (x - mu)).collect::<Vec<_>>());
+    (mu, var.sqrt())
 }
 
 /// What a Pendulum run reports: the policy's evaluation episodes, normalised as D4RL does,
