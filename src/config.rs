@@ -489,6 +489,12 @@ pub struct TrainConfig {
     /// Adam learning rate of log Z.
     #[serde(default = "default_lr_flow")]
     pub lr_flow: f64,
+    /// Cosine-anneal the policy learning rate from `lr_policy` at the first iteration to this
+    /// value after the last (PyTorch `CosineAnnealingLR` with η_min = this); absent, constant.
+    /// A function of the iteration only, so a resumed run is still bitwise an uninterrupted
+    /// one. log Z's rate stays constant. Left out of the resolved config when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_policy_final: Option<f64>,
     #[serde(default)]
     pub exploration: Option<ExplorationConfig>,
     /// Clip the global gradient norm to this value (the paper uses none).
@@ -529,6 +535,15 @@ impl TrainConfig {
     /// SubTB's λ, the default filled in.
     pub fn lambda(&self) -> f64 {
         self.subtb_lambda.unwrap_or(DEFAULT_SUBTB_LAMBDA)
+    }
+
+    /// The policy's learning rate at `iteration`: `lr_policy`, cosine-annealed to
+    /// `lr_policy_final` over `iterations` when that is set.
+    pub fn lr_policy_at(&self, iteration: usize) -> f64 {
+        match self.lr_policy_final {
+            Some(f) => crate::nn::adam::cosine_lr(self.lr_policy, f, iteration, self.iterations),
+            None => self.lr_policy,
+        }
     }
 }
 
@@ -889,6 +904,14 @@ impl ExperimentConfig {
         }
         positive("train.lr_policy", t.lr_policy)?;
         positive("train.lr_flow", t.lr_flow)?;
+        if let Some(f) = t.lr_policy_final {
+            if !(f.is_finite() && f >= 0.0) {
+                return bad(
+                    "train.lr_policy_final",
+                    "must be a finite learning rate ≥ 0",
+                );
+            }
+        }
         if let Some(e) = &t.exploration {
             if !(e.std.is_finite() && e.std >= 0.0) {
                 return bad(

@@ -1456,7 +1456,7 @@ impl Trainer {
                 quantity: format!("gradient of parameter block {}", name.unwrap_or_default()),
             });
         }
-        let (lr_policy, lr_flow) = (self.cfg.train.lr_policy, self.cfg.train.lr_flow);
+        let (lr_policy, lr_flow) = (self.cfg.train.lr_policy_at(it), self.cfg.train.lr_flow);
         let lr = move |g: Group| match g {
             Group::Policy => lr_policy,
             Group::Flow => lr_flow,
@@ -1487,7 +1487,7 @@ impl Trainer {
     fn step_on_device(&mut self) -> Result<CurveRow, TrainError> {
         let it = self.iteration;
         let eps = explore_std(self.cfg.train.exploration.as_ref(), it);
-        let (lr_policy, lr_flow) = (self.cfg.train.lr_policy, self.cfg.train.lr_flow);
+        let (lr_policy, lr_flow) = (self.cfg.train.lr_policy_at(it), self.cfg.train.lr_flow);
         let lr = move |g: Group| match g {
             Group::Policy => lr_policy,
             Group::Flow => lr_flow,

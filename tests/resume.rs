@@ -32,7 +32,8 @@ fn digests(run: &Path) -> serde_json::Value {
 /// A run long enough (~1–3 s here) to be interrupted at many points, checkpointing often.
 const LONG: &str = "(seed: 5, target: ManyWell(dim: 4), sampler: (steps: 20, sigma2: 1.0),
     network: (hidden: 32, harmonics: 16),
-    train: (method: Tb, iterations: 400, batch: 64, exploration: Some((std: 0.2, decay_iters: Some(200)))),
+    train: (method: Tb, iterations: 400, batch: 64, lr_policy_final: Some(1e-4),
+        exploration: Some((std: 0.2, decay_iters: Some(200)))),
     eval: (samples: 128, every: 50))";
 
 fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {

@@ -78,9 +78,25 @@ pub fn clip_grad_norm(grads: &mut [f32], max_norm: f64) -> f64 {
     norm
 }
 
+/// PyTorch `CosineAnnealingLR` in closed form: the learning rate of update `step` of `total`,
+/// from `lr` at step 0 to `lr_final` (η_min) at step `total`.
+pub fn cosine_lr(lr: f64, lr_final: f64, step: usize, total: usize) -> f64 {
+    let t = step as f64 / total.max(1) as f64;
+    lr_final + 0.5 * (lr - lr_final) * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosine_lr_runs_from_lr_to_its_floor() {
+        assert_eq!(cosine_lr(3e-4, 0.0, 0, 100), 3e-4);
+        assert!((cosine_lr(3e-4, 0.0, 50, 100) - 1.5e-4).abs() < 1e-18);
+        assert!(cosine_lr(3e-4, 0.0, 100, 100).abs() < 1e-18);
+        assert!((cosine_lr(5e-4, 1e-4, 50, 100) - 3e-4).abs() < 1e-18);
+        assert!((cosine_lr(5e-4, 1e-4, 100, 100) - 1e-4).abs() < 1e-18);
+    }
 
     /// Two steps of Adam on one parameter, against the update written out by hand.
     #[test]

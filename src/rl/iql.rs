@@ -24,6 +24,7 @@
 //! Networks: Q_i [S+A → H → H → 1], V [S → H → H → 1], π mean [S → H → H → A], all ReLU
 //! ([`crate::nn::mlp`]), PyTorch default init.
 
+use crate::nn::adam::cosine_lr;
 use crate::nn::mlp::{Mlp, Pass};
 use crate::nn::{Adam, Group, ParamLayout};
 use crate::real::Real;
@@ -359,7 +360,7 @@ impl Iql {
             Some(&mut gpi[..pm]),
         );
         gpi[pm..].copy_from_slice(&dlog_std);
-        let lr_pi = cosine_lr(cfg.lr, step, cfg.steps);
+        let lr_pi = cosine_lr(cfg.lr, 0.0, step, cfg.steps);
         opt.pi
             .step(&opt.pi_layout, &mut self.pi, &gpi, &|_| lr_pi, &[]);
 
@@ -586,12 +587,6 @@ fn row_min(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(&x, &y)| x.min(y)).collect()
 }
 
-/// PyTorch `CosineAnnealingLR` (η_min = 0) in closed form: the lr of update `step` of `total`.
-fn cosine_lr(lr: f64, step: usize, total: usize) -> f64 {
-    let t = step as f64 / total.max(1) as f64;
-    0.5 * lr * (1.0 + (std::f64::consts::PI * t).cos())
-}
-
 /// L_V = mean |τ − 1(u < 0)|·u², u = q − v [B]; returns (L_V, ∂L_V/∂v [B]). The loss is summed
 /// in f64, rows ascending.
 fn expectile_loss<S: Real>(q: &[S], v: &[S], tau: f64) -> (f64, Vec<S>) {
@@ -741,12 +736,5 @@ mod tests {
         let nll = 0.5 * ((a - mu) / sigma).powi(2) + ls + 0.5 * (2.0 * std::f64::consts::PI).ln();
         let (loss, _, _) = awr_loss(&[raw], &[ls], &[a], &[1.5], 2.0);
         assert!((loss - 1.5 * nll).abs() < 1e-12, "{loss} vs {}", 1.5 * nll);
-    }
-
-    #[test]
-    fn cosine_lr_runs_from_lr_to_zero() {
-        assert_eq!(cosine_lr(3e-4, 0, 100), 3e-4);
-        assert!((cosine_lr(3e-4, 50, 100) - 1.5e-4).abs() < 1e-18);
-        assert!(cosine_lr(3e-4, 100, 100).abs() < 1e-18);
     }
 }
