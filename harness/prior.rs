@@ -74,6 +74,12 @@ pub fn ensure_prior(
             };
             run::execute(&job, Staging::new_partial(&dir, false)?, None)?;
         }
+    } else {
+        // An existing prior run is checked against the posterior too, from the resolved
+        // config it recorded, so a mismatch is refused before anything is written.
+        let path = dir.join(manifest::CONFIG);
+        let prior = ExperimentConfig::load(&path)?;
+        check_prior(cfg, &prior, &path)?;
     }
     load_prior_run(&dir, digest).map(Some)
 }
@@ -125,10 +131,15 @@ fn check_prior(
             )));
         }
     }
-    if prior.network != post.network || prior.sampler != post.sampler || prior.dim() != post.dim() {
+    // A posterior may add a Langevin term (zero at the start) to its copy of the prior.
+    if prior.network.langevin
+        || prior.network != post.network.without_langevin()
+        || prior.sampler != post.sampler
+        || prior.dim() != post.dim()
+    {
         return Err(CliError::usage(format!(
-            "{}: the prior's network, sampler and dimension must equal the posterior's (it \
-             starts as a copy of the prior)",
+            "{}: the prior's network, sampler and dimension must equal the posterior's, up to \
+             the posterior's Langevin term (it starts as a copy of the prior)",
             path.display()
         )));
     }

@@ -352,6 +352,21 @@ pub struct NetworkConfig {
     pub out_clip: f64,
 }
 
+impl NetworkConfig {
+    /// This network without its Langevin term (the LP fields at their defaults): what a
+    /// posterior with an LP correction shares with its prior, which has none.
+    pub fn without_langevin(&self) -> NetworkConfig {
+        let d = NetworkConfig::default();
+        NetworkConfig {
+            langevin: false,
+            langevin_layers: d.langevin_layers,
+            langevin_per_dim: d.langevin_per_dim,
+            lgv_clip: d.lgv_clip,
+            ..self.clone()
+        }
+    }
+}
+
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
@@ -1157,8 +1172,20 @@ impl ExperimentConfig {
                         ),
                     );
                 }
-                if s.learned_variance || self.network.langevin {
-                    return bad("sampler", "DDPM has fixed_large variances and no LP term");
+                if s.learned_variance {
+                    return bad(
+                        "sampler.learned_variance",
+                        "the DDPM's variances are fixed (fixed_large or fixed_small)",
+                    );
+                }
+                // The ε-space Langevin term of the offline-RL posterior (spec rtb2024 §4.2) is
+                // a correction learned on top of a prior: a DDPM prior itself has none.
+                if self.network.langevin && (!m.uses_prior() || m.evaluates_only()) {
+                    return bad(
+                        "network.langevin",
+                        "a DDPM takes the Langevin term only as a trained posterior's correction \
+                         (Rtb, RlKl, RlKlPaper, Ddpo, Dpok)",
+                    );
                 }
                 if m == Method::EpsMse && t.exploration.is_some() {
                     return bad(

@@ -495,14 +495,17 @@ impl Trainer {
                 )))
             }
             (true, Some(p)) => {
-                if p.len() != tr.net.num_params() {
+                // With a Langevin correction the prior's moves are scored by the same vector,
+                // whose correction is exactly 0.
+                let Some(p) = tr.net.lift_prior(&p, &tr.params) else {
                     return Err(TrainError::Invalid(format!(
                         "posterior.prior: the prior has {} parameters, this network {} (the \
-                         prior's network and sampler must equal the posterior's)",
+                         prior's network and sampler must equal the posterior's, up to its \
+                         Langevin term)",
                         p.len(),
                         tr.net.num_params()
                     )));
-                }
+                };
                 tr.params.clone_from(&p);
                 let z = tr.net.log_z_index();
                 tr.params[z] = 0.0;

@@ -167,3 +167,86 @@ fn conditional_prior_learns_the_behaviour_policy() {
         trained.tv
     );
 }
+
+/// RTB with the ε-space Langevin correction (spec rtb2024 §4.2, §4.5 A): the posterior adds
+/// s(t)·clip(∇_a log r) to a copy of the prior's ε. Lifted from the prior it starts exactly at
+/// the prior (the correction's output layer is zero): the same loss and, on the shared blocks,
+/// the same gradient as the plain posterior, and a non-zero gradient on the correction's output
+/// layer. Once the correction is active, the two-pass gradient equals the tape's.
+#[test]
+fn langevin_posterior_starts_at_the_prior_and_two_pass_matches_the_tape() {
+    let post = POSTERIOR.replace("BETA", "10.0");
+    let plain = bandit("Rtb", 3, ", iterations: 2", &post);
+    let mut lp = plain.clone();
+    lp.network.langevin = true;
+    lp.network.langevin_per_dim = true;
+    lp.network.langevin_layers = 2;
+    lp.validate().unwrap();
+    let seed_tr = Trainer::new(&bandit("EpsMse", 1, ", iterations: 1", "")).unwrap();
+    let prior = random_params(&seed_tr, 1, 0.3);
+
+    let tr_plain = Trainer::with_prior(&plain, Some(prior.clone())).unwrap();
+    let tr_lp = Trainer::with_prior(&lp, Some(prior.clone())).unwrap();
+    assert!(tr_lp.params.len() > tr_plain.params.len());
+    let (lg_plain, g_plain) = tr_plain.loss_and_grad(1).unwrap();
+    let (lg_lp, g_lp) = tr_lp.loss_and_grad(1).unwrap();
+    assert!(lg_plain.loss > 1e-3);
+    assert_eq!(lg_plain.loss, lg_lp.loss, "the correction must start at 0");
+    // Shared blocks by name: the plain layout is the LP layout without `lp.*`.
+    let mut shared = 0;
+    for s in &tr_lp.net.layout.specs {
+        if s.name.starts_with("lp.") {
+            continue;
+        }
+        let t = tr_plain
+            .net
+            .layout
+            .specs
+            .iter()
+            .find(|t| t.name == s.name)
+            .unwrap();
+        if s.name != "log_z" {
+            // (log Z restarts at 0, spec rtb2024 §1.2.)
+            assert_eq!(tr_lp.params[s.range()], prior[t.range()][..], "{}", s.name);
+        }
+        assert_eq!(g_lp[s.range()], g_plain[t.range()], "{}", s.name);
+        shared += 1;
+    }
+    assert_eq!(shared, tr_plain.net.layout.specs.len());
+    let out = tr_lp
+        .net
+        .layout
+        .specs
+        .iter()
+        .find(|s| s.name == "lp.out.w")
+        .unwrap();
+    assert!(
+        g_lp[out.range()].iter().any(|g| g.abs() > 1e-6),
+        "the correction's output layer must get a gradient"
+    );
+
+    // An active correction: the tape and the two-pass scheme agree through it.
+    let mut tr = Trainer::with_prior(&lp, Some(prior.clone())).unwrap();
+    tr.set_params(random_params(&tr, 3, 0.05));
+    let (lg, g_tape) = tr.loss_and_grad(1).unwrap();
+    assert_ne!(lg.loss, lg_lp.loss);
+    let mut two = lp.clone();
+    two.train.two_pass = true;
+    let mut tr2 = Trainer::with_prior(&two, Some(prior)).unwrap();
+    tr2.set_params(tr.params.clone());
+    let (lg2, g_two) = tr2.loss_and_grad(1).unwrap();
+    assert_eq!(lg.loss, lg2.loss);
+    let scale = g_tape.iter().fold(0f32, |m, g| m.max(g.abs()));
+    for (k, (a, b)) in g_tape.iter().zip(&g_two).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * scale,
+            "parameter {k}: tape {a} vs two-pass {b}"
+        );
+    }
+
+    // A DDPM prior itself takes no Langevin term.
+    let mut bad = bandit("EpsMse", 1, ", iterations: 1", "");
+    bad.network.langevin = true;
+    let (field, _) = bad.validate().unwrap_err();
+    assert_eq!(field, "network.langevin");
+}

@@ -643,6 +643,46 @@ fn tiny_posterior(digest: &str) -> String {
     )
 }
 
+/// A posterior may add a Langevin correction to its copy of the prior (it starts at 0), but
+/// any other change of network is refused by name before anything is written.
+#[test]
+fn posterior_may_add_a_langevin_term_but_no_other_network_change() {
+    // (trains)
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "cfg/prior.ron", TINY_PRIOR);
+    let listed = repro(tmp.path(), &["list", "--json", "cfg"]);
+    let entries: Value = serde_json::from_str(&stdout(&listed)).unwrap();
+    let digest = entries[0]["digest"].as_str().unwrap().to_string();
+    let net = "network: (hidden: 8, harmonics: 4, joint_layers: 2)";
+    let post = tiny_posterior(&digest);
+    let lp = post.replace(
+        net,
+        "network: (hidden: 8, harmonics: 4, joint_layers: 2, langevin: true, langevin_layers: 2)",
+    );
+    assert_ne!(lp, post);
+    write(tmp.path(), "cfg/lp.ron", &lp);
+    let run = repro(tmp.path(), &["run", "cfg/lp.ron", "--out", "runs/lp", "-q"]);
+    expect_code(&run, 0);
+    assert_eq!(manifest(&tmp.path().join("runs/lp"))["status"], "complete");
+
+    write(
+        tmp.path(),
+        "cfg/wide.ron",
+        &post.replace(net, "network: (hidden: 16, harmonics: 4, joint_layers: 2)"),
+    );
+    let wide = repro(
+        tmp.path(),
+        &["run", "cfg/wide.ron", "--out", "runs/wide", "-q"],
+    );
+    expect_code(&wide, 2);
+    assert!(
+        stderr(&wide).contains("network, sampler and dimension"),
+        "{}",
+        stderr(&wide)
+    );
+    assert!(!tmp.path().join("runs/wide").exists());
+}
+
 #[test]
 fn posterior_trains_its_prior_first_and_refuses_an_edited_one() {
     // (trains)

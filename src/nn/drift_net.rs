@@ -133,6 +133,40 @@ impl DriftNet {
         self.layout.len()
     }
 
+    /// A posterior's parameters from its prior's (spec rtb2024 §4.2). `prior` is laid out as
+    /// this network without its Langevin blocks (`lp.*`, the prior has none); those come from
+    /// `init` with the output layer zeroed, so the scale s(t) and with it the whole term
+    /// s(t)·clip(∇log r) are exactly 0: the posterior starts as the prior, and the same vector
+    /// scores the prior's moves. (The reference copies the prior into a correction that is
+    /// *added* to it, so it starts at about twice the prior's ε; this is the spec's fix.) None
+    /// when `prior` has the wrong length.
+    pub fn lift_prior(&self, prior: &[f32], init: &[f32]) -> Option<Vec<f32>> {
+        assert_eq!(init.len(), self.num_params());
+        let is_lp = |name: &str| name.starts_with("lp.");
+        let prior_len: usize = self
+            .layout
+            .specs
+            .iter()
+            .filter(|s| !is_lp(&s.name))
+            .map(|s| s.len())
+            .sum();
+        if prior.len() != prior_len {
+            return None;
+        }
+        let mut out = Vec::with_capacity(init.len());
+        let mut from = prior.iter();
+        for s in &self.layout.specs {
+            if !is_lp(&s.name) {
+                out.extend(from.by_ref().take(s.len()));
+            } else if s.name.starts_with("lp.out.") {
+                out.extend(std::iter::repeat_n(0.0, s.len()));
+            } else {
+                out.extend_from_slice(&init[s.range()]);
+            }
+        }
+        Some(out)
+    }
+
     /// The F fixed frequencies: linspace(0.1, 100, F).
     pub fn frequencies(&self) -> Vec<f64> {
         let f = self.harmonics;
