@@ -187,9 +187,16 @@ pub enum TargetConfig {
     /// RTB checks. d = `mean.len()`.
     Gaussian { mean: Vec<f64>, std: f64 },
     /// The RTB vision stand-in (spec rtb2024 §3.3): the UCI 8×8 digits in [−1, 1] (d = 64),
-    /// r = max over `classes` of p(c | x) under a frozen MLP classifier; exact samples are the
-    /// dataset's images of those classes (all ten for a prior).
-    Digits { classes: Vec<u8> },
+    /// or MNIST (`images: Mnist(pool)`), r = max over `classes` of p(c | x) under a frozen
+    /// MLP classifier; exact samples are the dataset's images of those classes (all ten for a
+    /// prior).
+    Digits {
+        classes: Vec<u8>,
+        /// Which images (the UCI 8×8 digits when omitted, left out of the resolved config then
+        /// so existing digests hold).
+        #[serde(default, skip_serializing_if = "DigitImagesConfig::is_uci")]
+        images: DigitImagesConfig,
+    },
     /// The offline-RL stand-in (spec rtb2024 §4.5 A): a contextual bandit with state
     /// s ~ U[−1, 1] and action a ∈ ℝ² (d = 2), behaviour policy μ(a|s) a 5-mode mixture rotating
     /// with s ([`crate::energies::bandit`]), Q = R. The prior (`EpsMse`) is a DDPM on `data`
@@ -326,6 +333,31 @@ impl Default for SamplerConfig {
             learned_variance: false,
             log_var_range: 4.0,
             noising: Noising::Brownian,
+        }
+    }
+}
+
+/// The images of the vision target.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DigitImagesConfig {
+    /// The UCI 8×8 digits (1 797 images, d = 64).
+    #[default]
+    Uci8x8,
+    /// The 60 000 MNIST training images, average-pooled over `pool`×`pool` blocks (1, 2, 4 or
+    /// 7): d = (28/pool)², 196 at pool 2 (spec §3.3's 14×14 middle ground), 784 at pool 1.
+    Mnist(usize),
+}
+
+impl DigitImagesConfig {
+    pub fn is_uci(&self) -> bool {
+        *self == DigitImagesConfig::Uci8x8
+    }
+
+    /// D, pixels per image.
+    pub fn pixels(&self) -> usize {
+        match self {
+            DigitImagesConfig::Uci8x8 => crate::energies::digits::PIXELS,
+            DigitImagesConfig::Mnist(pool) => (28 / pool.max(&1)).pow(2),
         }
     }
 }
@@ -721,7 +753,7 @@ impl ExperimentConfig {
             | TargetConfig::Bandit { .. } => 2,
             TargetConfig::Pendulum { .. } => crate::rl::pendulum::ACTION_DIM,
             TargetConfig::Gaussian { mean, .. } => mean.len(),
-            TargetConfig::Digits { .. } => crate::energies::digits::PIXELS,
+            TargetConfig::Digits { images, .. } => images.pixels(),
             TargetConfig::Funnel { dim, .. } | TargetConfig::ManyWell { dim } => *dim,
             TargetConfig::Vae { .. } => crate::energies::vae::LATENT,
             TargetConfig::Lgcp => crate::energies::lgcp::GRID * crate::energies::lgcp::GRID,
@@ -1214,12 +1246,20 @@ impl ExperimentConfig {
                 "MLE trains on p_B paths from data: no exploration",
             );
         }
-        if let TargetConfig::Digits { classes } = &self.target {
+        if let TargetConfig::Digits { classes, images } = &self.target {
             if classes.is_empty() || classes.iter().any(|&c| c > 9) {
                 return bad(
                     "target.classes",
                     format!("must be digits 0..=9, at least one: {classes:?}"),
                 );
+            }
+            if let DigitImagesConfig::Mnist(pool) = images {
+                if ![1, 2, 4, 7].contains(pool) {
+                    return bad(
+                        "target.images",
+                        format!("Mnist(pool) must divide 28 into equal blocks (1, 2, 4 or 7), got {pool}"),
+                    );
+                }
             }
         }
         if let TargetConfig::Gaussian { mean, std } = &self.target {

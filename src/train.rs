@@ -184,10 +184,11 @@ pub fn build_energy(cfg: &ExperimentConfig) -> Result<Box<dyn Energy>, TrainErro
         TargetConfig::Gaussian { mean, std } => {
             Box::new(crate::energies::Gaussian::new(mean.clone(), *std))
         }
-        TargetConfig::Digits { classes } => Box::new(
+        TargetConfig::Digits { classes, images } => Box::new(
             crate::energies::digits::DigitsClass::load(
                 &crate::data::project_dir(),
                 classes.clone(),
+                *images,
             )
             .map_err(|e| TrainError::Data(e.to_string()))?,
         ),
@@ -1938,7 +1939,7 @@ impl Trainer {
             modes: matches!(self.cfg.target, TargetConfig::Gmm25To9)
                 .then(|| metrics::mode_stats(&samples)),
             classes: match &self.cfg.target {
-                TargetConfig::Digits { classes } => {
+                TargetConfig::Digits { classes, .. } => {
                     let mut stats =
                         crate::energies::digits::class_stats(&*self.energy, &samples, classes);
                     stats.prior_frechet = self.prior_class_frechet(n, classes);

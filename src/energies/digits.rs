@@ -1,20 +1,23 @@
 //! The vision stand-in of the RTB paper at CPU scale (spec rtb2024 §3.3): the UCI 8×8 digits
-//! scaled to [−1, 1], a frozen MLP classifier trained on them, and the constraint
-//! r(x) = max over the allowed classes of p(c | x) (one class, or even / odd digits).
+//! (or MNIST, average-pooled) scaled to [−1, 1], a frozen MLP classifier trained on them, and
+//! the constraint r(x) = max over the allowed classes of p(c | x) (one class, or even / odd
+//! digits).
 //!
-//! The classifier (64 → H → 10, GELU, spec §3.3's "MLP 64 → 128 → 10") is trained here,
+//! The classifier (D → H → 10, GELU, spec §3.3's "MLP 64 → 128 → 10") is trained here,
 //! deterministically, whenever the target is built: Adam 1e-3, batch 128, cross-entropy, on a
-//! fixed 80 % split (stream (CLASSIFIER_SEED, "digits-split")), a few seconds on two cores.
-//! Its forward pass and input gradient are written out by hand (f64).
+//! fixed 80 % split (stream (CLASSIFIER_SEED, "digits-split")): a few seconds on two cores for
+//! the 8×8 digits, tens of seconds for MNIST. Its forward pass and input gradient are written
+//! out by hand (f64).
 
 use super::Energy;
+use crate::config::DigitImagesConfig;
 use crate::data::{self, csv::Digits, DataError};
 use crate::rng;
 use rand_chacha::ChaCha8Rng;
 
 /// The digits file in `data/`.
 pub const DIGITS_FILE: &str = "digits/digits.csv.gz";
-/// D: an 8×8 image.
+/// D of the UCI digits: an 8×8 image.
 pub const PIXELS: usize = 64;
 /// Classes.
 pub const CLASSES: usize = 10;
@@ -22,22 +25,86 @@ pub const CLASSES: usize = 10;
 pub const HIDDEN: usize = 128;
 /// The classifier's fixed seed (split, initialisation, batches).
 pub const CLASSIFIER_SEED: u64 = 20240529;
-/// Training epochs of the classifier.
+/// Training epochs of the classifier on the 1 437 UCI training images.
 pub const EPOCHS: usize = 60;
+/// Training epochs on the 48 000 MNIST training images (about the same number of Adam steps
+/// as [`EPOCHS`] on the UCI digits, times 3).
+pub const MNIST_EPOCHS: usize = 6;
+/// The MNIST training images and labels in `data/`.
+pub const MNIST_IMAGES_FILE: &str = "mnist/train-images-idx3-ubyte.gz";
+pub const MNIST_LABELS_FILE: &str = "mnist/train-labels-idx1-ubyte.gz";
+/// Real images the diversity of a reference set is computed over: the first this many (all
+/// pairs), so an MNIST class (about 6 000 images) or parity (30 000) stays affordable. Every
+/// UCI reference set is smaller, so its numbers are unchanged.
+pub const DIVERSITY_ROWS: usize = 5000;
 
-/// Images scaled to [−1, 1] (v/8 − 1) with their labels.
+/// Images scaled to [−1, 1] with their labels.
 #[derive(Clone, Debug)]
 pub struct DigitImages {
-    /// `[n, 64]`.
+    /// `[n, D]`.
     pub x: Vec<f32>,
     pub labels: Vec<u8>,
+    /// D, pixels per image.
+    pub pixels: usize,
 }
 
 impl DigitImages {
+    /// The UCI digits, v/8 − 1 (values 0..=16).
     pub fn from_table(d: &Digits) -> Self {
         DigitImages {
             x: d.features.iter().map(|&v| v / 8.0 - 1.0).collect(),
             labels: d.labels.clone(),
+            pixels: PIXELS,
+        }
+    }
+
+    /// The 60 000 MNIST training images from `dir` (checksummed), each `pool`×`pool` block
+    /// averaged (in f64, row-major block order) and scaled from [0, 255] to [−1, 1].
+    pub fn load_mnist(dir: &std::path::Path, pool: usize) -> Result<Self, DataError> {
+        assert!(pool >= 1 && 28 % pool == 0, "pool must divide 28");
+        data::checksum::verify(dir, MNIST_IMAGES_FILE)?;
+        data::checksum::verify(dir, MNIST_LABELS_FILE)?;
+        let images = data::idx::load_images(&dir.join(MNIST_IMAGES_FILE))?;
+        let labels = data::idx::load_labels(&dir.join(MNIST_LABELS_FILE))?;
+        let path = dir.join(MNIST_IMAGES_FILE);
+        let shape = [images.n, images.rows, images.cols];
+        if images.rows != 28 || images.cols != 28 || labels.labels.len() != images.n {
+            return Err(DataError::Invalid {
+                format: data::Format::Idx,
+                origin: Some(path),
+                what: format!(
+                    "expected 28×28 images with one label each, got {} for {} labels",
+                    data::shape_str(&shape),
+                    labels.labels.len()
+                ),
+            });
+        }
+        let raw: Vec<f32> = images.pixels.iter().map(|&p| f32::from(p)).collect();
+        Ok(Self::pooled(&raw, labels.labels, pool))
+    }
+
+    /// `raw` 28×28 images `[n, 784]` with values in [0, 255], pooled and scaled.
+    pub fn pooled(raw: &[f32], labels: Vec<u8>, pool: usize) -> Self {
+        let side = 28 / pool;
+        let area = (pool * pool) as f64;
+        let mut x = Vec::with_capacity(labels.len() * side * side);
+        for img in raw.chunks_exact(784) {
+            for by in 0..side {
+                for bx in 0..side {
+                    let mut sum = 0.0f64;
+                    for dy in 0..pool {
+                        for dx in 0..pool {
+                            sum += img[(by * pool + dy) * 28 + bx * pool + dx] as f64;
+                        }
+                    }
+                    x.push((sum / area / 127.5 - 1.0) as f32);
+                }
+            }
+        }
+        DigitImages {
+            x,
+            labels,
+            pixels: side * side,
         }
     }
 
@@ -58,13 +125,15 @@ impl DigitImages {
     }
 
     pub fn image(&self, i: usize) -> &[f32] {
-        &self.x[i * PIXELS..(i + 1) * PIXELS]
+        &self.x[i * self.pixels..(i + 1) * self.pixels]
     }
 }
 
-/// A 64 → H → 10 GELU MLP, f64 weights (row-major `[out, in]`).
+/// A D → H → 10 GELU MLP, f64 weights (row-major `[out, in]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Classifier {
+    /// D, the input width.
+    pub inputs: usize,
     pub w1: Vec<f64>,
     pub b1: Vec<f64>,
     pub w2: Vec<f64>,
@@ -88,7 +157,7 @@ struct Pass {
 
 impl Classifier {
     /// PyTorch's default initialisation, U(±1/√fan_in), from `stream`.
-    fn init(stream: &mut ChaCha8Rng) -> Self {
+    fn init(inputs: usize, stream: &mut ChaCha8Rng) -> Self {
         let mut u = |n: usize, fan_in: usize| -> Vec<f64> {
             let a = 1.0 / (fan_in as f64).sqrt();
             (0..n)
@@ -96,8 +165,9 @@ impl Classifier {
                 .collect()
         };
         Classifier {
-            w1: u(HIDDEN * PIXELS, PIXELS),
-            b1: u(HIDDEN, PIXELS),
+            inputs,
+            w1: u(HIDDEN * inputs, inputs),
+            b1: u(HIDDEN, inputs),
             w2: u(CLASSES * HIDDEN, HIDDEN),
             b2: u(CLASSES, HIDDEN),
         }
@@ -107,7 +177,7 @@ impl Classifier {
         let mut pre = vec![0.0; HIDDEN];
         let mut hidden = vec![0.0; HIDDEN];
         for h in 0..HIDDEN {
-            let row = &self.w1[h * PIXELS..(h + 1) * PIXELS];
+            let row = &self.w1[h * self.inputs..(h + 1) * self.inputs];
             pre[h] = self.b1[h] + row.iter().zip(x).map(|(w, v)| w * v).sum::<f64>();
             hidden[h] = gelu(pre[h]).0;
         }
@@ -187,7 +257,7 @@ impl Classifier {
             }
             for ((gb, gw), &dp) in
                 g.b1.iter_mut()
-                    .zip(g.w1.chunks_exact_mut(PIXELS))
+                    .zip(g.w1.chunks_exact_mut(self.inputs))
                     .zip(&d_pre)
             {
                 *gb += dp;
@@ -199,10 +269,10 @@ impl Classifier {
         if !want_input {
             return Vec::new();
         }
-        (0..PIXELS)
+        (0..self.inputs)
             .map(|j| {
                 (0..HIDDEN)
-                    .map(|h| self.w1[h * PIXELS + j] * d_pre[h])
+                    .map(|h| self.w1[h * self.inputs + j] * d_pre[h])
                     .sum()
             })
             .collect()
@@ -240,8 +310,12 @@ impl Classifier {
 
     /// Train on `train` (indices into `data`): Adam 1e-3, batch 128, mean cross-entropy.
     pub fn train(data: &DigitImages, train: &[usize], epochs: usize, seed: u64) -> Self {
-        let mut net = Classifier::init(&mut rng::stream(seed, "digits-classifier-init", 0));
+        let mut net = Classifier::init(
+            data.pixels,
+            &mut rng::stream(seed, "digits-classifier-init", 0),
+        );
         let zeros = |c: &Classifier| Classifier {
+            inputs: c.inputs,
             w1: vec![0.0; c.w1.len()],
             b1: vec![0.0; c.b1.len()],
             w2: vec![0.0; c.w2.len()],
@@ -284,7 +358,8 @@ impl Classifier {
     }
 }
 
-/// The fixed 80/20 split of the 1797 images: (train, held-out) indices.
+/// The fixed 80/20 split of `n` images (1 797 UCI digits, 60 000 MNIST): (train, held-out)
+/// indices.
 pub fn split(n: usize) -> (Vec<usize>, Vec<usize>) {
     let mut order: Vec<usize> = (0..n).collect();
     let mut s = rng::stream(CLASSIFIER_SEED, "digits-split", 0);
@@ -307,11 +382,18 @@ pub struct DigitsClass {
 }
 
 impl DigitsClass {
-    /// Load the data from `dir`, train the classifier on the fixed split.
-    pub fn load(dir: &std::path::Path, classes: Vec<u8>) -> Result<Self, DataError> {
-        let data = DigitImages::load(dir)?;
+    /// Load `images` from `dir`, train the classifier on the fixed split.
+    pub fn load(
+        dir: &std::path::Path,
+        classes: Vec<u8>,
+        images: DigitImagesConfig,
+    ) -> Result<Self, DataError> {
+        let (data, epochs) = match images {
+            DigitImagesConfig::Uci8x8 => (DigitImages::load(dir)?, EPOCHS),
+            DigitImagesConfig::Mnist(pool) => (DigitImages::load_mnist(dir, pool)?, MNIST_EPOCHS),
+        };
         let (train, _) = split(data.len());
-        let classifier = Classifier::train(&data, &train, EPOCHS, CLASSIFIER_SEED);
+        let classifier = Classifier::train(&data, &train, epochs, CLASSIFIER_SEED);
         Ok(Self::new(data, classifier, classes))
     }
 
@@ -344,7 +426,7 @@ impl Energy for DigitsClass {
     }
 
     fn dim(&self) -> usize {
-        PIXELS
+        self.data.pixels
     }
 
     fn log_reward_row(&self, x: &[f32]) -> f64 {
@@ -397,7 +479,7 @@ impl Energy for DigitsClass {
     /// Dataset images of the allowed classes, drawn uniformly with replacement.
     fn sample(&self, n: usize, stream: &mut ChaCha8Rng) -> Option<Vec<f32>> {
         let k = self.allowed.len() as u32;
-        let mut out = Vec::with_capacity(n * PIXELS);
+        let mut out = Vec::with_capacity(n * self.data.pixels);
         for _ in 0..n {
             let i = self.allowed[rng::below(stream, k) as usize];
             out.extend_from_slice(self.data.image(i));
@@ -427,7 +509,7 @@ pub struct ClassStats {
 
 /// The samples' features `[n, H]` under `energy`'s classifier.
 pub fn features_of(energy: &dyn Energy, x: &[f32]) -> Vec<f64> {
-    x.chunks_exact(PIXELS)
+    x.chunks_exact(energy.dim())
         .flat_map(|row| energy.features(row).expect("a classifier-based target"))
         .collect()
 }
@@ -449,19 +531,20 @@ fn frechet_of_features(a: &[f64], b: &[f64]) -> f64 {
     )
 }
 
-/// The Fréchet distance between samples `x` (`[n, 64]`) and the real images of the allowed
+/// The Fréchet distance between samples `x` (`[n, D]`) and the real images of the allowed
 /// classes, in the classifier's hidden-layer features.
 pub fn frechet_to_real(energy: &dyn Energy, x: &[f32]) -> f64 {
     frechet_of_features(&features_of(energy, x), &real_features(energy))
 }
 
-/// [`ClassStats`] of samples `x` (`[n, 64]`) under `energy` (a [`DigitsClass`]).
+/// [`ClassStats`] of samples `x` (`[n, D]`) under `energy` (a [`DigitsClass`]).
 pub fn class_stats(energy: &dyn Energy, x: &[f32], classes: &[u8]) -> ClassStats {
-    let n = x.len() / PIXELS;
+    let d = energy.dim();
+    let n = x.len() / d;
     let mut lr = vec![0f64; n];
     energy.log_reward(x, &mut lr);
     let preds: Vec<usize> = x
-        .chunks_exact(PIXELS)
+        .chunks_exact(d)
         .map(|row| energy.classify(row).expect("a classifier-based target"))
         .collect();
     let mut hist = vec![0f64; CLASSES];
@@ -480,7 +563,10 @@ pub fn class_stats(energy: &dyn Energy, x: &[f32], classes: &[u8]) -> ClassStats
         class_histogram: hist,
         frechet: frechet_of_features(&xf, &rf),
         diversity: crate::metrics::cosine_diversity(&xf, HIDDEN),
-        real_diversity: crate::metrics::cosine_diversity(&rf, HIDDEN),
+        real_diversity: crate::metrics::cosine_diversity(
+            &rf[..rf.len().min(DIVERSITY_ROWS * HIDDEN)],
+            HIDDEN,
+        ),
         prior_frechet: None,
     }
 }
