@@ -233,3 +233,64 @@ fn dataset_paths_vanish_at_the_prior_and_alternate_with_on_policy() {
     wrong.train.method = Method::Resample;
     assert_eq!(wrong.validate().unwrap_err().0, "posterior.dataset_paths");
 }
+
+/// RTB with the Langevin correction on the Pendulum: the correction reads ∇_u log r through the
+/// critic's input gradient at every step. Lifted from the prior it starts exactly there (the
+/// same loss as the plain posterior); a training step moves the correction's output layer off zero, and the run replays bitwise.
+#[test]
+fn langevin_posterior_starts_at_the_prior_and_learns_its_scale() {
+    let prior = trained_prior();
+    let plain = posterior_cfg(&prior_cfg());
+    let mut lp = plain.clone();
+    lp.network.langevin = true;
+    lp.network.langevin_per_dim = true;
+    lp.network.langevin_layers = 2;
+    lp.validate().unwrap();
+    let critic = prior.critic.as_ref().unwrap();
+    let trainer = |cfg: &ExperimentConfig| {
+        let mut tr = Trainer::with_prior(cfg, prior.params.clone()).unwrap();
+        tr.attach_critic(critic).unwrap();
+        tr
+    };
+    let (a, b) = (trainer(&plain), trainer(&lp));
+    assert_eq!(
+        a.loss_and_grad(0).unwrap().0.loss,
+        b.loss_and_grad(0).unwrap().0.loss
+    );
+    assert!(a.loss_and_grad(0).unwrap().0.loss > 1e-6);
+
+    let out = |tr: &Trainer| -> Vec<f32> {
+        let s = tr
+            .net
+            .layout
+            .specs
+            .iter()
+            .find(|s| s.name == "lp.out.w")
+            .unwrap();
+        tr.params[s.range()].to_vec()
+    };
+    let mut tr = trainer(&lp);
+    assert!(out(&tr).iter().all(|&w| w == 0.0));
+    tr.step().unwrap();
+    assert!(out(&tr).iter().any(|&w| w != 0.0), "the scale did not move");
+
+    let run = || {
+        train::run_from(
+            &lp,
+            Some(PriorRun {
+                params: prior.params.clone().unwrap(),
+                critic: prior.critic.clone(),
+            }),
+            None,
+            0,
+            &mut train::ProgressOnly(&mut |_| {}),
+        )
+    };
+    let (one, two) = (run(), run());
+    assert!(one.failure.is_none(), "{:?}", one.failure);
+    assert_eq!(one.params, two.params);
+    let (fa, fb) = (one.final_eval.unwrap(), two.final_eval.unwrap());
+    assert_eq!(fa.samples, fb.samples);
+    let (pa, pb) = (fa.metrics.pendulum.unwrap(), fb.metrics.pendulum.unwrap());
+    assert_eq!(pa.mean_return.to_bits(), pb.mean_return.to_bits());
+}
