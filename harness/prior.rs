@@ -60,8 +60,8 @@ pub fn ensure_prior(
                 dir.display()
             );
         }
-        if run_dir::partial_path(&dir)?.exists() {
-            run::resume_run(&dir, quiet, None, false)?;
+        let code = if run_dir::partial_path(&dir)?.exists() {
+            run::resume_run(&dir, quiet, None, false)?
         } else {
             let job = Job {
                 cfg: &prior,
@@ -72,7 +72,18 @@ pub fn ensure_prior(
                 quiet,
                 checkpoint_every: None,
             };
-            run::execute(&job, Staging::new_partial(&dir, false)?, None)?;
+            run::execute(&job, Staging::new_partial(&dir, false)?, None)?
+        };
+        // Interrupted (Ctrl-C / SIGTERM): the prior checkpointed, the posterior has not started.
+        if code != std::process::ExitCode::SUCCESS {
+            return Err(CliError {
+                code: run::INTERRUPTED,
+                message: format!(
+                    "the prior run {} was interrupted before this posterior started; run the \
+                     posterior again to resume the prior from its checkpoint",
+                    dir.display()
+                ),
+            });
         }
     } else {
         // An existing prior run is checked against the posterior too, from the resolved

@@ -209,7 +209,7 @@ fn write_outputs(
 pub const CHECKPOINT: &str = "checkpoint.bin";
 
 /// Exit code of a run stopped by SIGINT/SIGTERM (128 + SIGINT, the shell convention).
-const INTERRUPTED: u8 = 130;
+pub const INTERRUPTED: u8 = 130;
 
 /// Set by the first SIGINT or SIGTERM; a second one ends the process at once.
 fn stop_flag() -> Arc<AtomicBool> {

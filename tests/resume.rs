@@ -361,3 +361,61 @@ fn sweep_shards_cover_every_job_once_and_rerun_skips() {
     let bad = out(&["run", folder.to_str().unwrap(), "--shard", "3/3"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 }
+
+/// Ctrl-C while a posterior's missing prior is being trained first: the prior checkpoints,
+/// the posterior exits 130 saying so (it used to go on and fail to load the unfinished
+/// prior), no posterior folder is left, and running the posterior again resumes the prior
+/// and completes both.
+#[test]
+fn ctrl_c_during_a_posteriors_prior_checkpoints_the_prior() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prior = "(seed: 2, target: Gmm25, sampler: (steps: 20, sigma2: 5.0),
+        network: (hidden: 32, harmonics: 16),
+        train: (method: Mle, iterations: 4000, batch: 64),
+        eval: (samples: 64, every: 0, w2: false, eubo: false))";
+    write_config(tmp.path(), "prior.ron", prior);
+    let listed = out(&["list", "--json", tmp.path().to_str().unwrap()]);
+    let entries: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let digest = entries[0]["digest"].as_str().unwrap().to_string();
+    let post = write_config(
+        tmp.path(),
+        "post.ron",
+        &format!(
+            "(seed: 3, target: Gmm25To9, sampler: (steps: 20, sigma2: 5.0),
+            network: (hidden: 32, harmonics: 16),
+            train: (method: Rtb, iterations: 3, batch: 8),
+            eval: (samples: 16, every: 0, w2: false, eubo: false),
+            posterior: Some((prior: (config: \"prior.ron\", digest: \"{digest}\"))))"
+        ),
+    );
+    let runs = tmp.path().join("runs");
+    let dir = runs.join("post");
+    let child = spawn_run(&post, &dir);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted before this posterior started"),
+        "{err}"
+    );
+    let prior_dir = runs.join("priors").join(&digest[..16]);
+    assert!(partial(&prior_dir).join("checkpoint.bin").is_file());
+    assert!(!dir.exists() && !partial(&dir).exists());
+
+    let again = out(&[
+        "run",
+        post.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(again.status.success(), "{}", text(&again));
+    digests(&prior_dir);
+    digests(&dir);
+}
