@@ -30,8 +30,8 @@ pub const EPOCHS: usize = 60;
 /// Training epochs on the 48 000 MNIST training images (about the same number of Adam steps
 /// as [`EPOCHS`] on the UCI digits, times 3).
 pub const MNIST_EPOCHS: usize = 6;
-/// The MNIST training images and labels in `data/`.
-pub const MNIST_IMAGES_FILE: &str = "mnist/train-images-idx3-ubyte.gz";
+/// The MNIST training images in `data/` (the file the VAE target trains on) and their labels.
+pub const MNIST_IMAGES_FILE: &str = super::vae::TRAIN_IMAGES_FILE;
 pub const MNIST_LABELS_FILE: &str = "mnist/train-labels-idx1-ubyte.gz";
 /// Real images the diversity of a reference set is computed over: the first this many (all
 /// pairs), so an MNIST class (about 6 000 images) or parity (30 000) stays affordable. Every
