@@ -142,15 +142,18 @@ fn check_prior(
             )));
         }
     }
-    // A posterior may add a Langevin term (zero at the start) to its copy of the prior.
+    // A posterior may add a Langevin term and a learned step variance (both starting at the
+    // prior's) to its copy of the prior.
     if prior.network.langevin
         || prior.network != post.network.without_langevin()
-        || prior.sampler != post.sampler
+        || prior.sampler.learned_variance
+        || prior.sampler != post.sampler.without_learned_variance()
         || prior.dim() != post.dim()
     {
         return Err(CliError::usage(format!(
             "{}: the prior's network, sampler and dimension must equal the posterior's, up to \
-             the posterior's Langevin term (it starts as a copy of the prior)",
+             the posterior's Langevin term and learned variance (it starts as a copy of the \
+             prior)",
             path.display()
         )));
     }

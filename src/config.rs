@@ -325,6 +325,19 @@ impl Noising {
     }
 }
 
+impl SamplerConfig {
+    /// This sampler with fixed step variances (the learned-variance fields at their defaults):
+    /// what a posterior that learns its variances shares with its prior.
+    pub fn without_learned_variance(&self) -> SamplerConfig {
+        let d = SamplerConfig::default();
+        SamplerConfig {
+            learned_variance: false,
+            log_var_range: d.log_var_range,
+            ..self.clone()
+        }
+    }
+}
+
 impl Default for SamplerConfig {
     fn default() -> Self {
         SamplerConfig {
@@ -497,6 +510,13 @@ impl Method {
             self,
             Method::Guidance | Method::Resample | Method::Dps | Method::LgdMc
         )
+    }
+
+    /// Is the method a posterior that trains its own copy of the prior (and so may add a
+    /// learned step variance to it)? DPOK is not: its per-step KL is written for fixed
+    /// variances.
+    pub fn trains_posterior(self) -> bool {
+        self.uses_prior() && !self.evaluates_only() && self != Method::Dpok
     }
 
     /// Does the method train the conditional flow head log F(x, t)?
@@ -1147,12 +1167,15 @@ impl ExperimentConfig {
             }
             let ddpm_ok =
                 t.method.uses_prior() && matches!(self.sampler.noising, Noising::Ddpm { .. });
-            if !(self.sampler.noising.is_brownian() || ddpm_ok) || self.sampler.learned_variance {
+            if !(self.sampler.noising.is_brownian() || ddpm_ok)
+                || (self.sampler.learned_variance && !t.method.trains_posterior())
+            {
                 return bad(
                     "sampler",
                     format!(
                         "{name} is built for the Brownian sampler with fixed variance (and, for \
-                         posteriors, the DDPM sampler)"
+                         posteriors, the DDPM sampler; only a trained posterior may learn its \
+                         variances)"
                     ),
                 );
             }
@@ -1204,10 +1227,11 @@ impl ExperimentConfig {
                         ),
                     );
                 }
-                if s.learned_variance {
+                if s.learned_variance && !m.trains_posterior() {
                     return bad(
                         "sampler.learned_variance",
-                        "the DDPM's variances are fixed (fixed_large or fixed_small)",
+                        "a DDPM's variances are fixed (fixed_large or fixed_small); only a \
+                         trained posterior (Rtb, RlKl, RlKlPaper, Ddpo) learns its own",
                     );
                 }
                 // The ε-space Langevin term of the offline-RL posterior (spec rtb2024 §4.2) is

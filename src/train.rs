@@ -508,6 +508,11 @@ impl Trainer {
                     )));
                 };
                 tr.params.clone_from(&p);
+                if cfg.sampler.learned_variance {
+                    // Log-variance 0 offset: the posterior's steps start at the prior's fixed
+                    // variances (the prior never trained those outputs, and never reads them).
+                    tr.net.zero_log_var_head(&mut tr.params);
+                }
                 let z = tr.net.log_z_index();
                 tr.params[z] = 0.0;
                 tr.prior = Some(p);
@@ -1783,10 +1788,12 @@ impl Trainer {
     }
 
     /// The sampler the frozen prior moves (and scores moves) with: the prior's own moves carry
-    /// no guidance.
+    /// no guidance, and its step variances are the fixed ones even when the posterior learns
+    /// its own.
     fn prior_sampler(&self) -> Sampler {
         Sampler {
             guidance: None,
+            learned_range: None,
             ..self.sampler.clone()
         }
     }

@@ -198,6 +198,19 @@ fn affine_head_vjp() {
 }
 
 #[test]
+fn replace_head_vjp() {
+    // o's first 4 columns are replaced (no gradient reaches them); its last 2 pass through.
+    check_op(
+        "replace_head",
+        vec![randn(3, 6, 29), randn(3, 4, 30)],
+        &|t, v| {
+            let u = t.scale(v[1], 1.7);
+            t.replace_head(v[0], u)
+        },
+    );
+}
+
+#[test]
 fn row_function_vjp() {
     // y_b = Σ_j sin(x_bj), a function the tape does not know, given with its Jacobian.
     check_op("row_function", vec![randn(4, 3, 23)], &|t, v| {

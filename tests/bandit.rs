@@ -243,3 +243,78 @@ fn langevin_posterior_starts_at_the_prior_and_two_pass_matches_the_tape() {
     let (field, _) = bad.validate().unwrap_err();
     assert_eq!(field, "network.langevin");
 }
+
+/// RTB with a learned step variance on a DDPM posterior (Sendera et al.'s learned variance,
+/// spec §2.2 step 5, on the fixed_small DDPM of the bandit): the posterior's log-variance head
+/// starts at 0, so it starts at the prior's fixed variances. Its first loss is the fixed-variance
+/// posterior's (to rounding: e^{log rate} for rate), every block but the output layer gets the
+/// same gradient, and the log-variance rows of the output layer get a non-zero one. Once the
+/// variances move, the two-pass gradient equals the tape's. A prior, and DPOK, learn none.
+#[test]
+fn learned_variance_posterior_starts_at_the_prior_and_two_pass_matches_the_tape() {
+    let post = POSTERIOR.replace("BETA", "10.0");
+    let mut plain = bandit("Rtb", 3, ", iterations: 2", &post);
+    plain.sampler.noising = diffusion_samplers::config::Noising::Ddpm {
+        train_steps: 40,
+        clip: false,
+        small_variance: true,
+    };
+    let mut lv = plain.clone();
+    lv.sampler.learned_variance = true;
+    lv.validate().unwrap();
+    let seed_tr = Trainer::new(&bandit("EpsMse", 1, ", iterations: 1", "")).unwrap();
+    // Every prior block moved off its initialisation, the unused log-variance rows included.
+    let prior = random_params(&seed_tr, 1, 0.3);
+
+    let tr_plain = Trainer::with_prior(&plain, Some(prior.clone())).unwrap();
+    let tr_lv = Trainer::with_prior(&lv, Some(prior.clone())).unwrap();
+    let (lg_plain, g_plain) = tr_plain.loss_and_grad(1).unwrap();
+    let (lg_lv, g_lv) = tr_lv.loss_and_grad(1).unwrap();
+    assert!(lg_plain.loss > 1e-3);
+    assert!(
+        (lg_plain.loss - lg_lv.loss).abs() <= 1e-5 * lg_plain.loss,
+        "fixed {} vs learned {}",
+        lg_plain.loss,
+        lg_lv.loss
+    );
+    let d = tr_lv.net.dim;
+    let scale = g_plain.iter().fold(0f32, |m, g| m.max(g.abs()));
+    for s in &tr_lv.net.layout.specs {
+        let (a, b) = (&g_plain[s.range()], &g_lv[s.range()]);
+        let (shared, head) = match s.name.as_str() {
+            "joint.out.w" => (&a[..d * s.cols], Some(&b[d * s.cols..])),
+            "joint.out.b" => (&a[..d], Some(&b[d..])),
+            _ => (a, None),
+        };
+        for (k, (x, y)) in shared.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-3 * scale,
+                "{} [{k}]: fixed {x} vs learned {y}",
+                s.name
+            );
+        }
+        if let Some(head) = head {
+            assert!(
+                head.iter().any(|g| g.abs() > 1e-4 * scale),
+                "{}: the log-variance rows must get a gradient",
+                s.name
+            );
+            assert!(tr_lv.params[s.range()][shared.len()..]
+                .iter()
+                .all(|&p| p == 0.0));
+        }
+    }
+
+    // Learned variances away from the prior's: the tape and the two-pass scheme agree.
+    let loss = assert_two_pass_matches_tape(&lv, &prior, 4);
+    assert_ne!(loss, lg_lv.loss);
+
+    let mut bad = bandit("EpsMse", 1, ", iterations: 1", "");
+    bad.sampler.learned_variance = true;
+    let (field, _) = bad.validate().unwrap_err();
+    assert_eq!(field, "sampler.learned_variance");
+    let mut bad = bandit("Dpok", 3, ", iterations: 1", &post);
+    bad.sampler.learned_variance = true;
+    let (field, _) = bad.validate().unwrap_err();
+    assert_eq!(field, "sampler.learned_variance");
+}

@@ -643,10 +643,11 @@ fn tiny_posterior(digest: &str) -> String {
     )
 }
 
-/// A posterior may add a Langevin correction to its copy of the prior (it starts at 0), but
-/// any other change of network is refused by name before anything is written.
+/// A posterior may add a Langevin correction or a learned step variance to its copy of the
+/// prior (both start at the prior), but any other change of network or sampler is refused by
+/// name before anything is written.
 #[test]
-fn posterior_may_add_a_langevin_term_but_no_other_network_change() {
+fn posterior_may_add_a_langevin_term_or_learned_variance_but_no_other_change() {
     // (trains)
     let tmp = tempfile::tempdir().unwrap();
     write(tmp.path(), "cfg/prior.ron", TINY_PRIOR);
@@ -664,6 +665,33 @@ fn posterior_may_add_a_langevin_term_but_no_other_network_change() {
     let run = repro(tmp.path(), &["run", "cfg/lp.ron", "--out", "runs/lp", "-q"]);
     expect_code(&run, 0);
     assert_eq!(manifest(&tmp.path().join("runs/lp"))["status"], "complete");
+
+    let sampler = "sampler: (steps: 4, sigma2: 5.0)";
+    let lv = post.replace(
+        sampler,
+        "sampler: (steps: 4, sigma2: 5.0, learned_variance: true)",
+    );
+    assert_ne!(lv, post);
+    write(tmp.path(), "cfg/lv.ron", &lv);
+    let run = repro(tmp.path(), &["run", "cfg/lv.ron", "--out", "runs/lv", "-q"]);
+    expect_code(&run, 0);
+    assert_eq!(manifest(&tmp.path().join("runs/lv"))["status"], "complete");
+    write(
+        tmp.path(),
+        "cfg/hot.ron",
+        &post.replace(sampler, "sampler: (steps: 4, sigma2: 6.0)"),
+    );
+    let hot = repro(
+        tmp.path(),
+        &["run", "cfg/hot.ron", "--out", "runs/hot", "-q"],
+    );
+    expect_code(&hot, 2);
+    assert!(
+        stderr(&hot).contains("network, sampler and dimension"),
+        "{}",
+        stderr(&hot)
+    );
+    assert!(!tmp.path().join("runs/hot").exists());
 
     write(
         tmp.path(),

@@ -68,6 +68,9 @@ pub enum Op<S> {
     Scale { x: Var, c: S },
     /// y[B,D] = a·x + b·o[:, :D], constants a and b: the DDPM x̂0 from the ε-head o.
     AffineHead { x: Var, o: Var, a: S, b: S },
+    /// y[B,K] = [u ; o[:, D:]] for u [B,D] and o [B,K]: a new head on o's extra columns (a
+    /// DDPM's drift from ε, keeping the learned log-variance beside it).
+    ReplaceHead { o: Var, u: Var, d: usize },
     /// A per-row scalar function computed outside the tape (log R(x)): y[B,1] is given, and so
     /// is its Jacobian `jac` [B,D] = ∂y_b/∂x_b, which the VJP applies.
     RowFunction { x: Var, jac: Tensor<S> },
@@ -318,6 +321,24 @@ impl<S: Kernels> Tape<S> {
         }
         let ng = self.needs_grad(x) || self.needs_grad(o);
         self.push(Op::AffineHead { x, o, a, b }, y, ng)
+    }
+
+    /// y[B,K] = [u ; o[:, D:]]: `o` (`[B, K]`) with its first D columns replaced by `u`
+    /// (`[B, D]`, D ≤ K).
+    pub fn replace_head(&mut self, o: Var, u: Var) -> Var {
+        let (ov, uv) = (self.value(o), self.value(u));
+        let d = uv.cols;
+        assert!(ov.rows == uv.rows && ov.cols >= d, "replace_head: shapes");
+        let mut y = ov.clone();
+        for (yr, ur) in y
+            .data
+            .chunks_exact_mut(ov.cols)
+            .zip(uv.data.chunks_exact(d))
+        {
+            yr[..d].copy_from_slice(ur);
+        }
+        let ng = self.needs_grad(o) || self.needs_grad(u);
+        self.push(Op::ReplaceHead { o, u, d }, y, ng)
     }
 
     /// y = c·x.
@@ -597,6 +618,23 @@ impl<S: Kernels> Op<S> {
                         *v *= *a;
                     }
                     accumulate(&mut grads[x.0], dx);
+                }
+            }
+            Op::ReplaceHead { o, u, d } => {
+                let (k, d) = (g.cols, *d);
+                if ng(*u) {
+                    let mut du = Tensor::zeros(g.rows, d);
+                    for (ur, gr) in du.data.chunks_exact_mut(d).zip(g.data.chunks_exact(k)) {
+                        ur.copy_from_slice(&gr[..d]);
+                    }
+                    accumulate(&mut grads[u.0], du);
+                }
+                if ng(*o) {
+                    let mut do_ = g;
+                    for r in do_.data.chunks_exact_mut(k) {
+                        r[..d].fill(S::ZERO);
+                    }
+                    accumulate(&mut grads[o.0], do_);
                 }
             }
             Op::Scale { x, c } => {

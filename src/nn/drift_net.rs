@@ -167,6 +167,21 @@ impl DriftNet {
         Some(out)
     }
 
+    /// Zero the output rows D..2D of the joint policy's last layer (weights and bias): the raw
+    /// log-variance v is then 0 at every input, so a learned variance starts at the fixed one.
+    pub fn zero_log_var_head(&self, params: &mut [f32]) {
+        let d = self.dim;
+        for s in &self.layout.specs {
+            match s.name.as_str() {
+                // [2D, H]: one row per output.
+                "joint.out.w" => params[s.range()][d * s.cols..].fill(0.0),
+                // [1, 2D].
+                "joint.out.b" => params[s.range()][d..].fill(0.0),
+                _ => {}
+            }
+        }
+    }
+
     /// The F fixed frequencies: linspace(0.1, 100, F).
     pub fn frequencies(&self) -> Vec<f64> {
         let f = self.harmonics;

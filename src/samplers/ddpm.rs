@@ -93,7 +93,8 @@ pub fn step(schedule: &Schedule, sampling_steps: usize, i: usize) -> DdpmStep {
 }
 
 /// The EM-form drift u = (c1/dt)·x̂0 of the ε-head `o` (`[B, ≥D]`) at state `x` (`[B, D]`),
-/// with x̂0 clipped to [−1, 1] when `clip`.
+/// with x̂0 clipped to [−1, 1] when `clip`: `[B, D]`, or with `keep_log_var` `[B, 2D]` = [u ; v]
+/// with o's log-variance columns v (a posterior that learns its step variances).
 pub fn ddpm_drift<S: Kernels>(
     tape: &mut Tape<S>,
     o: Var,
@@ -101,10 +102,16 @@ pub fn ddpm_drift<S: Kernels>(
     s: &DdpmStep,
     dt: f64,
     clip: bool,
+    keep_log_var: bool,
 ) -> Var {
     let x0 = tape.affine_head(x, o, S::from_f64(s.x0_from_x), S::from_f64(s.x0_from_eps));
     let x0 = if clip { tape.clip(x0, S::ONE) } else { x0 };
-    tape.scale(x0, S::from_f64(s.c1 / dt))
+    let u = tape.scale(x0, S::from_f64(s.c1 / dt));
+    if keep_log_var {
+        tape.replace_head(o, u)
+    } else {
+        u
+    }
 }
 
 #[cfg(test)]

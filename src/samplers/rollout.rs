@@ -411,7 +411,9 @@ impl<'a> StepHead<'a> {
         // DDPM: the network predicts ε; the step's drift comes from its x̂0.
         let o = match sampler.ddpm_step(i) {
             Some(s) => {
-                super::ddpm::ddpm_drift(tape, o, x_node, &s, sampler.dt(), sampler.ddpm_clip())
+                let keep_log_var = sampler.learned_range.is_some();
+                let (dt, clip) = (sampler.dt(), sampler.ddpm_clip());
+                super::ddpm::ddpm_drift(tape, o, x_node, &s, dt, clip, keep_log_var)
             }
             None => o,
         };
