@@ -656,59 +656,52 @@ fn posterior_may_add_a_langevin_term_or_learned_variance_but_no_other_change() {
     let digest = entries[0]["digest"].as_str().unwrap().to_string();
     let net = "network: (hidden: 8, harmonics: 4, joint_layers: 2)";
     let post = tiny_posterior(&digest);
-    let lp = post.replace(
-        net,
-        "network: (hidden: 8, harmonics: 4, joint_layers: 2, langevin: true, langevin_layers: 2)",
-    );
-    assert_ne!(lp, post);
-    write(tmp.path(), "cfg/lp.ron", &lp);
-    let run = repro(tmp.path(), &["run", "cfg/lp.ron", "--out", "runs/lp", "-q"]);
-    expect_code(&run, 0);
-    assert_eq!(manifest(&tmp.path().join("runs/lp"))["status"], "complete");
-
+    // Config `text` as `cfg/NAME.ron`: it runs to completion, or it is refused by name
+    // before its folder `runs/NAME` is made.
+    let run = |name: &str, text: &str| {
+        write(tmp.path(), &format!("cfg/{name}.ron"), text);
+        let (cfg, out) = (format!("cfg/{name}.ron"), format!("runs/{name}"));
+        (repro(tmp.path(), &["run", &cfg, "--out", &out, "-q"]), out)
+    };
+    let accepted = |name: &str, text: &str| {
+        assert_ne!(text, post);
+        let (o, out) = run(name, text);
+        expect_code(&o, 0);
+        assert_eq!(manifest(&tmp.path().join(out))["status"], "complete");
+    };
+    let refused = |name: &str, text: &str| {
+        let (o, out) = run(name, text);
+        expect_code(&o, 2);
+        assert!(
+            stderr(&o).contains("network, sampler and dimension"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!tmp.path().join(out).exists());
+    };
     let sampler = "sampler: (steps: 4, sigma2: 5.0)";
-    let lv = post.replace(
-        sampler,
-        "sampler: (steps: 4, sigma2: 5.0, learned_variance: true)",
+    accepted(
+        "lp",
+        &post.replace(
+            net,
+            "network: (hidden: 8, harmonics: 4, joint_layers: 2, langevin: true, langevin_layers: 2)",
+        ),
     );
-    assert_ne!(lv, post);
-    write(tmp.path(), "cfg/lv.ron", &lv);
-    let run = repro(tmp.path(), &["run", "cfg/lv.ron", "--out", "runs/lv", "-q"]);
-    expect_code(&run, 0);
-    assert_eq!(manifest(&tmp.path().join("runs/lv"))["status"], "complete");
-    write(
-        tmp.path(),
-        "cfg/hot.ron",
+    accepted(
+        "lv",
+        &post.replace(
+            sampler,
+            "sampler: (steps: 4, sigma2: 5.0, learned_variance: true)",
+        ),
+    );
+    refused(
+        "hot",
         &post.replace(sampler, "sampler: (steps: 4, sigma2: 6.0)"),
     );
-    let hot = repro(
-        tmp.path(),
-        &["run", "cfg/hot.ron", "--out", "runs/hot", "-q"],
-    );
-    expect_code(&hot, 2);
-    assert!(
-        stderr(&hot).contains("network, sampler and dimension"),
-        "{}",
-        stderr(&hot)
-    );
-    assert!(!tmp.path().join("runs/hot").exists());
-
-    write(
-        tmp.path(),
-        "cfg/wide.ron",
+    refused(
+        "wide",
         &post.replace(net, "network: (hidden: 16, harmonics: 4, joint_layers: 2)"),
     );
-    let wide = repro(
-        tmp.path(),
-        &["run", "cfg/wide.ron", "--out", "runs/wide", "-q"],
-    );
-    expect_code(&wide, 2);
-    assert!(
-        stderr(&wide).contains("network, sampler and dimension"),
-        "{}",
-        stderr(&wide)
-    );
-    assert!(!tmp.path().join("runs/wide").exists());
 }
 
 #[test]

@@ -59,6 +59,26 @@ fn spawn_run(cfg: &Path, dir: &Path) -> Child {
         .unwrap()
 }
 
+/// `repro run CFG --out DIR -q`, waited for.
+fn run_quiet(cfg: &Path, dir: &Path) -> Output {
+    out(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "-q",
+    ])
+}
+
+/// Ctrl-C: SIGINT to the running `child`.
+fn interrupt(child: &Child) {
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
 fn partial(dir: &Path) -> PathBuf {
     let mut p = dir.as_os_str().to_owned();
     p.push(".partial");
@@ -96,13 +116,7 @@ fn kill_and_resume(config: &str, kills: usize, min_interrupted: usize) {
     let cfg = write_config(tmp.path(), "long.ron", config);
     let reference = tmp.path().join("reference");
     let t0 = Instant::now();
-    let o = out(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        reference.to_str().unwrap(),
-        "-q",
-    ]);
+    let o = run_quiet(&cfg, &reference);
     assert!(o.status.success(), "{}", text(&o));
     let full = t0.elapsed();
     let want = digests(&reference);
@@ -150,24 +164,11 @@ fn ctrl_c_checkpoints_and_resume_finishes_identically() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), "long.ron", LONG);
     let reference = tmp.path().join("reference");
-    assert!(out(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        reference.to_str().unwrap(),
-        "-q"
-    ])
-    .status
-    .success());
+    assert!(run_quiet(&cfg, &reference).status.success());
     let dir = tmp.path().join("interrupted");
     let child = spawn_run(&cfg, &dir);
     std::thread::sleep(Duration::from_millis(300));
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    interrupt(&child);
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(130), "{err}");
@@ -209,13 +210,7 @@ fn a_second_repro_on_the_same_folder_is_refused() {
         assert!(text(o).contains("another repro is running"), "{}", text(o));
     }
     // The killed run is abandoned, not locked: run without --force points to resume.
-    let again = out(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        dir.to_str().unwrap(),
-        "-q",
-    ]);
+    let again = run_quiet(&cfg, &dir);
     assert_eq!(again.status.code(), Some(2));
     assert!(text(&again).contains("repro resume"), "{}", text(&again));
 }
@@ -392,11 +387,7 @@ fn ctrl_c_during_a_posteriors_prior_checkpoints_the_prior() {
     let dir = runs.join("post");
     let child = spawn_run(&post, &dir);
     std::thread::sleep(Duration::from_millis(500));
-    assert!(Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    interrupt(&child);
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(130), "{err}");
@@ -408,13 +399,7 @@ fn ctrl_c_during_a_posteriors_prior_checkpoints_the_prior() {
     assert!(partial(&prior_dir).join("checkpoint.bin").is_file());
     assert!(!dir.exists() && !partial(&dir).exists());
 
-    let again = out(&[
-        "run",
-        post.to_str().unwrap(),
-        "--out",
-        dir.to_str().unwrap(),
-        "-q",
-    ]);
+    let again = run_quiet(&post, &dir);
     assert!(again.status.success(), "{}", text(&again));
     digests(&prior_dir);
     digests(&dir);
