@@ -562,6 +562,13 @@ pub struct TrainConfig {
     /// one. log Z's rate stays constant. Left out of the resolved config when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr_policy_final: Option<f64>,
+    /// With `sampler.learned_variance`: the log-variance head (the network's second D outputs)
+    /// steps at this factor times the policy's rate, on the policy's schedule. Why: at the
+    /// policy's rate, Adam's first steps move every step's variance at once by about that rate
+    /// in v, which can throw a fine-tuned posterior far from its prior. CPU only. Left out of
+    /// the resolved config when unset (factor 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_variance_factor: Option<f64>,
     #[serde(default)]
     pub exploration: Option<ExplorationConfig>,
     /// Clip the global gradient norm to this value (the paper uses none).
@@ -611,6 +618,12 @@ impl TrainConfig {
             Some(f) => crate::nn::adam::cosine_lr(self.lr_policy, f, iteration, self.iterations),
             None => self.lr_policy,
         }
+    }
+
+    /// The log-variance head's learning rate at `iteration`, when it has its own.
+    pub fn lr_variance_at(&self, iteration: usize) -> Option<f64> {
+        self.lr_variance_factor
+            .map(|f| f * self.lr_policy_at(iteration))
     }
 }
 
@@ -976,6 +989,15 @@ impl ExperimentConfig {
                 return bad(
                     "train.lr_policy_final",
                     "must be a finite learning rate ≥ 0",
+                );
+            }
+        }
+        if let Some(f) = t.lr_variance_factor {
+            positive("train.lr_variance_factor", f)?;
+            if !self.sampler.learned_variance {
+                return bad(
+                    "train.lr_variance_factor",
+                    "scales the learned variances' rate: set sampler.learned_variance too",
                 );
             }
         }

@@ -15,7 +15,7 @@ use crate::losses::{
 };
 use crate::metrics;
 use crate::nn::adam::clip_grad_norm;
-use crate::nn::{Adam, DriftNet, FlowHead, Group};
+use crate::nn::{Adam, DriftNet, FlowHead, Group, LrOverride};
 use crate::offpolicy::{self, LocalSearch, Phase, ReplayBuffer};
 use crate::rng;
 use crate::samplers::pis::rollout_pis_conditional;
@@ -1471,8 +1471,23 @@ impl Trainer {
             Group::Flow => lr_flow,
         };
         let frozen = frozen_groups(self.cfg.train.method);
-        self.adam
-            .step(&self.net.layout, &mut self.params, &grad, &lr, frozen);
+        let overrides: Vec<LrOverride> = match self.cfg.train.lr_variance_at(it) {
+            Some(lr) => self
+                .net
+                .log_var_head_ranges()
+                .into_iter()
+                .map(|range| LrOverride { range, lr })
+                .collect(),
+            None => Vec::new(),
+        };
+        self.adam.step_with_overrides(
+            &self.net.layout,
+            &mut self.params,
+            &grad,
+            &lr,
+            frozen,
+            &overrides,
+        );
         if self.params.iter().any(|p| !p.is_finite()) {
             return Err(TrainError::NonFinite {
                 iteration: it,

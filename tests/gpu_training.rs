@@ -302,6 +302,15 @@ fn backend_resolution_names_the_problem() {
     vp.backend = Backend::Gpu;
     let err = train::resolve_backend(&mut vp).unwrap_err().to_string();
     assert!(err.contains("VP"), "{err}");
+    // The GPU's Adam has one rate per group: a separate rate for the variance head stays here.
+    let mut slow_var = small("Gmm25", "Tb", "");
+    slow_var.sampler.learned_variance = true;
+    slow_var.train.lr_variance_factor = Some(0.1);
+    slow_var.backend = Backend::Gpu;
+    let err = train::resolve_backend(&mut slow_var)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train.lr_variance_factor"), "{err}");
     // Shapes the fused step cannot hold are refused the same way.
     let mut wide = small("Gmm25", "Tb", "");
     wide.network.hidden = 300;

@@ -1,4 +1,5 @@
 //! `train.lr_policy_final`: the policy's learning rate is cosine-annealed, log Z's is not.
+//! `train.lr_variance_factor`: the learned log-variance head steps at a fraction of that rate.
 //!
 //! Adam's update is lr·m̂/(√v̂ + ε), so two runs that share every gradient (same parameters, same
 //! noise) differ only by the ratio of their learning rates. That makes the schedule checkable
@@ -9,8 +10,13 @@ use diffusion_samplers::nn::Group;
 use diffusion_samplers::train::Trainer;
 
 fn config(final_lr: &str) -> ExperimentConfig {
+    config_with(final_lr, false)
+}
+
+fn config_with(final_lr: &str, learned_variance: bool) -> ExperimentConfig {
     let text = format!(
-        "(seed: 3, target: Gmm25, sampler: (steps: 4, sigma2: 5.0),
+        "(seed: 3, target: Gmm25,
+          sampler: (steps: 4, sigma2: 5.0, learned_variance: {learned_variance}),
           network: (hidden: 8, harmonics: 4),
           train: (method: Tb, iterations: 3, batch: 6, lr_policy: 1e-3, lr_flow: 0.1{final_lr}),
           eval: (samples: 8))"
@@ -90,4 +96,84 @@ fn a_floor_equal_to_the_rate_is_the_constant_schedule_and_bad_floors_are_refused
             .to_string();
         assert!(err.contains("train.lr_policy_final"), "{bad}: {err}");
     }
+}
+
+/// The variance head's factor on an annealed schedule: 1 is the plain run bit for bit; 0.25
+/// moves only the head, by exactly a quarter of the plain run's first step.
+#[test]
+fn the_variance_head_steps_at_its_factor_of_the_policy_rate() {
+    let anneal = ", lr_policy_final: Some(0.0)";
+    let mut plain = Trainer::new(&config_with(anneal, true)).unwrap();
+    let mut unit = Trainer::new(&config_with(
+        &format!("{anneal}, lr_variance_factor: Some(1.0)"),
+        true,
+    ))
+    .unwrap();
+    for _ in 0..3 {
+        plain.step().unwrap();
+        unit.step().unwrap();
+    }
+    assert_eq!(plain.params, unit.params);
+
+    let mut plain = Trainer::new(&config_with(anneal, true)).unwrap();
+    let mut slow = Trainer::new(&config_with(
+        &format!("{anneal}, lr_variance_factor: Some(0.25)"),
+        true,
+    ))
+    .unwrap();
+    let before = plain.params.clone();
+    plain.step().unwrap();
+    slow.step().unwrap();
+    let head: Vec<usize> = plain
+        .net
+        .log_var_head_ranges()
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(!head.is_empty());
+    for i in (0..before.len()).filter(|i| !head.contains(i)) {
+        assert_eq!(
+            plain.params[i], slow.params[i],
+            "parameter {i} is not in the head"
+        );
+    }
+    let (mut moved, mut worst) = (0, 0f64);
+    for &i in &head {
+        let dp = (plain.params[i] - before[i]) as f64;
+        let ds = (slow.params[i] - before[i]) as f64;
+        if dp.abs() > 1e-5 {
+            moved += 1;
+            worst = worst.max((ds / dp - 0.25).abs());
+        }
+    }
+    assert!(
+        moved > head.len() / 2,
+        "only {moved} of {} moved",
+        head.len()
+    );
+    assert!(worst < 2e-3, "step ratio off ¼ by {worst}");
+}
+
+#[test]
+fn a_variance_factor_needs_learned_variances_and_a_positive_value() {
+    let resolved = config_with("", true).to_ron();
+    assert!(!resolved.contains("lr_variance_factor"), "{resolved}");
+    let refused = |sampler: &str, factor: &str| {
+        let text = format!(
+            "(target: Gmm25, sampler: ({sampler}),
+              train: (method: Tb, iterations: 3, lr_variance_factor: Some({factor})))"
+        );
+        ExperimentConfig::parse(&text, "bad")
+            .unwrap_err()
+            .to_string()
+    };
+    for bad in ["0.0", "-0.5", "inf"] {
+        let err = refused("learned_variance: true", bad);
+        assert!(err.contains("train.lr_variance_factor"), "{bad}: {err}");
+    }
+    let err = refused("steps: 4", "0.1");
+    assert!(
+        err.contains("train.lr_variance_factor") && err.contains("sampler.learned_variance"),
+        "{err}"
+    );
 }

@@ -173,6 +173,11 @@ pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
     if cfg.train.two_pass {
         return Some("train.two_pass is CPU-only (the GPU trainer keeps its own graph)".into());
     }
+    if cfg.train.lr_variance_factor.is_some() {
+        return Some(
+            "train.lr_variance_factor is CPU-only (the GPU's Adam has one rate per group)".into(),
+        );
+    }
     if !cfg.sampler.noising.is_brownian() {
         return Some("the VP noising (sampler.noising) is CPU-only for now".into());
     }

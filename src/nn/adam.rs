@@ -2,6 +2,15 @@
 
 use super::layout::{Group, ParamLayout};
 
+/// A run of parameters that steps at its own learning rate (the learned log-variance head,
+/// `train.lr_variance_factor`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LrOverride {
+    /// Absolute indices into the flat parameter vector.
+    pub range: std::ops::Range<usize>,
+    pub lr: f64,
+}
+
 /// Adam state over a flat parameter vector. β = (0.9, 0.999), ε = 1e−8, no weight decay.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Adam {
@@ -38,6 +47,22 @@ impl Adam {
         lr: &dyn Fn(Group) -> f64,
         frozen: &[Group],
     ) {
+        self.step_with_overrides(layout, params, grads, lr, frozen, &[]);
+    }
+
+    /// [`Self::step`], except that the parameters in each override's range (absolute indices,
+    /// possibly part of a block) step at that override's rate. They share their block's step
+    /// count, so the bias corrections are their block's. With no overrides this is `step`,
+    /// bit for bit.
+    pub fn step_with_overrides(
+        &mut self,
+        layout: &ParamLayout,
+        params: &mut [f32],
+        grads: &[f32],
+        lr: &dyn Fn(Group) -> f64,
+        frozen: &[Group],
+        overrides: &[LrOverride],
+    ) {
         let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
         for (bi, spec) in layout.specs.iter().enumerate() {
             if frozen.contains(&spec.group) {
@@ -51,6 +76,10 @@ impl Adam {
             let bc2_sqrt = bc2.sqrt() as f32;
             let eps = self.eps as f32;
             for i in spec.range() {
+                let step_size = match overrides.iter().find(|o| o.range.contains(&i)) {
+                    Some(o) => (o.lr / bc1) as f32,
+                    None => step_size,
+                };
                 let g = grads[i];
                 self.m[i] = b1 * self.m[i] + (1.0 - b1) * g;
                 self.v[i] = b2 * self.v[i] + (1.0 - b2) * g * g;
@@ -121,6 +150,32 @@ mod tests {
         let vhat_sqrt = v.sqrt() / (1.0f64 - 0.998_001).sqrt();
         let want = 0.9 - 0.1 * mhat / (vhat_sqrt + 1e-8);
         assert!((p[0] as f64 - want).abs() < 2e-6, "{} vs {want}", p[0]);
+    }
+
+    /// The overridden slice of a block takes its first step at its own rate (Adam's first step
+    /// is ±lr to within ε), the rest of the block at the group's; no overrides is `step`.
+    #[test]
+    fn an_override_steps_part_of_a_block_at_its_own_rate() {
+        let mut layout = ParamLayout::default();
+        layout.add("w", 2, 2, Group::Policy);
+        let grads = [1.0f32, -2.0, 0.5, -0.25];
+        let mut a = Adam::new(&layout);
+        let mut p = [0.0f32; 4];
+        let over = [LrOverride {
+            range: 2..4,
+            lr: 1e-4,
+        }];
+        a.step_with_overrides(&layout, &mut p, &grads, &|_| 1e-2, &[], &over);
+        let want = [-1e-2, 1e-2, -1e-4, 1e-4];
+        for (got, want) in p.iter().zip(want) {
+            assert!((*got as f64 - want).abs() < 1e-4 * want.abs(), "{p:?}");
+        }
+        let (mut b, mut q, mut r) = (Adam::new(&layout), [0.0f32; 4], [0.0f32; 4]);
+        let mut c = Adam::new(&layout);
+        b.step(&layout, &mut q, &grads, &|_| 1e-2, &[]);
+        c.step_with_overrides(&layout, &mut r, &grads, &|_| 1e-2, &[], &[]);
+        assert_eq!(q.map(f32::to_bits), r.map(f32::to_bits));
+        assert_eq!(b, c);
     }
 
     #[test]

@@ -167,18 +167,28 @@ impl DriftNet {
         Some(out)
     }
 
-    /// Zero the output rows D..2D of the joint policy's last layer (weights and bias): the raw
-    /// log-variance v is then 0 at every input, so a learned variance starts at the fixed one.
-    pub fn zero_log_var_head(&self, params: &mut [f32]) {
+    /// The parameters of the log-variance head: output rows D..2D of the joint policy's last
+    /// layer, weights and bias, as absolute index ranges.
+    pub fn log_var_head_ranges(&self) -> Vec<std::ops::Range<usize>> {
         let d = self.dim;
-        for s in &self.layout.specs {
-            match s.name.as_str() {
+        self.layout
+            .specs
+            .iter()
+            .filter_map(|s| match s.name.as_str() {
                 // [2D, H]: one row per output.
-                "joint.out.w" => params[s.range()][d * s.cols..].fill(0.0),
+                "joint.out.w" => Some(s.offset + d * s.cols..s.offset + s.len()),
                 // [1, 2D].
-                "joint.out.b" => params[s.range()][d..].fill(0.0),
-                _ => {}
-            }
+                "joint.out.b" => Some(s.offset + d..s.offset + s.len()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Zero the log-variance head ([`Self::log_var_head_ranges`]): the raw log-variance v is
+    /// then 0 at every input, so a learned variance starts at the fixed one.
+    pub fn zero_log_var_head(&self, params: &mut [f32]) {
+        for r in self.log_var_head_ranges() {
+            params[r].fill(0.0);
         }
     }
 

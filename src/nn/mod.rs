@@ -5,6 +5,6 @@ pub mod drift_net;
 pub mod layout;
 pub mod mlp;
 
-pub use adam::Adam;
+pub use adam::{Adam, LrOverride};
 pub use drift_net::{DriftNet, FlowHead, NetVars};
 pub use layout::{Group, ParamLayout, ParamSpec};
