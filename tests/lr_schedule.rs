@@ -36,6 +36,27 @@ fn groups(tr: &Trainer) -> (Vec<usize>, Vec<usize>) {
     (policy, flow)
 }
 
+/// Over `indices`, how many parameters the `base` trainer's last step moved by more than 1e-5
+/// from `before`, and the worst distance of `other`'s step over `base`'s from `ratio` among them.
+fn step_ratio(
+    before: &[f32],
+    base: &Trainer,
+    other: &Trainer,
+    indices: &[usize],
+    ratio: f64,
+) -> (usize, f64) {
+    let (mut moved, mut worst) = (0, 0f64);
+    for &i in indices {
+        let d_base = (base.params[i] - before[i]) as f64;
+        let d_other = (other.params[i] - before[i]) as f64;
+        if d_base.abs() > 1e-5 {
+            moved += 1;
+            worst = worst.max((d_other / d_base - ratio).abs());
+        }
+    }
+    (moved, worst)
+}
+
 #[test]
 fn annealed_policy_steps_shrink_by_the_cosine_factor_and_log_z_is_untouched() {
     let mut constant = Trainer::new(&config("")).unwrap();
@@ -59,15 +80,7 @@ fn annealed_policy_steps_shrink_by_the_cosine_factor_and_log_z_is_untouched() {
             "log Z moved differently"
         );
     }
-    let (mut moved, mut worst) = (0, 0f64);
-    for &i in &policy {
-        let dc = (constant.params[i] - before[i]) as f64;
-        let da = (annealed.params[i] - before[i]) as f64;
-        if dc.abs() > 1e-5 {
-            moved += 1;
-            worst = worst.max((da / dc - 0.75).abs());
-        }
-    }
+    let (moved, worst) = step_ratio(&before, &constant, &annealed, &policy, 0.75);
     assert!(moved > policy.len() / 2, "only {moved} parameters moved");
     // f32 parameters of size ~0.1–1 hold a 1e-3 step to about 1e-4 relative.
     assert!(worst < 2e-3, "step ratio off ¾ by {worst}");
@@ -137,15 +150,7 @@ fn the_variance_head_steps_at_its_factor_of_the_policy_rate() {
             "parameter {i} is not in the head"
         );
     }
-    let (mut moved, mut worst) = (0, 0f64);
-    for &i in &head {
-        let dp = (plain.params[i] - before[i]) as f64;
-        let ds = (slow.params[i] - before[i]) as f64;
-        if dp.abs() > 1e-5 {
-            moved += 1;
-            worst = worst.max((ds / dp - 0.25).abs());
-        }
-    }
+    let (moved, worst) = step_ratio(&before, &plain, &slow, &head, 0.25);
     assert!(
         moved > head.len() / 2,
         "only {moved} of {} moved",
