@@ -9,7 +9,8 @@
 //! ```
 //! Sections: `META` (crate version, config digest, iteration), `PARM` (parameters), `ADAM`
 //! (moments and per-block step counts), `CURV` (training curve so far), `EVAL` (evaluations so
-//! far), and with off-policy training `BUFF` / `LSBF` (the replay buffer and the local-search
+//! far), `LORA` (a LoRA posterior's adapter vector θ; the Adam moments are then θ's), and with
+//! off-policy training `BUFF` / `LSBF` (the replay buffer and the local-search
 //! buffer: rows, dim, the states as f32, their log R as f64, oldest first). A reader that meets
 //! a tag it does not know refuses the file rather than misreading it. RNG state needs no section:
 //! every stream is keyed by (seed, purpose, iteration), so the iteration number is its position;
@@ -42,6 +43,8 @@ pub struct Checkpoint {
     pub replay: Option<BufferState>,
     /// The local-search buffer's entries (runs with local search).
     pub ls_replay: Option<BufferState>,
+    /// A LoRA posterior's adapter vector θ (then the Adam moments are θ's, not PARM's).
+    pub lora: Option<Vec<f32>>,
 }
 
 /// A replay buffer's contents, oldest first: states [N, D] and their log R [N].
@@ -146,6 +149,9 @@ impl Checkpoint {
         if let Some(b) = &self.ls_replay {
             section(&mut out, b"LSBF", &b.encode());
         }
+        if let Some(theta) = &self.lora {
+            section(&mut out, b"LORA", &f32s(theta));
+        }
         let digest = blake3::hash(&out);
         out.extend_from_slice(digest.as_bytes());
         out
@@ -185,7 +191,7 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     }
     let mut r = Reader { b: &body[12..] };
     let (mut meta, mut parm, mut adam, mut curv, mut eval) = (None, None, None, None, None);
-    let (mut buff, mut lsbf) = (None, None);
+    let (mut buff, mut lsbf, mut lora) = (None, None, None);
     while !r.b.is_empty() {
         let tag = r.take(4)?;
         let len = r.u64()?;
@@ -198,6 +204,7 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
             b"EVAL" => &mut eval,
             b"BUFF" => &mut buff,
             b"LSBF" => &mut lsbf,
+            b"LORA" => &mut lora,
             other => {
                 return Err(CheckpointError::UnknownSection(
                     String::from_utf8_lossy(other).into_owned(),
@@ -219,14 +226,19 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     let iteration = m.u64()?;
     m.end("META")?;
     let params = read_f32s(need(parm, "PARM")?)?;
+    let lora = lora.map(read_f32s).transpose()?;
+    // Adam steps what trains: the adapters when there are any, else the parameters.
+    let (trained, trained_name) = match &lora {
+        Some(theta) => (theta.len(), "LORA"),
+        None => (params.len(), "PARM"),
+    };
     let mut a = Reader {
         b: need(adam, "ADAM")?,
     };
     let n = len_usize(a.u64()?)?;
-    if n != params.len() {
+    if n != trained {
         return Err(malformed(format!(
-            "Adam moments cover {n} parameters, PARM has {}",
-            params.len()
+            "Adam moments cover {n} parameters, {trained_name} has {trained}"
         )));
     }
     let adam_m = read_f32s(
@@ -277,6 +289,7 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
         evals,
         replay: buff.map(|b| BufferState::decode(b, "BUFF")).transpose()?,
         ls_replay: lsbf.map(|b| BufferState::decode(b, "LSBF")).transpose()?,
+        lora,
     })
 }
 
@@ -415,7 +428,23 @@ mod tests {
                 xs: vec![],
                 log_r: vec![],
             }),
+            lora: None,
         }
+    }
+
+    #[test]
+    fn a_lora_checkpoint_round_trips_with_the_adapters_moments() {
+        let mut c = sample();
+        c.lora = Some(vec![0.5, -0.25]);
+        c.adam_m = vec![0.1, 0.2];
+        c.adam_v = vec![0.3, 0.4];
+        let bytes = c.encode();
+        assert_eq!(decode(&bytes).unwrap(), c);
+        // Without its LORA section the same moments no longer fit the parameters.
+        let mut plain = c.clone();
+        plain.lora = None;
+        let err = decode(&plain.encode()).unwrap_err().to_string();
+        assert!(err.contains("cover 2 parameters, PARM has 3"), "{err}");
     }
 
     #[test]

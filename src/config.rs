@@ -79,6 +79,31 @@ pub struct PosteriorConfig {
     /// u_data, log r at u_data) instead of on-policy trajectories.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dataset_paths: bool,
+    /// Train LoRA adapters instead of every weight (spec rtb2024 §3.3 (ii)): each policy weight
+    /// matrix stays at the prior's and moves only by a rank-`rank` update (α/rank)·B·A, B
+    /// zero-initialised; biases stay frozen, log Z trains. For posteriors that train their own
+    /// copy of the prior (Rtb, RlKl, RlKlPaper, Ddpo, Dpok); CPU only. Left out of the resolved
+    /// config when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
+}
+
+/// The LoRA adapters of a fine-tuned posterior ([`PosteriorConfig::lora`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoraConfig {
+    /// R, the rank of each update (the spec suggests 4–8).
+    pub rank: usize,
+    /// α: the update is scaled by α/R (PEFT's `lora_alpha`); default R, i.e. scale 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+}
+
+impl LoraConfig {
+    /// α, the default filled in.
+    pub fn alpha(&self) -> f64 {
+        self.alpha.unwrap_or(self.rank as f64)
+    }
 }
 
 impl PosteriorConfig {
@@ -1143,6 +1168,29 @@ impl ExperimentConfig {
                 }
                 if p.particles == Some(0) {
                     return bad("posterior.particles", "must be at least 1");
+                }
+                if let Some(l) = &p.lora {
+                    if t.method.evaluates_only() {
+                        return bad(
+                            "posterior.lora",
+                            format!(
+                                "{:?} trains nothing: adapters need a trained posterior",
+                                t.method
+                            ),
+                        );
+                    }
+                    if l.rank == 0 {
+                        return bad("posterior.lora.rank", "must be at least 1");
+                    }
+                    if let Some(a) = l.alpha {
+                        positive("posterior.lora.alpha", a)?;
+                    }
+                    if t.lr_variance_factor.is_some() {
+                        return bad(
+                            "train.lr_variance_factor",
+                            "the variance head has no block of its own under posterior.lora",
+                        );
+                    }
                 }
                 if matches!(t.method, Method::Dps | Method::LgdMc)
                     && !matches!(self.target, TargetConfig::Digits { .. })

@@ -15,7 +15,7 @@ use crate::losses::{
 };
 use crate::metrics;
 use crate::nn::adam::clip_grad_norm;
-use crate::nn::{Adam, DriftNet, FlowHead, Group, LrOverride};
+use crate::nn::{Adam, DriftNet, FlowHead, Group, Lora, LrOverride};
 use crate::offpolicy::{self, LocalSearch, Phase, ReplayBuffer};
 use crate::rng;
 use crate::samplers::pis::rollout_pis_conditional;
@@ -324,6 +324,18 @@ pub struct Trainer {
     pub offline: Option<crate::conditional::OfflineTask>,
     /// RTB: the frozen prior's parameters (layout `net.layout`, the posterior's own).
     pub prior: Option<Vec<f32>>,
+    /// A posterior trained through LoRA adapters (`posterior.lora`). Then `adam` steps the
+    /// adapters' vector θ, and `params` is rebuilt from the frozen base and θ after each step.
+    pub lora: Option<LoraState>,
+}
+
+/// The trainable state of a LoRA posterior: the adapters, the frozen base vector (the prior
+/// as the posterior starts from it) and θ.
+#[derive(Clone, Debug)]
+pub struct LoraState {
+    pub lora: Lora,
+    pub base: Vec<f32>,
+    pub theta: Vec<f32>,
 }
 
 /// An iteration's loss, flat gradient, terminal states [B, D] and their log R [B].
@@ -516,6 +528,16 @@ impl Trainer {
                 let z = tr.net.log_z_index();
                 tr.params[z] = 0.0;
                 tr.prior = Some(p);
+                if let Some(l) = cfg.posterior.as_ref().and_then(|p| p.lora.as_ref()) {
+                    let lora = Lora::new(&tr.net, l.rank, l.alpha());
+                    let theta = lora.init(cfg.seed, &tr.params);
+                    tr.adam = Adam::new(&lora.layout);
+                    tr.lora = Some(LoraState {
+                        lora,
+                        base: tr.params.clone(),
+                        theta,
+                    });
+                }
             }
         }
         Ok(tr)
@@ -635,6 +657,7 @@ impl Trainer {
             vae,
             offline,
             prior: None,
+            lora: None,
         })
     }
 
@@ -707,6 +730,7 @@ impl Trainer {
     }
 
     /// Overwrites the parameters (host and device) — tests and tools start from chosen values.
+    /// On a LoRA posterior they become the frozen base, under the current adapters.
     pub fn set_params(&mut self, params: Vec<f32>) {
         assert_eq!(
             params.len(),
@@ -714,6 +738,11 @@ impl Trainer {
             "parameter vector length"
         );
         self.params = params;
+        if let Some(l) = &mut self.lora {
+            // A LoRA posterior's values are its base plus the adapters' update.
+            l.base.clone_from(&self.params);
+            l.lora.materialise(&l.base, &l.theta, &mut self.params);
+        }
         #[cfg(feature = "gpu")]
         if let Some(dev) = &self.device {
             dev.upload(&self.params, &self.adam.m, &self.adam.v);
@@ -739,6 +768,7 @@ impl Trainer {
             evals: evals.to_vec(),
             replay: self.replay.as_ref().map(buffer_state),
             ls_replay: self.ls_replay.as_ref().map(buffer_state),
+            lora: self.lora.as_ref().map(|l| l.theta.clone()),
         }
     }
 
@@ -757,7 +787,7 @@ impl Trainer {
         ck.check_origin(&cfg.digest())?;
         let mut tr = Trainer::with_prior(cfg, prior)?;
         let p = tr.net.num_params();
-        let blocks = tr.net.layout.specs.len();
+        let blocks = tr.adam.steps.len();
         if ck.params.len() != p || ck.adam_steps.len() != blocks {
             return Err(TrainError::Resume(CheckpointError::Malformed(format!(
                 "{} parameters in {} blocks, the network has {p} in {blocks}",
@@ -775,6 +805,29 @@ impl Trainer {
             ))));
         }
         tr.params.clone_from(&ck.params);
+        match (tr.lora.as_mut(), &ck.lora) {
+            (None, None) => {}
+            (Some(l), Some(theta)) if theta.len() == l.theta.len() => {
+                l.theta.clone_from(theta);
+                // The saved parameters must be the ones the adapters give.
+                let mut rebuilt = vec![0f32; p];
+                l.lora.materialise(&l.base, theta, &mut rebuilt);
+                if rebuilt
+                    .iter()
+                    .zip(&ck.params)
+                    .any(|(a, b)| a.to_bits() != b.to_bits())
+                {
+                    return Err(TrainError::Resume(CheckpointError::Malformed(
+                        "the parameters are not the prior plus the saved LoRA adapters".into(),
+                    )));
+                }
+            }
+            _ => {
+                return Err(TrainError::Resume(CheckpointError::Malformed(
+                    "the LoRA adapters do not match the config's posterior.lora".into(),
+                )))
+            }
+        }
         tr.adam.m.clone_from(&ck.adam_m);
         tr.adam.v.clone_from(&ck.adam_v);
         tr.adam.steps.clone_from(&ck.adam_steps);
@@ -1448,10 +1501,7 @@ impl Trainer {
             return self.step_on_device();
         }
         let it = self.iteration;
-        let (lg, mut grad) = self.off_policy_loss_and_grad(it)?;
-        if let Some(c) = self.cfg.train.grad_clip {
-            clip_grad_norm(&mut grad, c);
-        }
+        let (lg, grad) = self.off_policy_loss_and_grad(it)?;
         if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
             let name = self
                 .net
@@ -1471,23 +1521,40 @@ impl Trainer {
             Group::Flow => lr_flow,
         };
         let frozen = frozen_groups(self.cfg.train.method);
-        let overrides: Vec<LrOverride> = match self.cfg.train.lr_variance_at(it) {
-            Some(lr) => self
-                .net
-                .log_var_head_ranges()
-                .into_iter()
-                .map(|range| LrOverride { range, lr })
-                .collect(),
-            None => Vec::new(),
-        };
-        self.adam.step_with_overrides(
-            &self.net.layout,
-            &mut self.params,
-            &grad,
-            &lr,
-            frozen,
-            &overrides,
-        );
+        let grad_clip = self.cfg.train.grad_clip;
+        if let Some(l) = &mut self.lora {
+            // The adapters' gradient by the chain rule; clipping and Adam act on it, and the
+            // network's vector is rebuilt from the frozen base.
+            let mut g = l.lora.pull_back(&l.theta, &grad);
+            if let Some(c) = grad_clip {
+                clip_grad_norm(&mut g, c);
+            }
+            self.adam
+                .step(&l.lora.layout, &mut l.theta, &g, &lr, frozen);
+            l.lora.materialise(&l.base, &l.theta, &mut self.params);
+        } else {
+            let mut grad = grad;
+            if let Some(c) = grad_clip {
+                clip_grad_norm(&mut grad, c);
+            }
+            let overrides: Vec<LrOverride> = match self.cfg.train.lr_variance_at(it) {
+                Some(lr) => self
+                    .net
+                    .log_var_head_ranges()
+                    .into_iter()
+                    .map(|range| LrOverride { range, lr })
+                    .collect(),
+                None => Vec::new(),
+            };
+            self.adam.step_with_overrides(
+                &self.net.layout,
+                &mut self.params,
+                &grad,
+                &lr,
+                frozen,
+                &overrides,
+            );
+        }
         if self.params.iter().any(|p| !p.is_finite()) {
             return Err(TrainError::NonFinite {
                 iteration: it,
