@@ -1521,22 +1521,21 @@ impl Trainer {
             Group::Flow => lr_flow,
         };
         let frozen = frozen_groups(self.cfg.train.method);
-        let grad_clip = self.cfg.train.grad_clip;
+        // What Adam steps: the network's vector, or a LoRA posterior's adapters θ (their
+        // gradient by the chain rule). Clipping acts on that gradient.
+        let mut grad = match &self.lora {
+            Some(l) => l.lora.pull_back(&l.theta, &grad),
+            None => grad,
+        };
+        if let Some(c) = self.cfg.train.grad_clip {
+            clip_grad_norm(&mut grad, c);
+        }
         if let Some(l) = &mut self.lora {
-            // The adapters' gradient by the chain rule; clipping and Adam act on it, and the
-            // network's vector is rebuilt from the frozen base.
-            let mut g = l.lora.pull_back(&l.theta, &grad);
-            if let Some(c) = grad_clip {
-                clip_grad_norm(&mut g, c);
-            }
             self.adam
-                .step(&l.lora.layout, &mut l.theta, &g, &lr, frozen);
+                .step(&l.lora.layout, &mut l.theta, &grad, &lr, frozen);
+            // The network's vector is rebuilt from the frozen base.
             l.lora.materialise(&l.base, &l.theta, &mut self.params);
         } else {
-            let mut grad = grad;
-            if let Some(c) = grad_clip {
-                clip_grad_norm(&mut grad, c);
-            }
             let overrides: Vec<LrOverride> = match self.cfg.train.lr_variance_at(it) {
                 Some(lr) => self
                     .net

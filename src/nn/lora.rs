@@ -81,7 +81,7 @@ impl Lora {
         }
     }
 
-    /// The trainable parameters of a network whose flat vector is `params`.
+    /// θ's length: every A and B, and the flow blocks.
     pub fn trainable_len(&self) -> usize {
         self.layout.len()
     }
