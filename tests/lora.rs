@@ -3,10 +3,12 @@
 //! update, biases and phases stay frozen, a resumed run is the uninterrupted one, and a short
 //! adapter-only RTB run still lands on a posterior known in closed form.
 
+mod common;
+
+use common::{assert_gaussian_samples, init_params, jittered};
 use diffusion_samplers::checkpoint;
-use diffusion_samplers::config::{ExperimentConfig, Method};
+use diffusion_samplers::config::ExperimentConfig;
 use diffusion_samplers::nn::Group;
-use diffusion_samplers::rng;
 use diffusion_samplers::train::Trainer;
 
 /// An RTB config on the 2-D toy's constraint, with `extra` appended to `posterior`.
@@ -25,14 +27,7 @@ fn toy(extra: &str) -> ExperimentConfig {
 /// The network's own initialisation for `cfg`'s layout, every value moved by N(0, 0.3²), so
 /// that no block of the prior is zero.
 fn random_prior(cfg: &ExperimentConfig) -> Vec<f32> {
-    let mut plain = cfg.clone();
-    plain.train.method = Method::Tb;
-    plain.posterior = None;
-    let init = Trainer::new(&plain).unwrap().params;
-    let mut r = rng::stream(9, "lora-prior", 0);
-    init.iter()
-        .map(|&p| p + (0.3 * rng::normal_f64(&mut r)) as f32)
-        .collect()
+    jittered(&init_params(cfg), "lora-prior", 0, 0.3)
 }
 
 /// The rank of a `rows × cols` matrix: Gaussian elimination with full pivoting in f64, counting
@@ -227,34 +222,16 @@ fn an_adapter_only_run_matches_the_closed_form_gaussian_posterior() {
         m[0], m[1]
     );
     let cfg = ExperimentConfig::parse(&text, "gaussian lora").unwrap();
-    let mut plain = cfg.clone();
-    plain.train.method = Method::Tb;
-    plain.posterior = None;
     // The zero-drift prior: the network's own initialisation (zero output layer).
-    let prior = Trainer::new(&plain).unwrap().params;
-    let mut tr = Trainer::with_prior(&cfg, Some(prior)).unwrap();
+    let mut tr = Trainer::with_prior(&cfg, Some(init_params(&cfg))).unwrap();
     while tr.iteration < cfg.train.iterations {
         tr.step().unwrap();
     }
     let post_var = sigma2 * s * s / (sigma2 + s * s);
     let log_z = -0.5 * (m[0] * m[0] + m[1] * m[1]) / (sigma2 + s * s)
         - (std::f64::consts::TAU * (sigma2 + s * s)).ln();
-    let (_, x) = tr.sample_with_weights(4000, rng::stream_key(1, "lora-eval", 0));
-    for (j, &mj) in m.iter().enumerate() {
-        let col: Vec<f64> = x.chunks_exact(2).map(|r| r[j] as f64).collect();
-        let n = col.len() as f64;
-        let mean = col.iter().sum::<f64>() / n;
-        let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-        let want = mj * sigma2 / (sigma2 + s * s);
-        assert!(
-            (mean - want).abs() < 0.05,
-            "coordinate {j}: mean {mean} vs {want}"
-        );
-        assert!(
-            (var / post_var - 1.0).abs() < 0.08,
-            "coordinate {j}: variance {var} vs {post_var}"
-        );
-    }
+    let post_mean = m.map(|v| v * sigma2 / (sigma2 + s * s));
+    assert_gaussian_samples(&tr, "lora-eval", &post_mean, post_var, 0.05, 0.08);
     assert!(
         (tr.learned_log_z() - log_z).abs() < 0.03,
         "learned log Z {} vs {log_z}",

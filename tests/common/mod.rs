@@ -52,3 +52,65 @@ pub fn assert_trainer_matches(
     };
     tol.assert_all_close(&got, g64, what);
 }
+
+/// Sample mean and (unbiased) variance of coordinate `j` of rows `x` (`[n, d]`).
+#[allow(dead_code)]
+fn column_moments(x: &[f32], d: usize, j: usize) -> (f64, f64) {
+    let col: Vec<f64> = x.chunks_exact(d).map(|r| r[j] as f64).collect();
+    let n = col.len() as f64;
+    let mean = col.iter().sum::<f64>() / n;
+    let var = col.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
+    (mean, var)
+}
+
+/// `tr`'s own samples (its config's `eval.samples`, stream `tag`) have per-coordinate means
+/// within `mean_tol` of `means` and variances within the fraction `var_tol` of `var`.
+#[allow(dead_code)]
+pub fn assert_gaussian_samples(
+    tr: &diffusion_samplers::train::Trainer,
+    tag: &str,
+    means: &[f64],
+    var: f64,
+    mean_tol: f64,
+    var_tol: f64,
+) {
+    let n = tr.cfg.eval.samples;
+    let d = means.len();
+    let (_, x) = tr.sample_with_weights(n, diffusion_samplers::rng::stream_key(1, tag, 0));
+    for (j, &want) in means.iter().enumerate() {
+        let (mean, v) = column_moments(&x, d, j);
+        assert!(
+            (mean - want).abs() < mean_tol,
+            "{tag} coordinate {j}: mean {mean} vs {want}"
+        );
+        assert!(
+            (v / var - 1.0).abs() < var_tol,
+            "{tag} coordinate {j}: variance {v} vs {var}"
+        );
+    }
+}
+
+/// The network's own initialisation (zero output layer: the zero-drift policy) for `cfg`.
+#[allow(dead_code)]
+pub fn init_params(cfg: &diffusion_samplers::config::ExperimentConfig) -> Vec<f32> {
+    let mut plain = cfg.clone();
+    plain.train.method = diffusion_samplers::config::Method::Tb;
+    plain.train.iterations = 1;
+    plain.train.exploration = None;
+    plain.posterior = None;
+    // The layout does not depend on the sampler; TB needs a Brownian one.
+    plain.sampler.noising = Default::default();
+    diffusion_samplers::train::Trainer::new(&plain)
+        .unwrap()
+        .params
+}
+
+/// `params` each moved by N(0, `by`²) from stream (9, `purpose`, `tag`).
+#[allow(dead_code)]
+pub fn jittered(params: &[f32], purpose: &str, tag: u64, by: f64) -> Vec<f32> {
+    let mut r = diffusion_samplers::rng::stream(9, purpose, tag);
+    params
+        .iter()
+        .map(|&p| p + (by * diffusion_samplers::rng::normal_f64(&mut r)) as f32)
+        .collect()
+}
