@@ -328,13 +328,17 @@ pub enum Noising {
     /// B = ∫β ds. Every step keeps N(0, I) stationary and is reversible, so unlike the Euler
     /// kernel any β·dt is allowed.
     VpExponential { beta_min: f64, beta_max: f64 },
-    /// DDPM (ε-prediction) trained on `train_steps` times with β linear from 0.1/T to 20/T and
-    /// sampled with `sampler.steps` leading-strided ancestral steps (fixed_large variance, or
+    /// DDPM (ε-prediction) trained on `train_steps` times under the β `schedule` and sampled
+    /// with `sampler.steps` leading-strided ancestral steps (fixed_large variance, or
     /// fixed_small with `small_variance`), x̂0 clipped to [−1, 1] when `clip` (spec rtb2024
-    /// §3.1, §7.2). x₀ ~ N(0, I); the network's output is ε̂; `sampler.sigma2` is unused.
+    /// §3.1, §4.2, §7.2). x₀ ~ N(0, I); the network's output is ε̂; `sampler.sigma2` is unused.
     Ddpm {
         train_steps: usize,
         clip: bool,
+        /// The β schedule: the vision code's (β from 0.1/T to 20/T) unless set. Left out of
+        /// the resolved config when it is that default.
+        #[serde(default, skip_serializing_if = "DdpmSchedule::is_scaled_linear")]
+        schedule: DdpmSchedule,
         /// Ho et al.'s fixed_small variance β̃ = β_eff·(1 − ᾱ_prev)/(1 − ᾱ_t) for every step
         /// but the last (which keeps β_0): the posterior q(x_prev | x_t, x0)'s own variance. The
         /// vision code's fixed_large β_eff over-disperses few-step samples of low-dimensional
@@ -342,6 +346,25 @@ pub enum Noising {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         small_variance: bool,
     },
+}
+
+/// A DDPM's β schedule.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DdpmSchedule {
+    /// The vision code's (spec rtb2024 §3.1): β linear from 0.1/T to 20/T, the 1000-step
+    /// schedule rescaled to T steps; the chain ends on clean data.
+    #[default]
+    ScaledLinear,
+    /// The offline-RL code's (spec rtb2024 §4.2, T = 75 there): T+1 β's linear from about
+    /// 3.65e-4 to 0.0203 whatever T is, the T ancestral steps at the T noisiest of them, noise
+    /// added at every step (see `samplers::ddpm::Schedule::qflow`).
+    QFlow,
+}
+
+impl DdpmSchedule {
+    pub fn is_scaled_linear(&self) -> bool {
+        *self == DdpmSchedule::ScaledLinear
+    }
 }
 
 impl Noising {
@@ -594,6 +617,12 @@ pub struct TrainConfig {
     /// the resolved config when unset (factor 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr_variance_factor: Option<f64>,
+    /// EpsMse only: weight each sample's squared error by min(γ/SNR_t, 1), SNR_t = ᾱ_t/(1 − ᾱ_t)
+    /// (Min-SNR-γ, Hang et al. 2023; the offline-RL prior's loss with γ = 5, spec rtb2024
+    /// §4.2). The weighted errors are still averaged over B·D. Left out of the resolved config
+    /// when unset (every weight 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_snr_gamma: Option<f64>,
     #[serde(default)]
     pub exploration: Option<ExplorationConfig>,
     /// Clip the global gradient norm to this value (the paper uses none).
@@ -1026,6 +1055,15 @@ impl ExperimentConfig {
                 );
             }
         }
+        if let Some(g) = t.min_snr_gamma {
+            positive("train.min_snr_gamma", g)?;
+            if t.method != Method::EpsMse {
+                return bad(
+                    "train.min_snr_gamma",
+                    "weights the ε-MSE of a DDPM prior: method must be EpsMse",
+                );
+            }
+        }
         if let Some(e) = &t.exploration {
             if !(e.std.is_finite() && e.std >= 0.0) {
                 return bad(
@@ -1263,7 +1301,14 @@ impl ExperimentConfig {
             }
         }
         match (s.noising, t.method) {
-            (Noising::Ddpm { train_steps, .. }, m) => {
+            (
+                Noising::Ddpm {
+                    train_steps,
+                    schedule,
+                    ..
+                },
+                m,
+            ) => {
                 if !matches!(
                     m,
                     Method::EpsMse
@@ -1282,7 +1327,10 @@ impl ExperimentConfig {
                         format!("{m:?} is not built for the DDPM sampler (EpsMse, Rtb, RlKl, RlKlPaper, Ddpo, Dpok, Resample, Guidance, Dps, LgdMc are)"),
                     );
                 }
-                if train_steps <= 20 {
+                if train_steps == 0 {
+                    return bad("sampler.noising.train_steps", "need T ≥ 1");
+                }
+                if schedule.is_scaled_linear() && train_steps <= 20 {
                     return bad(
                         "sampler.noising.train_steps",
                         format!("β runs up to 20/T, which must stay below 1: need T > 20, got {train_steps}"),

@@ -913,6 +913,7 @@ impl Trainer {
     /// times t_b ~ U{0..T−1} (stream "ddpm-t") and noise ε (stream "ddpm-eps"):
     /// L = (1/(B·D)) Σ_b ‖ε_b − ε̂(√ᾱ_t·x0_b + √(1−ᾱ_t)·ε_b, t_b)‖². The squared error is the
     /// tape's Gaussian log-density of ε under mean ε̂ and unit variance, so its VJP is reused.
+    /// With `train.min_snr_gamma` γ, sample b's error is weighted by min(γ/SNR_{t_b}, 1).
     fn eps_mse_loss_and_grad(&self, it: usize) -> Result<(LossGrad, Vec<f32>), TrainError> {
         let sched = self
             .sampler
@@ -944,6 +945,17 @@ impl Trainer {
                 (ab.sqrt() * x0[k] as f64 + (1.0 - ab).sqrt() * eps[k] as f64) as f32
             })
             .collect();
+        // Min-SNR-γ: SNR_t = ᾱ_t/(1 − ᾱ_t); weight 1 without γ.
+        let weights: Vec<f64> = ts
+            .iter()
+            .map(|&t| match self.cfg.train.min_snr_gamma {
+                Some(g) => {
+                    let ab = sched.alpha_bars[t];
+                    (g * (1.0 - ab) / ab).min(1.0)
+                }
+                None => 1.0,
+            })
+            .collect();
         let half_log_tau = 0.5 * d as f64 * std::f64::consts::TAU.ln();
         let scale = 1.0 / (b * d) as f64;
         let parts = par_map(shard_ranges(b, self.cfg.train.shards), &|r: Range<
@@ -967,13 +979,19 @@ impl Trainer {
             let target = tape.constant(Tensor::from_f32(rows, d, &eps[r.start * d..r.end * d]));
             let lp = tape.em_logpf(o, zero, target, 1.0, 0.0, None);
             // ‖ε − ε̂‖² = −2(log N(ε; ε̂, I) + (D/2)·ln 2π).
+            let w = &weights[r.clone()];
             let sq: Vec<f64> = tape
                 .value(lp)
                 .data
                 .iter()
-                .map(|&v| -2.0 * (v as f64 + half_log_tau))
+                .zip(w)
+                .map(|(&v, &w)| -2.0 * (v as f64 + half_log_tau) * w)
                 .collect();
-            let seed = Tensor::from_vec(rows, 1, vec![(-2.0 * scale) as f32; rows]);
+            let seed = Tensor::from_vec(
+                rows,
+                1,
+                w.iter().map(|&w| (-2.0 * scale * w) as f32).collect(),
+            );
             let grads = tape.backward(vec![(lp, seed)]);
             (sq, self.net.flat_grads(&vars, &grads))
         });

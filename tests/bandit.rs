@@ -261,6 +261,7 @@ fn learned_variance_posterior_starts_at_the_prior_and_two_pass_matches_the_tape(
     plain.sampler.noising = diffusion_samplers::config::Noising::Ddpm {
         train_steps: 40,
         clip: false,
+        schedule: Default::default(),
         small_variance: true,
     };
     let mut lv = plain.clone();

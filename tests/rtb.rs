@@ -6,7 +6,7 @@ mod common;
 use common::{assert_gaussian_samples, init_params, jittered};
 
 use diffusion_samplers::autodiff::gradcheck::gradcheck;
-use diffusion_samplers::config::ExperimentConfig;
+use diffusion_samplers::config::{DdpmSchedule, ExperimentConfig, Noising};
 use diffusion_samplers::losses::{
     behaviour_log_prob, ddpo, rl_kl, rl_kl_paper, trajectory_balance, trajectory_balance_cutoff,
     LossGrad,
@@ -431,8 +431,39 @@ fn ddpm_config(
 /// and ε, rebuilt here from the documented streams.
 #[test]
 fn eps_mse_gradient_matches_the_f64_tape() {
-    use diffusion_samplers::samplers::ddpm::Schedule;
-    let cfg = ddpm_config(
+    let alpha_bars = diffusion_samplers::samplers::ddpm::Schedule::linear(25).alpha_bars;
+    eps_mse_matches_the_f64_tape(DdpmSchedule::ScaledLinear, None, &alpha_bars);
+}
+
+/// The offline-RL prior's ε-MSE (spec rtb2024 §4.2): the T+1-entry β schedule and Min-SNR-5
+/// weights min(5/SNR_t, 1), both rebuilt here from the spec's description in the reference's
+/// own indexing (index 0 the noisiest; ᾱ the cumulative product of the flipped 1 − β; the
+/// loss draws its index from 0..T−1, i.e. the T noisiest levels).
+#[test]
+fn eps_mse_with_the_offline_rl_schedule_and_min_snr_weights_matches_the_f64_tape() {
+    let t = 25usize;
+    let beta_ref: Vec<f64> = (0..=t)
+        .map(|k| (0.02 - 1e-4) * (t + 1 - k) as f64 / t as f64 + 1e-4)
+        .collect();
+    let mut acc = 1.0;
+    let alpha_bar_clean_first: Vec<f64> = beta_ref
+        .iter()
+        .rev()
+        .map(|b| {
+            acc *= 1.0 - b;
+            acc
+        })
+        .collect();
+    // Reference index i (0 = noisiest) is the clean-first entry T − i; the crate's time for
+    // i is T − 1 − i, so crate time τ reads clean-first entry τ + 1.
+    let alpha_bars: Vec<f64> = (0..t).map(|tau| alpha_bar_clean_first[tau + 1]).collect();
+    // Some of the drawn levels must be weighted below 1 for the test to say anything.
+    assert!(alpha_bars.iter().any(|ab| ab / (1.0 - ab) > 5.0));
+    eps_mse_matches_the_f64_tape(DdpmSchedule::QFlow, Some(5.0), &alpha_bars);
+}
+
+fn eps_mse_matches_the_f64_tape(schedule: DdpmSchedule, gamma: Option<f64>, alpha_bars: &[f64]) {
+    let mut cfg = ddpm_config(
         "EpsMse",
         "Gaussian(mean: [0.5, -0.5, 1.0], std: 0.7)",
         5,
@@ -441,11 +472,15 @@ fn eps_mse_gradient_matches_the_f64_tape() {
         "train: (method: EpsMse, iterations: 2, batch: 9, shards: 2),
          eval: (samples: 8, w2: false, eubo: false)",
     );
+    if let Noising::Ddpm { schedule: s, .. } = &mut cfg.sampler.noising {
+        *s = schedule;
+    }
+    cfg.train.min_snr_gamma = gamma;
+    cfg.validate().unwrap();
     let mut tr = Trainer::new(&cfg).unwrap();
     let p = jittered(&tr.params, "eps", 0, 0.3);
     tr.set_params(p);
     let (it, b, d) = (1usize, cfg.train.batch, 3usize);
-    let sched = Schedule::linear(25);
     let x0 = tr
         .energy
         .sample(b, &mut rng::stream(cfg.seed, "data", it as u64))
@@ -458,7 +493,7 @@ fn eps_mse_gradient_matches_the_f64_tape() {
     rng::fill_normals(&mut rng::stream(cfg.seed, "ddpm-eps", it as u64), &mut eps);
     let xt: Vec<f32> = (0..b * d)
         .map(|k| {
-            let ab = sched.alpha_bars[ts[k / d]];
+            let ab = alpha_bars[ts[k / d]];
             (ab.sqrt() * x0[k] as f64 + (1.0 - ab).sqrt() * eps[k] as f64) as f32
         })
         .collect();
@@ -469,11 +504,26 @@ fn eps_mse_gradient_matches_the_f64_tape() {
     let temb = tr.net.time_embedding(&mut tape, &vars, &times);
     let x = tape.constant(Tensor::from_f32(b, d, &xt));
     let o = tr.net.policy_rows(&mut tape, &vars, x, temb, None);
+    // Min-SNR-γ: min(γ/SNR, 1) with SNR = ᾱ/(1 − ᾱ); 1 without γ.
+    let w: Vec<f64> = ts
+        .iter()
+        .map(|&t| {
+            gamma.map_or(1.0, |g| {
+                (g / (alpha_bars[t] / (1.0 - alpha_bars[t]))).min(1.0)
+            })
+        })
+        .collect();
+    if gamma.is_some() {
+        assert!(
+            w.iter().any(|&w| w < 1.0),
+            "no drawn level is down-weighted"
+        );
+    }
     let mut loss64 = 0.0;
     for row in 0..b {
         for j in 0..d {
             let e = eps[row * d + j] as f64 - tape.value(o).row(row)[j];
-            loss64 += e * e;
+            loss64 += w[row] * e * e;
         }
     }
     loss64 /= (b * d) as f64;
@@ -483,7 +533,8 @@ fn eps_mse_gradient_matches_the_f64_tape() {
     for row in 0..b {
         for j in 0..d {
             seed.data[row * cols + j] =
-                -2.0 * (eps[row * d + j] as f64 - tape.value(o).row(row)[j]) / (b * d) as f64;
+                -2.0 * w[row] * (eps[row * d + j] as f64 - tape.value(o).row(row)[j])
+                    / (b * d) as f64;
         }
     }
     let grads = tape.backward(vec![(o, seed)]);
@@ -695,4 +746,62 @@ fn dpok_per_step_kl_gradient_matches_finite_differences_and_the_trainer() {
             .unwrap()
     };
     assert_eq!(lg.loss, lf_only.loss);
+}
+
+/// `schedule: QFlow` and `train.min_snr_gamma` stay out of a resolved config unless set (so
+/// every existing prior keeps its digest) and round-trip when set. γ must be positive and
+/// finite and is an ε-MSE setting only. The T > 20 bound is the vision schedule's (β up to
+/// 20/T); the offline-RL one keeps β ≤ 0.0203 at any T.
+#[test]
+fn offline_rl_schedule_and_min_snr_settings_are_checked() {
+    let prior = |noising: &str, train: &str| {
+        format!(
+            "(target: Gaussian(mean: [0.5], std: 1.0),
+              sampler: (steps: 10, noising: Ddpm({noising})),
+              train: (method: EpsMse, iterations: 2{train}))"
+        )
+    };
+    let plain = ExperimentConfig::parse(&prior("train_steps: 40, clip: false", ""), "p").unwrap();
+    let resolved = plain.to_ron();
+    assert!(
+        !resolved.contains("schedule") && !resolved.contains("min_snr_gamma"),
+        "{resolved}"
+    );
+    let set = ExperimentConfig::parse(
+        &prior(
+            "train_steps: 10, clip: false, schedule: QFlow",
+            ", min_snr_gamma: Some(5.0)",
+        ),
+        "p",
+    )
+    .unwrap();
+    let again = ExperimentConfig::parse(&set.to_ron(), "again").unwrap();
+    assert_eq!(again, set);
+    assert!(matches!(
+        again.sampler.noising,
+        Noising::Ddpm {
+            schedule: DdpmSchedule::QFlow,
+            ..
+        }
+    ));
+    assert_eq!(again.train.min_snr_gamma, Some(5.0));
+    let err = |text: String| {
+        ExperimentConfig::parse(&text, "bad")
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err(prior("train_steps: 10, clip: false", "")).contains("train_steps"));
+    for bad in ["0.0", "-1.0", "inf"] {
+        let e = err(prior(
+            "train_steps: 10, clip: false, schedule: QFlow",
+            &format!(", min_snr_gamma: Some({bad})"),
+        ));
+        assert!(e.contains("train.min_snr_gamma"), "{bad}: {e}");
+    }
+    let e =
+        err("(target: Gmm25, train: (method: Tb, iterations: 2, min_snr_gamma: Some(5.0)))".into());
+    assert!(
+        e.contains("train.min_snr_gamma") && e.contains("EpsMse"),
+        "{e}"
+    );
 }

@@ -109,7 +109,11 @@ impl Sampler {
             lgv_clip: cfg.network.lgv_clip,
             noising: cfg.sampler.noising,
             ddpm: match cfg.sampler.noising {
-                Noising::Ddpm { train_steps, .. } => Some(ddpm::Schedule::linear(train_steps)),
+                Noising::Ddpm {
+                    train_steps,
+                    schedule,
+                    ..
+                } => Some(ddpm::Schedule::of(schedule, train_steps)),
                 _ => None,
             },
             guidance: Guidance::of(cfg),
@@ -224,8 +228,8 @@ impl Sampler {
     }
 
     /// The variance of generation step i of a DDPM: β_eff (fixed_large), or with
-    /// `small_variance` β̃ = β_eff·(1 − ᾱ_prev)/(1 − ᾱ_t), except at the last step (ᾱ_prev = 1,
-    /// where β̃ would be 0), which keeps β_eff.
+    /// `small_variance` β̃ = β_eff·(1 − ᾱ_prev)/(1 − ᾱ_t), except at a last step that lands on
+    /// clean data (ᾱ_prev = 1, where β̃ would be 0), which keeps β_eff.
     pub fn ddpm_variance(&self, i: usize) -> f64 {
         let s = self.ddpm_step(i).expect("a DDPM sampler has its schedule");
         match self.noising {
