@@ -54,19 +54,7 @@ impl Schedule {
                 }
             })
             .collect();
-        let mut acc = 1.0;
-        let alpha_bars = betas
-            .iter()
-            .map(|b| {
-                acc *= 1.0 - b;
-                acc
-            })
-            .collect();
-        Schedule {
-            betas,
-            alpha_bars,
-            alpha_bar_end: 1.0,
-        }
+        Schedule::from_betas(betas, 1.0)
     }
 
     /// The offline-RL code's schedule (spec rtb2024 §4.2), T = `train_steps` (75 there): T+1
@@ -81,6 +69,12 @@ impl Schedule {
         let beta = |s: usize| (0.02 - 1e-4) * (s as f64 + 1.0) / t + 1e-4;
         let alpha_bar_end = 1.0 - beta(0);
         let betas: Vec<f64> = (1..=train_steps).map(beta).collect();
+        Schedule::from_betas(betas, alpha_bar_end)
+    }
+
+    /// The schedule of `betas` landing on `alpha_bar_end`: ᾱ_t = ᾱ_end·Π_{s≤t}(1 − β_s), the
+    /// product taken in time order.
+    fn from_betas(betas: Vec<f64>, alpha_bar_end: f64) -> Self {
         let mut acc = alpha_bar_end;
         let alpha_bars = betas
             .iter()
