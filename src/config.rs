@@ -443,6 +443,11 @@ pub struct NetworkConfig {
     pub lgv_clip: f64,
     /// Clip of the raw network output (`gfn_clip`).
     pub out_clip: f64,
+    /// LayerNorm (learned gain and bias) on every hidden pre-activation, before its GELU: the
+    /// Linear → LayerNorm → GELU blocks of the offline-RL denoiser (spec rtb2024 §4.2). Off by
+    /// default, and then left out of the resolved config, so existing digests hold.
+    #[serde(skip_serializing_if = "is_false")]
+    pub layer_norm: bool,
 }
 
 impl NetworkConfig {
@@ -471,6 +476,7 @@ impl Default for NetworkConfig {
             langevin_per_dim: false,
             lgv_clip: 100.0,
             out_clip: 1e4,
+            layer_norm: false,
         }
     }
 }

@@ -90,6 +90,23 @@ fn gelu_vjp() {
 }
 
 #[test]
+fn layer_norm_vjp() {
+    // Rows of width 13 (an 8-lane block and a tail) and 3, with γ away from 1 and β from 0.
+    for (tag, (rows, h)) in [(4, 13), (5, 3)].into_iter().enumerate() {
+        let tag = 40 + 3 * tag as u64;
+        check_op(
+            "layer_norm",
+            vec![
+                randn(rows, h, tag),
+                randn(1, h, tag + 1),
+                randn(1, h, tag + 2),
+            ],
+            &|t, v| t.layer_norm(v[0], v[1], v[2]),
+        );
+    }
+}
+
+#[test]
 fn add_row_vjp() {
     check_op("add_row", vec![randn(6, 5, 5), randn(3, 5, 6)], &|t, v| {
         t.add_row(v[0], v[1], 2)
@@ -225,12 +242,18 @@ fn row_function_vjp() {
     });
 }
 
-/// A tiny experiment exercising every parameter block: LP (per-dim scale) and learned variance.
-fn tiny_config(method: &str, langevin: bool, learned_variance: bool) -> ExperimentConfig {
+/// A tiny experiment exercising every parameter block: LP (per-dim scale), learned variance and
+/// LayerNorm.
+fn tiny_config(
+    method: &str,
+    langevin: bool,
+    learned_variance: bool,
+    layer_norm: bool,
+) -> ExperimentConfig {
     let text = format!(
         "(seed: 3, target: Gmm25,
           sampler: (steps: 4, sigma2: 5.0, learned_variance: {learned_variance}),
-          network: (hidden: 8, harmonics: 4, joint_layers: 2, langevin: {langevin}, langevin_layers: 2, langevin_per_dim: true),
+          network: (hidden: 8, harmonics: 4, joint_layers: 2, langevin: {langevin}, langevin_layers: 2, langevin_per_dim: true, layer_norm: {layer_norm}),
           train: (method: {method}, iterations: 1, batch: 5, shards: 2),
           eval: (samples: 8))"
     );
@@ -292,12 +315,14 @@ fn perturbed(cfg: &ExperimentConfig) -> (Trainer, Vec<f32>) {
 
 #[test]
 fn whole_tb_and_vargrad_losses_match_finite_differences() {
-    for (method, lp, lv) in [
-        ("Tb", true, true),
-        ("Tb", false, false),
-        ("VarGrad", true, false),
+    for (method, lp, lv, ln) in [
+        ("Tb", true, true, false),
+        ("Tb", false, false, false),
+        ("VarGrad", true, false, false),
+        // LayerNorm before every hidden GELU, the LP scale net's included.
+        ("Tb", true, true, true),
     ] {
-        let cfg = tiny_config(method, lp, lv);
+        let cfg = tiny_config(method, lp, lv, ln);
         let (tr, states) = perturbed(&cfg);
         let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
         let tb = method == "Tb";
@@ -316,7 +341,7 @@ fn whole_tb_and_vargrad_losses_match_finite_differences() {
                 .find(|s| s.range().contains(&r.worst_index))
                 .unwrap();
             panic!(
-                "{method} lp={lp} lv={lv}: block {} index {}: analytic {} numeric {}",
+                "{method} lp={lp} lv={lv} ln={ln}: block {} index {}: analytic {} numeric {}",
                 spec.name, r.worst_index, r.analytic, r.numeric
             );
         }
@@ -327,8 +352,8 @@ fn whole_tb_and_vargrad_losses_match_finite_differences() {
 /// scheme, equals the f64 tape's within f32 accuracy.
 #[test]
 fn f32_training_gradient_matches_f64_tape() {
-    for method in ["Tb", "VarGrad"] {
-        let cfg = tiny_config(method, true, false);
+    for (method, ln) in [("Tb", false), ("VarGrad", false), ("Tb", true)] {
+        let cfg = tiny_config(method, true, false, ln);
         let mut tr = Trainer::new(&cfg).unwrap();
         let mut r = rng::stream(6, "perturb", 0);
         for p in tr.params.iter_mut() {
@@ -347,12 +372,18 @@ fn f32_training_gradient_matches_f64_tape() {
         let roll = rollout::<f32>(&tr.net, &tr.params, &tr.sampler, &*tr.energy, b, path, true);
         let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
         let (loss64, g64) = loss_f64(&tr, &theta, &roll.states, method == "Tb");
-        common::assert_trainer_matches(&tr, 5, loss64, &g64, method);
+        common::assert_trainer_matches(&tr, 5, loss64, &g64, &format!("{method} ln={ln}"));
         // The memory-light two-pass gradient (one step's graph at a time), LP term included.
         let mut two = cfg.clone();
         two.train.two_pass = true;
         let mut tr2 = Trainer::new(&two).unwrap();
         tr2.set_params(tr.params.clone());
-        common::assert_trainer_matches(&tr2, 5, loss64, &g64, &format!("{method}, two-pass"));
+        common::assert_trainer_matches(
+            &tr2,
+            5,
+            loss64,
+            &g64,
+            &format!("{method} ln={ln}, two-pass"),
+        );
     }
 }

@@ -246,6 +246,7 @@ mod with_host {
                     Shader::ChaCha => kernels::chacha::WORKGROUP_SIZE,
                     Shader::PolicyStep => kernels::policy_step::WORKGROUP_SIZE,
                     Shader::Transpose => kernels::transpose::WORKGROUP_SIZE,
+                    Shader::LayerNorm => kernels::layer_norm::WORKGROUP_SIZE,
                 };
                 assert_eq!(wg, host_wg, "{}: @workgroup_size != host constant", ep.name);
             }

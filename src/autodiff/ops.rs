@@ -16,6 +16,15 @@ pub enum Op<S> {
     /// y = GELU(x), exact erf form; `deriv` = GELU'(x), computed in the forward pass so the
     /// backward is one multiply (and x's value need not be kept).
     Gelu { x: Var, deriv: Tensor<S> },
+    /// y[B,H] = LayerNorm(x)·γ + β per row (γ, β [1,H]); the per-row μ and rstd [B] are
+    /// kept for the VJP, which also reads x.
+    LayerNorm {
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        mean: Vec<S>,
+        rstd: Vec<S>,
+    },
     /// y[B,H] = x[B,H] + src[row, :] broadcast over rows (the time embedding of one step).
     AddRow { x: Var, src: Var, row: usize },
     /// y[T,2F] = [sin(t·f + φ), cos(t·f + φ)]; only φ ([1,F]) is learned.
@@ -110,6 +119,39 @@ impl<S: Kernels> Tape<S> {
         let y = self.gelu(x);
         self.release(x);
         y
+    }
+
+    /// y[B,H] = LayerNorm(x)·γ + β over each row of x (ε = 1e-5, biased variance, as
+    /// PyTorch's `nn.LayerNorm(H)`); γ and β are [1,H].
+    pub fn layer_norm(&mut self, x: Var, gamma: Var, beta: Var) -> Var {
+        let (xv, gv, bv) = (self.value(x), self.value(gamma), self.value(beta));
+        let (rows, h) = xv.shape();
+        assert_eq!(gv.len(), h, "layer_norm: gamma length {} ≠ {h}", gv.len());
+        assert_eq!(bv.len(), h, "layer_norm: beta length {} ≠ {h}", bv.len());
+        let mut y = Tensor::zeros(rows, h);
+        let (mut mean, mut rstd) = (vec![S::ZERO; rows], vec![S::ZERO; rows]);
+        S::layer_norm_forward(
+            &xv.data,
+            &gv.data,
+            &bv.data,
+            &mut y.data,
+            &mut mean,
+            &mut rstd,
+            rows,
+            h,
+        );
+        let ng = self.needs_grad(x) || self.needs_grad(gamma) || self.needs_grad(beta);
+        self.push(
+            Op::LayerNorm {
+                x,
+                gamma,
+                beta,
+                mean,
+                rstd,
+            },
+            y,
+            ng,
+        )
     }
 
     pub fn add_row(&mut self, x: Var, src: Var, row: usize) -> Var {
@@ -417,6 +459,40 @@ impl<S: Kernels> Op<S> {
                     *d *= k;
                 }
                 accumulate(&mut grads[x.0], dx);
+            }
+            Op::LayerNorm {
+                x,
+                gamma,
+                beta,
+                mean,
+                rstd,
+            } => {
+                let (xv, gv) = (nodes[x.0].live_value(), nodes[gamma.0].live_value());
+                let (rows, h) = xv.shape();
+                // The kernel accumulates dγ and dβ in row order and overwrites dx; the slots
+                // exist after this even when γ and β are constants (their gradients unused).
+                grad_slot(grads, nodes, *gamma);
+                grad_slot(grads, nodes, *beta);
+                let mut dg = grads[gamma.0].take().expect("slot");
+                let mut db = grads[beta.0].take().expect("slot");
+                let mut dx = Tensor::zeros(rows, h);
+                S::layer_norm_backward(
+                    &xv.data,
+                    &gv.data,
+                    mean,
+                    rstd,
+                    &g.data,
+                    &mut dx.data,
+                    &mut dg.data,
+                    &mut db.data,
+                    rows,
+                    h,
+                );
+                grads[gamma.0] = Some(dg);
+                grads[beta.0] = Some(db);
+                if ng(*x) {
+                    accumulate(&mut grads[x.0], dx);
+                }
             }
             Op::AddRow { x, src, row } => {
                 if ng(*src) {

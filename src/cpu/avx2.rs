@@ -22,6 +22,7 @@ use std::cell::RefCell;
 use super::gelu::{
     gelu_backward_ref, gelu_forward_deriv_ref, gelu_forward_ref, FRAC_1_SQRT_2, FRAC_1_SQRT_2PI,
 };
+use super::layer_norm::{row_mean, row_rstd};
 use super::math::*;
 use super::reduce::{gt_select, logsumexp_special};
 
@@ -1104,6 +1105,151 @@ pub(crate) unsafe fn time_features_backward(
             acc = (-row[f + k]).mul_add(s, acc);
         }
         dphase[k] = acc;
+    }
+}
+
+// =============================================================================================
+// LayerNorm
+// =============================================================================================
+
+/// See [`super::layer_norm::layer_norm_forward_ref`]: per row, the two sums are one ymm
+/// accumulator each (lane j takes x[8i + j], the tree of `hsum_tree`, then the tail in order),
+/// and lane i of the output loop runs element i's operations.
+///
+/// # Safety
+/// AVX2+FMA present; shapes checked by the caller.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn layer_norm_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    rows: usize,
+    h: usize,
+) {
+    let n8 = h - h % 8;
+    for r in 0..rows {
+        let xr = &x[r * h..(r + 1) * h];
+        let yr = &mut y[r * h..(r + 1) * h];
+        let mut acc = _mm256_setzero_ps();
+        for c in xr[..n8].chunks_exact(8) {
+            // SAFETY: the chunk holds 8 f32.
+            acc = _mm256_add_ps(acc, unsafe { _mm256_loadu_ps(c.as_ptr()) });
+        }
+        let mut s = hsum_tree(acc);
+        for &v in &xr[n8..] {
+            s += v;
+        }
+        let mu = row_mean(s, h);
+        let muv = splat(mu);
+        let mut acc = _mm256_setzero_ps();
+        for c in xr[..n8].chunks_exact(8) {
+            // SAFETY: the chunk holds 8 f32.
+            let d = _mm256_sub_ps(unsafe { _mm256_loadu_ps(c.as_ptr()) }, muv);
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, d));
+        }
+        let mut s = hsum_tree(acc);
+        for &v in &xr[n8..] {
+            let d = v - mu;
+            s += d * d;
+        }
+        let rs = row_rstd(s, h);
+        let rsv = splat(rs);
+        mean[r] = mu;
+        rstd[r] = rs;
+        for k in (0..n8).step_by(8) {
+            // SAFETY: k + 8 ≤ n8 ≤ h, the length of xr, yr, gamma and beta.
+            unsafe {
+                let nrm =
+                    _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr.as_ptr().add(k)), muv), rsv);
+                let out = _mm256_fmadd_ps(
+                    nrm,
+                    _mm256_loadu_ps(gamma.as_ptr().add(k)),
+                    _mm256_loadu_ps(beta.as_ptr().add(k)),
+                );
+                _mm256_storeu_ps(yr.as_mut_ptr().add(k), out);
+            }
+        }
+        for k in n8..h {
+            yr[k] = ((xr[k] - mu) * rs).mul_add(gamma[k], beta[k]);
+        }
+    }
+}
+
+/// See [`super::layer_norm::layer_norm_backward_ref`]: per row, n and g = dy·γ are recomputed
+/// lane for lane, Σg and Σg·n are one ymm accumulator each (the `sum` order), dγ and dβ take
+/// this row's terms in place (so each element still sees rows ascending).
+///
+/// # Safety
+/// AVX2+FMA present; shapes checked by the caller.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn layer_norm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    rows: usize,
+    h: usize,
+) {
+    let n8 = h - h % 8;
+    let hs = h as f32;
+    for r in 0..rows {
+        let (mu, rs) = (mean[r], rstd[r]);
+        let (muv, rsv) = (splat(mu), splat(rs));
+        let (xr, dyr) = (&x[r * h..(r + 1) * h], &dy[r * h..(r + 1) * h]);
+        let dxr = &mut dx[r * h..(r + 1) * h];
+        let (mut acc_g, mut acc_gn) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for k in (0..n8).step_by(8) {
+            // SAFETY: k + 8 ≤ n8 ≤ h, the length of xr, dyr, gamma, dgamma and dbeta.
+            unsafe {
+                let n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr.as_ptr().add(k)), muv), rsv);
+                let d = _mm256_loadu_ps(dyr.as_ptr().add(k));
+                let g = _mm256_mul_ps(d, _mm256_loadu_ps(gamma.as_ptr().add(k)));
+                acc_g = _mm256_add_ps(acc_g, g);
+                acc_gn = _mm256_add_ps(acc_gn, _mm256_mul_ps(g, n));
+                let pg = dgamma.as_mut_ptr().add(k);
+                _mm256_storeu_ps(pg, _mm256_fmadd_ps(d, n, _mm256_loadu_ps(pg)));
+                let pb = dbeta.as_mut_ptr().add(k);
+                _mm256_storeu_ps(pb, _mm256_add_ps(_mm256_loadu_ps(pb), d));
+            }
+        }
+        let (mut sg, mut sgn) = (hsum_tree(acc_g), hsum_tree(acc_gn));
+        for k in n8..h {
+            let n = (xr[k] - mu) * rs;
+            let g = dyr[k] * gamma[k];
+            sg += g;
+            sgn += g * n;
+            dgamma[k] = dyr[k].mul_add(n, dgamma[k]);
+            dbeta[k] += dyr[k];
+        }
+        let (a, c) = (sg / hs, sgn / hs);
+        let (av, cv) = (splat(a), splat(c));
+        for k in (0..n8).step_by(8) {
+            // SAFETY: k + 8 ≤ n8 ≤ h, the length of xr, dyr, dxr and gamma.
+            unsafe {
+                let n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr.as_ptr().add(k)), muv), rsv);
+                let g = _mm256_mul_ps(
+                    _mm256_loadu_ps(dyr.as_ptr().add(k)),
+                    _mm256_loadu_ps(gamma.as_ptr().add(k)),
+                );
+                // fnmadd(n, c, t) = −(n·c) + t in one rounding = fma(−n, c, t).
+                let t = _mm256_fnmadd_ps(n, cv, _mm256_sub_ps(g, av));
+                _mm256_storeu_ps(dxr.as_mut_ptr().add(k), _mm256_mul_ps(t, rsv));
+            }
+        }
+        for k in n8..h {
+            let n = (xr[k] - mu) * rs;
+            let g = dyr[k] * gamma[k];
+            dxr[k] = (-n).mul_add(c, g - a) * rs;
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! Layout (one op family per file, each with its generic reference `<op>_ref<S>`):
 //! - [`linear`]: y = x·wᵀ + b, dx = dy·w, dw += dyᵀ·x, db += Σ dy;
 //! - [`gelu`]: exact-erf GELU and its derivative;
+//! - [`layer_norm`]: LayerNorm over the last axis and its backward;
 //! - [`time_features`]: sin/cos Fourier features of t and the phase gradient;
 //! - [`reduce`]: fixed-order `sum`, `logsumexp`, column sums;
 //! - [`math`]: f32 erf/exp/sin/cos (shared op-for-op with the SIMD path), f64 via libm/std;
@@ -20,6 +21,7 @@
 //! The kernels are single-threaded; callers split the batch into row shards across threads.
 
 pub mod gelu;
+pub mod layer_norm;
 pub mod linear;
 pub mod math;
 pub mod reduce;
@@ -29,6 +31,7 @@ pub mod time_features;
 mod avx2;
 
 pub use gelu::{gelu_backward_ref, gelu_forward_deriv_ref, gelu_forward_ref};
+pub use layer_norm::{layer_norm_backward_ref, layer_norm_forward_ref, LAYER_NORM_EPS};
 pub use linear::{linear_backward_dw_ref, linear_backward_dx_ref, linear_forward_ref};
 pub use math::KernelMath;
 pub use reduce::{col_sum_acc_ref, logsumexp_ref, sum_ref};
@@ -79,6 +82,34 @@ pub trait Kernels: crate::real::Real {
     /// y = GELU(x) and g = GELU'(x) in one pass (one erf and one exp per element); y is bitwise
     /// `gelu_forward`'s and dy·g bitwise `gelu_backward`'s. Lets the tape skip the backward erf.
     fn gelu_forward_deriv(x: &[Self], y: &mut [Self], g: &mut [Self]);
+    /// y[B,H] = LayerNorm(x)·γ + β per row, and each row's μ and rstd [B] (see [`layer_norm`]
+    /// for the order). Order per element: y = ((x − μ)·rstd).mul_add(γ, β).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_forward(
+        x: &[Self],
+        gamma: &[Self],
+        beta: &[Self],
+        y: &mut [Self],
+        mean: &mut [Self],
+        rstd: &mut [Self],
+        rows: usize,
+        h: usize,
+    );
+    /// dx[B,H] (overwritten), dγ[H] and dβ[H] (ACCUMULATED, rows ascending) of
+    /// [`Kernels::layer_norm_forward`], from its input x and statistics μ, rstd.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_backward(
+        x: &[Self],
+        gamma: &[Self],
+        mean: &[Self],
+        rstd: &[Self],
+        dy: &[Self],
+        dx: &mut [Self],
+        dgamma: &mut [Self],
+        dbeta: &mut [Self],
+        rows: usize,
+        h: usize,
+    );
     /// out[c] += Σ_r dy[r,c], r ascending (the backward of a row broadcast). dy is [rows, cols].
     fn col_sum_acc(dy: &[Self], out: &mut [Self], rows: usize, cols: usize);
     /// Time features: out[i, k] = sin(t[i]·f[k] + φ[k]), out[i, F + k] = cos(t[i]·f[k] + φ[k]); out is [T, 2F].
@@ -149,6 +180,16 @@ macro_rules! reference_kernels {
             gelu_forward_deriv_ref(x, y, g)
         }
         #[inline]
+        #[allow(clippy::too_many_arguments)]
+        $vis fn layer_norm_forward(x: &[$t], gamma: &[$t], beta: &[$t], y: &mut [$t], mean: &mut [$t], rstd: &mut [$t], rows: usize, h: usize) {
+            layer_norm_forward_ref(x, gamma, beta, y, mean, rstd, rows, h)
+        }
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        $vis fn layer_norm_backward(x: &[$t], gamma: &[$t], mean: &[$t], rstd: &[$t], dy: &[$t], dx: &mut [$t], dgamma: &mut [$t], dbeta: &mut [$t], rows: usize, h: usize) {
+            layer_norm_backward_ref(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, rows, h)
+        }
+        #[inline]
         $vis fn col_sum_acc(dy: &[$t], out: &mut [$t], rows: usize, cols: usize) {
             col_sum_acc_ref(dy, out, rows, cols)
         }
@@ -183,6 +224,7 @@ pub mod portable {
 pub mod simd {
     #[cfg(target_arch = "x86_64")]
     use super::avx2;
+    use super::layer_norm::check_layer_norm;
     use super::linear::check_linear;
     use super::reduce::check_col_sum;
     use super::simd_available;
@@ -268,6 +310,46 @@ pub mod simd {
         assert_eq!(x.len(), y.len(), "gelu_forward_deriv: x.len() != y.len()");
         assert_eq!(x.len(), g.len(), "gelu_forward_deriv: x.len() != g.len()");
         call_avx2!(gelu_forward_deriv(x, y, g))
+    }
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_norm_forward(
+        x: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        y: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        rows: usize,
+        h: usize,
+    ) {
+        check_layer_norm(x.len(), gamma.len(), beta.len(), y.len(), rows, h);
+        assert_eq!(mean.len(), rows, "layer_norm: mean is not [B]");
+        assert_eq!(rstd.len(), rows, "layer_norm: rstd is not [B]");
+        call_avx2!(layer_norm_forward(x, gamma, beta, y, mean, rstd, rows, h))
+    }
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_norm_backward(
+        x: &[f32],
+        gamma: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+        rows: usize,
+        h: usize,
+    ) {
+        check_layer_norm(x.len(), gamma.len(), dbeta.len(), dy.len(), rows, h);
+        assert_eq!(dx.len(), rows * h, "layer_norm: dx is not [B, H]");
+        assert_eq!(dgamma.len(), h, "layer_norm: dgamma is not [H]");
+        assert_eq!(mean.len(), rows, "layer_norm: mean is not [B]");
+        assert_eq!(rstd.len(), rows, "layer_norm: rstd is not [B]");
+        call_avx2!(layer_norm_backward(
+            x, gamma, mean, rstd, dy, dx, dgamma, dbeta, rows, h
+        ))
     }
     #[inline]
     pub fn col_sum_acc(dy: &[f32], out: &mut [f32], rows: usize, cols: usize) {
@@ -360,6 +442,36 @@ impl Kernels for f32 {
     #[inline]
     fn gelu_forward_deriv(x: &[f32], y: &mut [f32], g: &mut [f32]) {
         dispatch_f32!(gelu_forward_deriv(x, y, g))
+    }
+    #[inline]
+    fn layer_norm_forward(
+        x: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        y: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        rows: usize,
+        h: usize,
+    ) {
+        dispatch_f32!(layer_norm_forward(x, gamma, beta, y, mean, rstd, rows, h))
+    }
+    #[inline]
+    fn layer_norm_backward(
+        x: &[f32],
+        gamma: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+        rows: usize,
+        h: usize,
+    ) {
+        dispatch_f32!(layer_norm_backward(
+            x, gamma, mean, rstd, dy, dx, dgamma, dbeta, rows, h
+        ))
     }
     #[inline]
     fn col_sum_acc(dy: &[f32], out: &mut [f32], rows: usize, cols: usize) {

@@ -12,6 +12,7 @@ use super::kernels::chacha::ChaChaParams;
 use super::kernels::clip::ClipParams;
 use super::kernels::em_step::EmStepParams;
 use super::kernels::energies::EnergyParams;
+use super::kernels::layer_norm::LayerNormParams;
 use super::kernels::losses::LossParams;
 use super::kernels::policy_step::PolicyParams;
 use super::kernels::transpose::TransposeParams;
@@ -140,6 +141,17 @@ pub const PARAMS_LAYOUTS: &[ParamsLayout] = &[
             ("limit", offset_of!(ClipParams, limit)),
             ("_pad0", offset_of!(ClipParams, _pad0)),
             ("_pad1", offset_of!(ClipParams, _pad1)),
+        ],
+    },
+    ParamsLayout {
+        name: "LayerNormParams",
+        shader: Shader::LayerNorm,
+        size: size_of::<LayerNormParams>(),
+        fields: &[
+            ("rows", offset_of!(LayerNormParams, rows)),
+            ("h", offset_of!(LayerNormParams, h)),
+            ("eps", offset_of!(LayerNormParams, eps)),
+            ("_pad0", offset_of!(LayerNormParams, _pad0)),
         ],
     },
     ParamsLayout {

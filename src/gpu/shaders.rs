@@ -34,6 +34,8 @@ pub const ADAM: &str = include_str!("../../shaders/adam.wgsl");
 pub const CHACHA: &str = include_str!("../../shaders/chacha.wgsl");
 /// `shaders/transpose.wgsl`.
 pub const TRANSPOSE: &str = include_str!("../../shaders/transpose.wgsl");
+/// `shaders/layer_norm.wgsl`.
+pub const LAYER_NORM: &str = include_str!("../../shaders/layer_norm.wgsl");
 /// `shaders/policy_step.wgsl` (needs the prelude).
 pub const POLICY_STEP: &str = include_str!("../../shaders/policy_step.wgsl");
 
@@ -53,11 +55,12 @@ pub enum Shader {
     ChaCha,
     PolicyStep,
     Transpose,
+    LayerNorm,
 }
 
 impl Shader {
     /// Every shader module, for tests and warm-up.
-    pub const ALL: [Shader; 13] = [
+    pub const ALL: [Shader; 14] = [
         Shader::Linear,
         Shader::Gelu,
         Shader::Reduce,
@@ -71,6 +74,7 @@ impl Shader {
         Shader::ChaCha,
         Shader::PolicyStep,
         Shader::Transpose,
+        Shader::LayerNorm,
     ];
 
     /// The file stem under `shaders/` (also the module's debug label).
@@ -89,6 +93,7 @@ impl Shader {
             Shader::ChaCha => "chacha",
             Shader::PolicyStep => "policy_step",
             Shader::Transpose => "transpose",
+            Shader::LayerNorm => "layer_norm",
         }
     }
 
@@ -108,6 +113,7 @@ impl Shader {
             Shader::ChaCha => CHACHA,
             Shader::PolicyStep => POLICY_STEP,
             Shader::Transpose => TRANSPOSE,
+            Shader::LayerNorm => LAYER_NORM,
         }
     }
 
@@ -154,6 +160,7 @@ impl Shader {
                 include_str!("../../shaders/energies.wgsl")
             ),
             Shader::Transpose => TRANSPOSE,
+            Shader::LayerNorm => LAYER_NORM,
             Shader::PolicyStep => concat!(
                 include_str!("../../shaders/math.wgsl"),
                 include_str!("../../shaders/policy_step.wgsl")

@@ -29,7 +29,7 @@
 //! gradient ∂L/∂s is one dispatch (lp_scale_grad) before the scale net's backward.
 //! With a learned variance the fused step computes var_j = dt·exp(ℓ_j), its normaliser and the
 //! step std √(var_j + ε²) per coordinate in f32 (the CPU's std is rounded from f64).
-//! Not on the GPU (refused by [`unsupported`]): H > 256 and more than 3 joint layers.
+//! Not on the GPU (refused by [`unsupported`]): H > 256, more than 3 joint layers, LayerNorm.
 
 use super::kernels::adam::{self, AdamStepConfig};
 use super::kernels::em_step::EmStepConfig;
@@ -172,6 +172,13 @@ pub fn unsupported(cfg: &ExperimentConfig) -> Option<String> {
     }
     if cfg.train.two_pass {
         return Some("train.two_pass is CPU-only (the GPU trainer keeps its own graph)".into());
+    }
+    if cfg.network.layer_norm {
+        return Some(
+            "network.layer_norm is CPU-only for now (the GPU's fused policy step has no \
+             LayerNorm; shaders/layer_norm.wgsl is the kernel it would call)"
+                .into(),
+        );
     }
     if cfg.train.lr_variance_factor.is_some() {
         return Some(

@@ -13,6 +13,13 @@
 //!   `Flow` group. It shares S and T with the policy, so their gradients sum both heads'.
 //!
 //! The output is [u ; v] ∈ ℝ^{2D}: drift u, and v the raw log-variance when it is learned.
+//!
+//! With `layer_norm` (spec rtb2024 §4.2's Linear → LayerNorm → GELU blocks), every hidden
+//! pre-activation above is layer-normalised before its GELU, with its own learned gain (init 1)
+//! and bias (init 0): blocks `<name>.ln.gain` and `<name>.ln.bias` [1, H] right after the block
+//! `<name>.b` of the layer they follow (`trunk.ln.*` for S(x) + T(t), `s.lin.ln.*` for the
+//! conditional encoder's first layer). They draw no random numbers, so every other block starts
+//! as in the same network without LayerNorm.
 
 use super::layout::{Group, ParamLayout};
 use crate::autodiff::{Tape, Var};
@@ -37,6 +44,8 @@ pub struct DriftNet {
     /// C, the width of a per-trajectory condition (784 for the VAE posterior), when the state
     /// encoder is the conditional MLP of spec §2.5.
     pub cond_dim: Option<usize>,
+    /// LayerNorm before every hidden GELU (see the module docs).
+    pub layer_norm: bool,
     pub layout: ParamLayout,
 }
 
@@ -87,20 +96,24 @@ impl DriftNet {
     /// same layout and initial values.
     pub fn build(dim: usize, cfg: &NetworkConfig, flow: FlowHead, cond_dim: Option<usize>) -> Self {
         let (h, f) = (cfg.hidden, cfg.harmonics);
+        let ln = cfg.layer_norm;
         let mut l = ParamLayout::default();
         l.add("t.phase", 1, f, Group::Policy);
         l.add("t.lin1.w", h, 2 * f, Group::Policy);
         l.add("t.lin1.b", 1, h, Group::Policy);
+        add_layer_norm(&mut l, ln, "t.lin1", h, Group::Policy);
         l.add("t.lin2.w", h, h, Group::Policy);
         l.add("t.lin2.b", 1, h, Group::Policy);
         l.add("s.lin.w", h, dim, Group::Policy);
         l.add("s.lin.b", 1, h, Group::Policy);
+        add_layer_norm(&mut l, ln, "trunk", h, Group::Policy);
         let joint = cfg.joint_layers;
         if let Some(c) = cond_dim {
             l.add("s.cond.w", h, c, Group::Policy);
-            add_mlp_tail(&mut l, "s", joint, h, h, Group::Policy);
+            add_layer_norm(&mut l, ln, "s.lin", h, Group::Policy);
+            add_mlp_tail(&mut l, "s", joint, h, h, ln, Group::Policy);
         }
-        add_mlp_tail(&mut l, "joint", joint, h, 2 * dim, Group::Policy);
+        add_mlp_tail(&mut l, "joint", joint, h, 2 * dim, ln, Group::Policy);
         let langevin = cfg
             .langevin
             .then_some((cfg.langevin_layers, cfg.langevin_per_dim));
@@ -109,10 +122,11 @@ impl DriftNet {
             l.add("lp.phase", 1, f, Group::Policy);
             l.add("lp.lin1.w", h, 2 * f, Group::Policy);
             l.add("lp.lin1.b", 1, h, Group::Policy);
-            add_mlp_tail(&mut l, "lp", layers - 1, h, out, Group::Policy);
+            add_layer_norm(&mut l, ln, "lp.lin1", h, Group::Policy);
+            add_mlp_tail(&mut l, "lp", layers - 1, h, out, ln, Group::Policy);
         }
         if flow != FlowHead::None {
-            add_mlp_tail(&mut l, "flow", joint, h, 1, Group::Flow);
+            add_mlp_tail(&mut l, "flow", joint, h, 1, ln, Group::Flow);
         }
         l.add("log_z", 1, 1, Group::Flow);
         DriftNet {
@@ -124,6 +138,7 @@ impl DriftNet {
             joint_layers: cfg.joint_layers,
             langevin,
             out_clip: cfg.out_clip,
+            layer_norm: ln,
             layout: l,
         }
     }
@@ -208,14 +223,19 @@ impl DriftNet {
 
     /// Initial parameters from stream (seed, "init", 0): PyTorch's default Linear init
     /// U(−1/√fan_in, 1/√fan_in) for weights and biases, N(0,1) phases, zero joint output layer,
-    /// zero LP output weights with bias 0.01, log Z = 0. Blocks are filled in layout order.
+    /// zero LP output weights with bias 0.01, log Z = 0, LayerNorm gains 1 and biases 0 (no
+    /// draws). Blocks are filled in layout order.
     pub fn init(&self, seed: u64) -> Vec<f32> {
         let mut rng = rng::stream(seed, "init", 0);
         let mut p = vec![0f32; self.num_params()];
         for (i, s) in self.layout.specs.iter().enumerate() {
             let block = &mut p[s.range()];
             let name = s.name.as_str();
-            if name.ends_with("phase") {
+            if name.ends_with(".ln.gain") {
+                block.fill(1.0);
+            } else if name.ends_with(".ln.bias") {
+                block.fill(0.0);
+            } else if name.ends_with("phase") {
                 for v in block.iter_mut() {
                     *v = rng::normal_f64(&mut rng) as f32;
                 }
@@ -262,7 +282,7 @@ impl DriftNet {
     pub fn time_embedding<S: Kernels>(&self, tape: &mut Tape<S>, v: &NetVars, ts: &[f64]) -> Var {
         let feats = self.features(tape, v.get(self, "t.phase"), ts);
         let a = tape.linear(feats, v.get(self, "t.lin1.w"), v.get(self, "t.lin1.b"));
-        let a = tape.gelu_consuming(a);
+        let a = self.activate(tape, v, a, "t.lin1");
         tape.linear(a, v.get(self, "t.lin2.w"), v.get(self, "t.lin2.b"))
     }
 
@@ -276,15 +296,17 @@ impl DriftNet {
         let (layers, _) = self.langevin?;
         let feats = self.features(tape, v.get(self, "lp.phase"), ts);
         let mut a = tape.linear(feats, v.get(self, "lp.lin1.w"), v.get(self, "lp.lin1.b"));
+        let mut name = "lp.lin1".to_string();
         for k in 0..layers - 1 {
-            let g = tape.gelu_consuming(a);
+            let g = self.activate(tape, v, a, &name);
             a = tape.linear(
                 g,
                 v.get(self, &format!("lp.{k}.w")),
                 v.get(self, &format!("lp.{k}.b")),
             );
+            name = format!("lp.{k}");
         }
-        let g = tape.gelu_consuming(a);
+        let g = self.activate(tape, v, a, &name);
         Some(tape.linear(g, v.get(self, "lp.out.w"), v.get(self, "lp.out.b")))
     }
 
@@ -312,8 +334,22 @@ impl DriftNet {
     ) -> Var {
         let z0 = tape.constant(Tensor::zeros(rows, self.dim));
         let s = self.state_encoder(tape, v, z0, Some(cond_emb));
-        let a = tape.gelu_consuming(s);
+        let a = self.activate(tape, v, s, "trunk");
         self.flow_mlp(tape, v, a)
+    }
+
+    /// GELU of the pre-activation `z` of layer `name`, layer-normalised first (blocks
+    /// `name.ln.gain`, `name.ln.bias`) when the network has LayerNorm. Pre-activations feed only
+    /// this: without LayerNorm the GELU releases z (keeping its derivative); with it, z stays for
+    /// the LayerNorm's VJP and the GELU releases the normalised value instead.
+    fn activate<S: Kernels>(&self, tape: &mut Tape<S>, v: &NetVars, z: Var, name: &str) -> Var {
+        if !self.layer_norm {
+            return tape.gelu_consuming(z);
+        }
+        let gain = v.get(self, &format!("{name}.ln.gain"));
+        let bias = v.get(self, &format!("{name}.ln.bias"));
+        let n = tape.layer_norm(z, gain, bias);
+        tape.gelu_consuming(n)
     }
 
     /// The flow head's layers on an activation `a` `[B, H]`: `[B, 1]`.
@@ -332,8 +368,7 @@ impl DriftNet {
                 v.get(self, &format!("{prefix}.{k}.w")),
                 v.get(self, &format!("{prefix}.{k}.b")),
             );
-            // Pre-activations feed only their GELU: release them.
-            a = tape.gelu_consuming(z);
+            a = self.activate(tape, v, z, &format!("{prefix}.{k}"));
         }
         let (w, b) = (format!("{prefix}.out.w"), format!("{prefix}.out.b"));
         tape.linear(a, v.get(self, &w), v.get(self, &b))
@@ -353,7 +388,7 @@ impl DriftNet {
             return s;
         };
         let joined = tape.add(s, c);
-        let a = tape.gelu_consuming(joined);
+        let a = self.activate(tape, v, joined, "s.lin");
         self.mlp_tail(tape, v, a, "s")
     }
 
@@ -387,7 +422,7 @@ impl DriftNet {
     ) -> Var {
         let s = self.state_encoder(tape, v, x, cond_emb);
         let h = tape.add(s, temb_rows);
-        let trunk = tape.gelu_consuming(h);
+        let trunk = self.activate(tape, v, h, "trunk");
         let o = self.mlp_tail(tape, v, trunk, "joint");
         tape.clip(o, S::from_f64(self.out_clip))
     }
@@ -408,8 +443,7 @@ impl DriftNet {
     ) -> (Var, Option<Var>) {
         let s = self.state_encoder(tape, v, x, cond_emb);
         let h = tape.add_row(s, temb, row);
-        // Pre-activations feed only their GELU: release them (the GELU keeps its derivative).
-        let trunk = tape.gelu_consuming(h);
+        let trunk = self.activate(tape, v, h, "trunk");
         let mut o = self.mlp_tail(tape, v, trunk, "joint");
         if let Some((scale, grad)) = lp {
             o = tape.langevin_add(o, scale, row, grad);
@@ -439,20 +473,89 @@ impl DriftNet {
     }
 }
 
-/// Lay out `[Linear(H, H)] × layers` as `prefix.k.{w,b}` and then `prefix.out.{w,b}`
-/// (`[out, H]`, `[1, out]`), in that order.
+/// Lay out `[Linear(H, H)] × layers` as `prefix.k.{w,b}` (each followed by its LayerNorm's
+/// `prefix.k.ln.{gain,bias}` when `ln`) and then `prefix.out.{w,b}` (`[out, H]`, `[1, out]`), in
+/// that order.
 fn add_mlp_tail(
     l: &mut ParamLayout,
     prefix: &str,
     layers: usize,
     h: usize,
     out: usize,
+    ln: bool,
     group: Group,
 ) {
     for k in 0..layers {
         l.add(&format!("{prefix}.{k}.w"), h, h, group);
         l.add(&format!("{prefix}.{k}.b"), 1, h, group);
+        add_layer_norm(l, ln, &format!("{prefix}.{k}"), h, group);
     }
     l.add(&format!("{prefix}.out.w"), out, h, group);
     l.add(&format!("{prefix}.out.b"), 1, out, group);
+}
+
+/// The LayerNorm gain and bias `[1, H]` of layer `name`, when `ln`.
+fn add_layer_norm(l: &mut ParamLayout, ln: bool, name: &str, h: usize, group: Group) {
+    if ln {
+        l.add(&format!("{name}.ln.gain"), 1, h, group);
+        l.add(&format!("{name}.ln.bias"), 1, h, group);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::layout::ParamSpec;
+
+    fn net(layer_norm: bool, cond: Option<usize>) -> DriftNet {
+        let cfg = NetworkConfig {
+            hidden: 6,
+            harmonics: 3,
+            joint_layers: 2,
+            langevin: true,
+            langevin_layers: 3,
+            layer_norm,
+            ..NetworkConfig::default()
+        };
+        DriftNet::build(2, &cfg, FlowHead::Trunk, cond)
+    }
+
+    /// LayerNorm adds only its gain/bias blocks, one pair per hidden GELU, and draws no random
+    /// numbers: every other block has the same name, shape and initial values as without it.
+    #[test]
+    fn layer_norm_adds_only_unit_gain_zero_bias_blocks() {
+        for cond in [None, Some(4)] {
+            let (plain, ln) = (net(false, cond), net(true, cond));
+            let (p0, p1) = (plain.init(9), ln.init(9));
+            let extra: Vec<&ParamSpec> = ln
+                .layout
+                .specs
+                .iter()
+                .filter(|s| s.name.contains(".ln."))
+                .collect();
+            // t.lin1, trunk, joint.0–1, lp.lin1, lp.0–1, flow.0–1, and s.lin + s.0–1 if conditional.
+            let want_pairs = 9 + if cond.is_some() { 3 } else { 0 };
+            assert_eq!(extra.len(), 2 * want_pairs, "cond {cond:?}");
+            for s in &extra {
+                let want = if s.name.ends_with(".ln.gain") {
+                    1.0
+                } else {
+                    0.0
+                };
+                assert_eq!((s.rows, s.cols), (1, 6), "{}", s.name);
+                assert!(p1[s.range()].iter().all(|&v| v == want), "{}", s.name);
+            }
+            let kept: Vec<&ParamSpec> = ln
+                .layout
+                .specs
+                .iter()
+                .filter(|s| !s.name.contains(".ln."))
+                .collect();
+            assert_eq!(kept.len(), plain.layout.specs.len());
+            for (a, b) in kept.iter().zip(&plain.layout.specs) {
+                assert_eq!((&a.name, a.rows, a.cols), (&b.name, b.rows, b.cols));
+                assert_eq!(p1[a.range()], p0[b.range()], "{}", a.name);
+            }
+        }
+    }
 }

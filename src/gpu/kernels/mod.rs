@@ -19,6 +19,7 @@ pub mod clip;
 pub mod em_step;
 pub mod energies;
 pub mod gelu;
+pub mod layer_norm;
 pub mod linear;
 pub mod losses;
 pub mod policy_step;
@@ -65,6 +66,9 @@ pub static ALL_ENTRY_POINTS: &[&EntryPoint] = &[
     &chacha::CHACHA8_WORDS,
     &chacha::CHACHA8_NORMALS,
     &chacha::BOX_MULLER_WORDS,
+    &layer_norm::LAYER_NORM_FORWARD,
+    &layer_norm::LAYER_NORM_BACKWARD_DX,
+    &layer_norm::LAYER_NORM_BACKWARD_PARAMS,
 ];
 
 /// Most workgroups per grid dimension every WebGPU device accepts.
