@@ -81,5 +81,78 @@ fn lgcp(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, linear, lgcp);
+/// LayerNorm at the offline-RL prior's shape: a batch of 512 rows at width 256, forward and
+/// backward, the AVX2 path against the portable scalar path it equals bit for bit. Throughput
+/// in elements (B·H).
+fn layer_norm(c: &mut Criterion) {
+    use diffusion_samplers::cpu::{portable, simd, simd_available};
+    let (rows, h) = (512usize, 256usize);
+    let x = randv(rows * h, 6);
+    let gamma = randv(h, 7);
+    let beta = randv(h, 8);
+    let dy = randv(rows * h, 9);
+    let mut y = vec![0f32; rows * h];
+    let (mut mean, mut rstd) = (vec![0f32; rows], vec![0f32; rows]);
+    let mut dx = vec![0f32; rows * h];
+    let (mut dg, mut db) = (vec![0f32; h], vec![0f32; h]);
+    let mut g = c.benchmark_group("cpu");
+    g.throughput(Throughput::Elements((rows * h) as u64));
+    g.sample_size(30);
+    type Fwd = fn(&[f32], &[f32], &[f32], &mut [f32], &mut [f32], &mut [f32], usize, usize);
+    type Bwd = fn(
+        &[f32],
+        &[f32],
+        &[f32],
+        &[f32],
+        &[f32],
+        &mut [f32],
+        &mut [f32],
+        &mut [f32],
+        usize,
+        usize,
+    );
+    let mut paths: Vec<(&str, Fwd, Bwd)> = vec![(
+        "portable",
+        portable::layer_norm_forward,
+        portable::layer_norm_backward,
+    )];
+    if simd_available() {
+        paths.push(("avx2", simd::layer_norm_forward, simd::layer_norm_backward));
+    }
+    for (name, fwd, bwd) in paths {
+        g.bench_function(format!("layer_norm_forward/{name}/{rows}x{h}"), |bch| {
+            bch.iter(|| {
+                fwd(
+                    black_box(&x),
+                    &gamma,
+                    &beta,
+                    &mut y,
+                    &mut mean,
+                    &mut rstd,
+                    rows,
+                    h,
+                )
+            })
+        });
+        g.bench_function(format!("layer_norm_backward/{name}/{rows}x{h}"), |bch| {
+            bch.iter(|| {
+                bwd(
+                    black_box(&x),
+                    &gamma,
+                    &mean,
+                    &rstd,
+                    &dy,
+                    &mut dx,
+                    &mut dg,
+                    &mut db,
+                    rows,
+                    h,
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, linear, lgcp, layer_norm);
 criterion_main!(benches);
