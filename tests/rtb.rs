@@ -176,12 +176,19 @@ fn assert_both_gradients_match(tr: &Trainer, it: usize, loss64: f64, g64: &[f64]
 
 /// RTB's gradient δ·∇Σlog p_φ (+ δ for log Z) against finite differences of the f64 loss, and
 /// the trainer's sharded f32 gradient (exploratory iteration 1), by the whole-trajectory tape
-/// and by the two-pass scheme, against that f64 tape.
+/// and by the two-pass scheme, against that f64 tape; with and without LayerNorm.
 #[test]
 fn gradient_matches_finite_differences_and_the_trainer() {
-    let cfg = toy(1.5, "Some((std: 0.3, decay_iters: None))");
+    for layer_norm in [false, true] {
+        let mut cfg = toy(1.5, "Some((std: 0.3, decay_iters: None))");
+        cfg.network.layer_norm = layer_norm;
+        rtb_gradient_matches(&cfg, &format!("layer_norm {layer_norm}"));
+    }
+}
+
+fn rtb_gradient_matches(cfg: &ExperimentConfig, what: &str) {
     let it = 1;
-    let (tr, states) = moved_posterior(&cfg, it, 0.2);
+    let (tr, states) = moved_posterior(cfg, it, 0.2);
     let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
     let z = tr.net.log_z_index();
     let loss = |v: &[f64]| -> (f64, Vec<f64>) {
@@ -193,16 +200,16 @@ fn gradient_matches_finite_differences_and_the_trainer() {
     let live = analytic.iter().filter(|g| g.abs() > 1e-9).count();
     assert!(
         live > analytic.len() / 2,
-        "only {live} live gradient entries"
+        "{what}: only {live} live gradient entries"
     );
     let mut f = |v: &[f64]| loss(v).0;
     if let Err(e) = gradcheck(&mut f, &theta, &analytic, 1e-6, GRADCHECK_F64) {
         panic!(
-            "index {}: analytic {} numeric {}",
+            "{what}: index {}: analytic {} numeric {}",
             e.worst_index, e.analytic, e.numeric
         );
     }
-    assert_both_gradients_match(&tr, it, loss64, &analytic, "RTB");
+    assert_both_gradients_match(&tr, it, loss64, &analytic, &format!("RTB, {what}"));
 
     // The loss cutoff ½·relu(δ² − c) on the same trajectories, at a c that masks some rows.
     let mut cut = cfg.clone();
@@ -214,7 +221,7 @@ fn gradient_matches_finite_differences_and_the_trainer() {
     };
     let (lc, gc) = prior_loss_f64(&trc, &theta, &states, &tbc);
     assert!(lc < loss64, "the cutoff lowers the loss: {lc} vs {loss64}");
-    assert_both_gradients_match(&trc, it, lc, &gc, "RTB with cutoff");
+    assert_both_gradients_match(&trc, it, lc, &gc, &format!("RTB with cutoff, {what}"));
 }
 
 /// The RL baselines' trainer gradients (REINFORCE weights on ∇Σlog q, sharded, f32) against
@@ -432,7 +439,7 @@ fn ddpm_config(
 #[test]
 fn eps_mse_gradient_matches_the_f64_tape() {
     let alpha_bars = diffusion_samplers::samplers::ddpm::Schedule::linear(25).alpha_bars;
-    eps_mse_matches_the_f64_tape(DdpmSchedule::ScaledLinear, None, &alpha_bars);
+    eps_mse_matches_the_f64_tape(DdpmSchedule::ScaledLinear, None, &alpha_bars, false);
 }
 
 /// The offline-RL prior's ε-MSE (spec rtb2024 §4.2): its T+1-entry β schedule (checked against
@@ -443,10 +450,17 @@ fn eps_mse_with_the_offline_rl_schedule_and_min_snr_weights_matches_the_f64_tape
     let alpha_bars = diffusion_samplers::samplers::ddpm::Schedule::qflow(25).alpha_bars;
     // Some of the drawn levels must be weighted below 1 for the test to say anything.
     assert!(alpha_bars.iter().any(|ab| ab / (1.0 - ab) > 5.0));
-    eps_mse_matches_the_f64_tape(DdpmSchedule::QFlow, Some(5.0), &alpha_bars);
+    eps_mse_matches_the_f64_tape(DdpmSchedule::QFlow, Some(5.0), &alpha_bars, false);
+    // And with the offline-RL denoiser's LayerNorm blocks.
+    eps_mse_matches_the_f64_tape(DdpmSchedule::QFlow, Some(5.0), &alpha_bars, true);
 }
 
-fn eps_mse_matches_the_f64_tape(schedule: DdpmSchedule, gamma: Option<f64>, alpha_bars: &[f64]) {
+fn eps_mse_matches_the_f64_tape(
+    schedule: DdpmSchedule,
+    gamma: Option<f64>,
+    alpha_bars: &[f64],
+    layer_norm: bool,
+) {
     let mut cfg = ddpm_config(
         "EpsMse",
         "Gaussian(mean: [0.5, -0.5, 1.0], std: 0.7)",
@@ -460,6 +474,7 @@ fn eps_mse_matches_the_f64_tape(schedule: DdpmSchedule, gamma: Option<f64>, alph
         *s = schedule;
     }
     cfg.train.min_snr_gamma = gamma;
+    cfg.network.layer_norm = layer_norm;
     cfg.validate().unwrap();
     let mut tr = Trainer::new(&cfg).unwrap();
     let p = jittered(&tr.params, "eps", 0, 0.3);
@@ -524,7 +539,7 @@ fn eps_mse_matches_the_f64_tape(schedule: DdpmSchedule, gamma: Option<f64>, alph
     let grads = tape.backward(vec![(o, seed)]);
     let g64 = tr.net.flat_grads(&vars, &grads);
     assert!(g64.iter().filter(|g| g.abs() > 1e-9).count() > g64.len() / 2);
-    common::assert_trainer_matches(&tr, it, loss64, &g64, "ε-MSE");
+    common::assert_trainer_matches(&tr, it, loss64, &g64, &format!("ε-MSE, LN {layer_norm}"));
 }
 
 /// A short ε-MSE run on N(m, I) data (no clipping). For such data ε | x_t is Gaussian with
