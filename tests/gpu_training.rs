@@ -311,6 +311,12 @@ fn backend_resolution_names_the_problem() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("train.lr_variance_factor"), "{err}");
+    // The fused step has no LayerNorm: a network with it stays on the CPU.
+    let mut ln = small("Gmm25", "Tb", "");
+    ln.network.layer_norm = true;
+    ln.backend = Backend::Gpu;
+    let err = train::resolve_backend(&mut ln).unwrap_err().to_string();
+    assert!(err.contains("network.layer_norm"), "{err}");
     // Shapes the fused step cannot hold are refused the same way.
     let mut wide = small("Gmm25", "Tb", "");
     wide.network.hidden = 300;
