@@ -1134,16 +1134,8 @@ pub(crate) unsafe fn layer_norm_forward(
     for r in 0..rows {
         let xr = &x[r * h..(r + 1) * h];
         let yr = &mut y[r * h..(r + 1) * h];
-        let mut acc = _mm256_setzero_ps();
-        for c in xr[..n8].chunks_exact(8) {
-            // SAFETY: the chunk holds 8 f32.
-            acc = _mm256_add_ps(acc, unsafe { _mm256_loadu_ps(c.as_ptr()) });
-        }
-        let mut s = hsum_tree(acc);
-        for &v in &xr[n8..] {
-            s += v;
-        }
-        let mu = row_mean(s, h);
+        // SAFETY: AVX2+FMA per this function's contract.
+        let mu = row_mean(unsafe { sum(xr) }, h);
         let muv = splat(mu);
         let mut acc = _mm256_setzero_ps();
         for c in xr[..n8].chunks_exact(8) {
@@ -1200,7 +1192,6 @@ pub(crate) unsafe fn layer_norm_backward(
     h: usize,
 ) {
     let n8 = h - h % 8;
-    let hs = h as f32;
     for r in 0..rows {
         let (mu, rs) = (mean[r], rstd[r]);
         let (muv, rsv) = (splat(mu), splat(rs));
@@ -1230,7 +1221,7 @@ pub(crate) unsafe fn layer_norm_backward(
             dgamma[k] = dyr[k].mul_add(n, dgamma[k]);
             dbeta[k] += dyr[k];
         }
-        let (a, c) = (sg / hs, sgn / hs);
+        let (a, c) = (row_mean(sg, h), row_mean(sgn, h));
         let (av, cv) = (splat(a), splat(c));
         for k in (0..n8).step_by(8) {
             // SAFETY: k + 8 ≤ n8 ≤ h, the length of xr, dyr, dxr and gamma.

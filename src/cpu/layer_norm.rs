@@ -21,31 +21,79 @@
 //! dγ[h] = fma(dy, n, dγ[h]) and dβ[h] = dβ[h] + dy   rows ascending (ACCUMULATES)
 //! ```
 
-use super::reduce::sum_map_ref;
+use super::reduce::{sum_map_ref, sum_ref};
 use crate::real::Real;
 
 /// ε of PyTorch's `nn.LayerNorm` default.
 pub const LAYER_NORM_EPS: f64 = 1e-5;
 
-/// Shape check shared by every path: x and y [rows, h], γ and β [h], μ and rstd [rows].
+/// The forward's shapes, checked by both CPU paths: x, y [B, H]; γ, β [H]; μ, rstd [B].
+#[allow(clippy::too_many_arguments)]
 #[inline]
-pub(crate) fn check_layer_norm(
-    x: usize,
-    gamma: usize,
-    beta: usize,
-    y: usize,
+pub(crate) fn check_forward<S>(
+    x: &[S],
+    gamma: &[S],
+    beta: &[S],
+    y: &[S],
+    mean: &[S],
+    rstd: &[S],
     rows: usize,
     h: usize,
 ) {
-    assert!(h > 0, "layer_norm: no features");
-    assert_eq!(x, rows * h, "layer_norm: x is not [B, H]");
-    assert_eq!(y, rows * h, "layer_norm: y/dy/dx is not [B, H]");
-    assert_eq!(gamma, h, "layer_norm: gamma is not [H]");
-    assert_eq!(beta, h, "layer_norm: beta/dbeta is not [H]");
+    check_lengths(
+        h,
+        &[
+            ("x", x.len(), rows * h),
+            ("y", y.len(), rows * h),
+            ("gamma", gamma.len(), h),
+            ("beta", beta.len(), h),
+            ("mean", mean.len(), rows),
+            ("rstd", rstd.len(), rows),
+        ],
+    );
 }
 
-/// μ = sum(x) / H. Both paths finish their row sums with these two helpers, so the divisions
-/// and the sqrt are one piece of code.
+/// The backward's shapes, checked by both CPU paths: x, dy, dx [B, H]; γ, dγ, dβ [H]; μ, rstd
+/// [B].
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn check_backward<S>(
+    x: &[S],
+    gamma: &[S],
+    mean: &[S],
+    rstd: &[S],
+    dy: &[S],
+    dx: &[S],
+    dgamma: &[S],
+    dbeta: &[S],
+    rows: usize,
+    h: usize,
+) {
+    check_lengths(
+        h,
+        &[
+            ("x", x.len(), rows * h),
+            ("dy", dy.len(), rows * h),
+            ("dx", dx.len(), rows * h),
+            ("gamma", gamma.len(), h),
+            ("dgamma", dgamma.len(), h),
+            ("dbeta", dbeta.len(), h),
+            ("mean", mean.len(), rows),
+            ("rstd", rstd.len(), rows),
+        ],
+    );
+}
+
+/// Panics naming the first (name, length, expected length) that differs.
+fn check_lengths(h: usize, lengths: &[(&str, usize, usize)]) {
+    assert!(h > 0, "layer_norm: no features");
+    for &(name, len, want) in lengths {
+        assert_eq!(len, want, "layer_norm: {name} has length {len}, not {want}");
+    }
+}
+
+/// sum / H: μ from Σx, and the backward's means of g and g·n. Both paths finish their row sums
+/// with this and [`row_rstd`], so the divisions and the sqrt are one piece of code.
 #[inline]
 pub(crate) fn row_mean<S: Real>(sum_x: S, h: usize) -> S {
     sum_x / S::from_f64(h as f64)
@@ -70,12 +118,10 @@ pub fn layer_norm_forward_ref<S: Real>(
     rows: usize,
     h: usize,
 ) {
-    check_layer_norm(x.len(), gamma.len(), beta.len(), y.len(), rows, h);
-    assert_eq!(mean.len(), rows, "layer_norm: mean is not [B]");
-    assert_eq!(rstd.len(), rows, "layer_norm: rstd is not [B]");
+    check_forward(x, gamma, beta, y, mean, rstd, rows, h);
     for r in 0..rows {
         let xr = &x[r * h..(r + 1) * h];
-        let mu = row_mean(sum_map_ref(xr, |v| v), h);
+        let mu = row_mean(sum_ref(xr), h);
         let rs = row_rstd(
             sum_map_ref(xr, |v| {
                 let d = v - mu;
@@ -111,15 +157,10 @@ pub fn layer_norm_backward_ref<S: Real>(
     rows: usize,
     h: usize,
 ) {
-    check_layer_norm(x.len(), gamma.len(), dbeta.len(), dy.len(), rows, h);
-    assert_eq!(dx.len(), rows * h, "layer_norm: dx is not [B, H]");
-    assert_eq!(dgamma.len(), h, "layer_norm: dgamma is not [H]");
-    assert_eq!(mean.len(), rows, "layer_norm: mean is not [B]");
-    assert_eq!(rstd.len(), rows, "layer_norm: rstd is not [B]");
+    check_backward(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, rows, h);
     let mut g = vec![S::ZERO; h];
     let mut gn = vec![S::ZERO; h];
     let mut n = vec![S::ZERO; h];
-    let hs = S::from_f64(h as f64);
     for r in 0..rows {
         let (mu, rs) = (mean[r], rstd[r]);
         let (xr, dyr) = (&x[r * h..(r + 1) * h], &dy[r * h..(r + 1) * h]);
@@ -130,8 +171,8 @@ pub fn layer_norm_backward_ref<S: Real>(
             dgamma[k] = dyr[k].mul_add(n[k], dgamma[k]);
             dbeta[k] += dyr[k];
         }
-        let a = sum_map_ref(&g, |v| v) / hs;
-        let c = sum_map_ref(&gn, |v| v) / hs;
+        let a = row_mean(sum_ref(&g), h);
+        let c = row_mean(sum_ref(&gn), h);
         for (k, d) in dx[r * h..(r + 1) * h].iter_mut().enumerate() {
             *d = (-n[k]).mul_add(c, g[k] - a) * rs;
         }

@@ -224,7 +224,7 @@ pub mod portable {
 pub mod simd {
     #[cfg(target_arch = "x86_64")]
     use super::avx2;
-    use super::layer_norm::check_layer_norm;
+    use super::layer_norm::{check_backward, check_forward};
     use super::linear::check_linear;
     use super::reduce::check_col_sum;
     use super::simd_available;
@@ -323,9 +323,7 @@ pub mod simd {
         rows: usize,
         h: usize,
     ) {
-        check_layer_norm(x.len(), gamma.len(), beta.len(), y.len(), rows, h);
-        assert_eq!(mean.len(), rows, "layer_norm: mean is not [B]");
-        assert_eq!(rstd.len(), rows, "layer_norm: rstd is not [B]");
+        check_forward(x, gamma, beta, y, mean, rstd, rows, h);
         call_avx2!(layer_norm_forward(x, gamma, beta, y, mean, rstd, rows, h))
     }
     #[inline]
@@ -342,11 +340,7 @@ pub mod simd {
         rows: usize,
         h: usize,
     ) {
-        check_layer_norm(x.len(), gamma.len(), dbeta.len(), dy.len(), rows, h);
-        assert_eq!(dx.len(), rows * h, "layer_norm: dx is not [B, H]");
-        assert_eq!(dgamma.len(), h, "layer_norm: dgamma is not [H]");
-        assert_eq!(mean.len(), rows, "layer_norm: mean is not [B]");
-        assert_eq!(rstd.len(), rows, "layer_norm: rstd is not [B]");
+        check_backward(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, rows, h);
         call_avx2!(layer_norm_backward(
             x, gamma, mean, rstd, dy, dx, dgamma, dbeta, rows, h
         ))

@@ -69,11 +69,11 @@ pub static LAYER_NORM_BACKWARD_PARAMS: EntryPoint = EntryPoint {
     ],
 };
 
-/// The device buffers of one LayerNorm: x, y, dy, dx [B, H]; γ, β, dγ, dβ [H]; μ, rstd [B].
+/// The buffers the forward and both backward passes share: x [B, H], γ [H], μ and rstd [B].
+/// (β, y, dy, dx, dγ, dβ are passed to the passes that read or write them.)
 pub struct LayerNormBuffers<'a> {
     pub x: &'a GpuVec,
     pub gamma: &'a GpuVec,
-    pub beta: &'a GpuVec,
     pub mean: &'a GpuVec,
     pub rstd: &'a GpuVec,
 }
@@ -82,7 +82,6 @@ fn params(ctx: &GpuContext, b: &LayerNormBuffers, rows: usize, h: usize) -> wgpu
     assert!(h > 0, "gpu layer_norm: no features");
     assert_eq!(b.x.len(), rows * h, "gpu layer_norm: x is not [B, H]");
     assert_eq!(b.gamma.len(), h, "gpu layer_norm: gamma is not [H]");
-    assert_eq!(b.beta.len(), h, "gpu layer_norm: beta is not [H]");
     assert_eq!(b.mean.len(), rows, "gpu layer_norm: mean is not [B]");
     assert_eq!(b.rstd.len(), rows, "gpu layer_norm: rstd is not [B]");
     params_buffer(
@@ -101,11 +100,13 @@ fn params(ctx: &GpuContext, b: &LayerNormBuffers, rows: usize, h: usize) -> wgpu
 pub fn prepare_layer_norm_forward(
     ctx: &GpuContext,
     b: &LayerNormBuffers,
+    beta: &GpuVec,
     y: &GpuVec,
     rows: usize,
     h: usize,
 ) -> Result<Dispatch, GpuError> {
     let pb = params(ctx, b, rows, h);
+    assert_eq!(beta.len(), h, "gpu layer_norm: beta is not [H]");
     assert_eq!(y.len(), rows * h, "gpu layer_norm: y is not [B, H]");
     let groups = to_u32(rows, "gpu layer_norm: rows").div_ceil(WORKGROUP_SIZE);
     dispatch(
@@ -115,7 +116,7 @@ pub fn prepare_layer_norm_forward(
             (0, &pb),
             (1, b.x.buffer()),
             (2, b.gamma.buffer()),
-            (3, b.beta.buffer()),
+            (3, beta.buffer()),
             (4, y.buffer()),
             (5, b.mean.buffer()),
             (6, b.rstd.buffer()),
@@ -210,12 +211,11 @@ pub fn run_layer_norm_forward(
     let bufs = LayerNormBuffers {
         x: &gx,
         gamma: &gg,
-        beta: &gb,
         mean: &gm,
         rstd: &gr,
     };
     let mut enc = ctx.encoder("run_layer_norm_forward");
-    prepare_layer_norm_forward(ctx, &bufs, &gy, rows, h)?.record(&mut enc);
+    prepare_layer_norm_forward(ctx, &bufs, &gb, &gy, rows, h)?.record(&mut enc);
     ctx.submit(enc);
     let mut out = ctx.read_many(&[&gy, &gm, &gr])?.into_iter();
     y.copy_from_slice(&out.next().unwrap_or_default());
@@ -243,8 +243,6 @@ pub fn run_layer_norm_backward(
         GpuVec::from_slice(ctx, x, "x"),
         GpuVec::from_slice(ctx, gamma, "gamma"),
     );
-    // β is not read by the backward; the binding set shares the forward's buffer struct.
-    let gb = GpuVec::zeros(ctx, h, "beta");
     let (gm, gr) = (
         GpuVec::from_slice(ctx, mean, "mean"),
         GpuVec::from_slice(ctx, rstd, "rstd"),
@@ -256,7 +254,6 @@ pub fn run_layer_norm_backward(
     let bufs = LayerNormBuffers {
         x: &gx,
         gamma: &gg,
-        beta: &gb,
         mean: &gm,
         rstd: &gr,
     };
