@@ -334,6 +334,21 @@ fn datasets_are_consistent_and_ordered_by_quality() {
     );
     assert!(scale.normalised(me_m) < 75.0, "medium half {me_m}");
 
+    // The expert set: every action is the noiseless expert's plus N(0, 0.1²), clipped to ±2,
+    // and its episodes score near 100 (the noiseless expert defines 100).
+    let expert = dataset(DatasetKind::Expert, n, 7);
+    assert_eq!(expert.kind, DatasetKind::Expert);
+    check_consistency(&expert, n);
+    let ex = scale.normalised(mean(&expert.episode_returns));
+    assert!((90.0..105.0).contains(&ex), "expert set score {ex}");
+    let devs: Vec<f64> = expert
+        .transitions
+        .iter()
+        .map(|t| t.action - expert_action_obs(&t.obs))
+        .collect();
+    let sd = (mean(&devs.iter().map(|d| d * d).collect::<Vec<_>>())).sqrt();
+    assert!((0.08..0.11).contains(&sd), "expert action noise sd {sd}");
+
     let n = 100;
     let replay = dataset(DatasetKind::MediumReplay, n, 7);
     assert_eq!(replay.kind, DatasetKind::MediumReplay);
@@ -357,6 +372,7 @@ fn datasets_are_pure_functions_of_the_seed() {
         DatasetKind::Medium,
         DatasetKind::MediumReplay,
         DatasetKind::MediumExpert,
+        DatasetKind::Expert,
     ] {
         let a = dataset(kind, 6, 3);
         let b = dataset(kind, 6, 3);

@@ -27,7 +27,7 @@
 //!   run that improves linearly and is stopped at medium.
 //!
 //! **Datasets** ([`dataset`]): Medium = n medium episodes; MediumReplay = the n replay episodes;
-//! MediumExpert = n medium then n expert episodes (D4RL's 50/50). Stream purposes name the kind
+//! MediumExpert = n medium then n expert episodes (D4RL's 50/50); Expert = n expert episodes. Stream purposes name the kind
 //! and the policy ("pendulum-data/medium-expert/expert", …) and are indexed by the episode, so
 //! the halves of MediumExpert are independent of the Medium set with the same seed.
 //!
@@ -271,6 +271,10 @@ pub enum DatasetKind {
     Medium,
     MediumReplay,
     MediumExpert,
+    /// D4RL's "expert" level: n episodes of the expert with its action noise. No Table 4 row
+    /// uses it; it is the BC prior's sanity check (a unimodal μ(a|s) that a good BC fit
+    /// reproduces at the expert's score).
+    Expert,
 }
 
 /// One transition; `terminal` is always false here (time-outs are not terminals), kept so the
@@ -338,6 +342,7 @@ pub fn dataset(kind: DatasetKind, episodes: usize, seed: u64) -> Dataset {
                 EXPERT_BEHAVIOUR
             }),
         ],
+        DatasetKind::Expert => &[("pendulum-data/expert/expert", |_, _| EXPERT_BEHAVIOUR)],
     };
     let mut transitions = Vec::with_capacity(blocks.len() * episodes * HORIZON);
     let mut episode_returns = Vec::with_capacity(blocks.len() * episodes);
