@@ -577,8 +577,10 @@ impl Trainer {
                 test_states,
                 episodes,
                 iql,
+                action,
             } => Some(crate::conditional::OfflineTask::Pendulum(Box::new(
                 crate::rl::task::PendulumTask::new(
+                    *action,
                     *dataset,
                     *data_episodes,
                     *data_seed,

@@ -6,7 +6,7 @@
 use diffusion_samplers::config::{ExperimentConfig, Method, PosteriorConfig, TargetConfig};
 use diffusion_samplers::energies::Energy;
 use diffusion_samplers::rl::episodes::EpisodePolicy;
-use diffusion_samplers::rl::task::PendulumBatch;
+use diffusion_samplers::rl::task::{ActionSpace, PendulumBatch};
 use diffusion_samplers::tolerance::GRADCHECK_F32;
 use diffusion_samplers::train::{self, PriorRun, Trainer};
 
@@ -119,19 +119,24 @@ fn posterior_needs_the_critic_and_replays_bitwise() {
     assert_eq!(la, lb);
 }
 
-#[test]
-fn log_reward_gradient_matches_finite_differences() {
+/// The posterior's batch log r at four actions of the first four dataset states, under
+/// `action`: its gradient against central differences, and log r against its definition
+/// (`jacobian` gives the per-row term added to Q at α = 1/β = 0.5).
+fn check_log_reward(action: ActionSpace, u: [f32; 4], jacobian: fn(f64) -> f64) {
     let prior = trained_prior();
-    let cfg = posterior_cfg(&prior_cfg());
+    let mut cfg = posterior_cfg(&prior_cfg());
+    if let TargetConfig::Pendulum { action: a, .. } = &mut cfg.target {
+        *a = action;
+    }
     let mut tr = Trainer::with_prior(&cfg, prior.params.clone()).unwrap();
     tr.attach_critic(prior.critic.as_ref().unwrap()).unwrap();
     let task = tr.pendulum().unwrap();
+    assert_eq!(task.action, action);
     let states: Vec<f32> = task.obs[..4 * 3].to_vec();
     let batch = PendulumBatch {
         task,
         states: &states,
     };
-    let u = [0.3f32, -1.1, 0.05, 1.7];
     let mut grad = [0f32; 4];
     batch.grad_log_reward(&u, &mut grad);
     for k in 0..4 {
@@ -146,20 +151,56 @@ fn log_reward_gradient_matches_finite_differences() {
         let fd = (at(u[k] + h) - at(u[k] - h)) / (2.0 * h as f64);
         assert!(
             GRADCHECK_F32.close(grad[k] as f64, fd),
-            "row {k}: analytic {} vs finite difference {fd}",
+            "{action:?} row {k}: analytic {} vs finite difference {fd}",
             grad[k]
         );
     }
-    // With α = 1/β the Jacobian term is α·log(1 − tanh²u + 1e-7) on top of Q.
     let mut lr = [0f64; 4];
     batch.log_reward(&u, &mut lr);
-    let torques: Vec<f32> = u.iter().map(|&v| 2.0 * v.tanh()).collect();
+    let torques: Vec<f32> = u.iter().map(|&v| action.torque(v)).collect();
     let q = task.critic.as_ref().unwrap().q(&states, &torques);
     for k in 0..4 {
-        let t = (u[k] as f64).tanh();
-        let want = q[k] as f64 + 0.5 * (1.0 - t * t + 1e-7).ln();
+        let want = q[k] as f64 + 0.5 * jacobian(u[k] as f64);
         assert!((lr[k] - want).abs() < 1e-9, "row {k}: {} vs {want}", lr[k]);
     }
+}
+
+#[test]
+fn log_reward_gradient_matches_finite_differences() {
+    // With α = 1/β the Jacobian term is α·log(1 − tanh²u + 1e-7) on top of Q(s, 2 tanh u).
+    check_log_reward(ActionSpace::PreTanh, [0.3, -1.1, 0.05, 1.7], |u| {
+        let t = u.tanh();
+        (1.0 - t * t + 1e-7).ln()
+    });
+    assert_eq!(ActionSpace::PreTanh.torque(1.7), 2.0 * 1.7f32.tanh());
+}
+
+#[test]
+fn clipped_actions_score_q_of_the_clipped_torque_without_a_jacobian() {
+    // Rows inside the bounds (where d/du = 2·∂Q/∂a) and beyond them (where the clip makes
+    // log r flat), each at least h = 0.01 from the kink at ±1.
+    check_log_reward(ActionSpace::Clipped, [0.3, -0.55, 1.4, -1.2], |_| 0.0);
+    let c = ActionSpace::Clipped;
+    assert_eq!(
+        (c.torque(0.3), c.torque(1.4), c.torque(-1.2)),
+        (0.6, 2.0, -2.0)
+    );
+    assert_eq!(c.from_torque(-1.5), -0.75);
+    // The dataset's u are its torques halved, so every one is inside [−1, 1].
+    let mut cfg = prior_cfg();
+    if let TargetConfig::Pendulum { action, .. } = &mut cfg.target {
+        *action = c;
+    }
+    let tr = Trainer::new(&cfg).unwrap();
+    let task = tr.pendulum().unwrap();
+    for (t, &u) in task.dataset.transitions.iter().zip(&task.u) {
+        assert_eq!(u, (t.action / 2.0) as f32);
+    }
+    // The default stays out of the resolved config (existing digests hold); Clipped is written.
+    assert!(!prior_cfg().to_ron().contains("PreTanh"));
+    let text = cfg.to_ron();
+    assert!(text.contains("action: Clipped"), "{text}");
+    assert_eq!(ExperimentConfig::parse(&text, "clipped").unwrap(), cfg);
 }
 
 #[test]

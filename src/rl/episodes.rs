@@ -8,7 +8,6 @@
 //! actions depend only on the seed, the step and its row.
 
 use super::pendulum::{run_episodes, ACTION_DIM, OBS_DIM};
-use super::task::torque;
 use crate::rng;
 use crate::train::Trainer;
 
@@ -36,7 +35,7 @@ impl Trainer {
             match policy {
                 EpisodePolicy::Diffusion => {
                     let (_, u) = self.sample_with_conditions(n, Some(obs), key);
-                    u.iter().map(|&v| torque(v)).collect()
+                    u.iter().map(|&v| task.action.torque(v)).collect()
                 }
                 EpisodePolicy::Resample { pool } => {
                     // Row i·pool + p holds candidate p of observation i.
@@ -51,7 +50,7 @@ impl Trainer {
                             let cdf =
                                 rng::exp_weight_cdf(w[i * pool..(i + 1) * pool].iter().copied());
                             let k = i * pool + rng::pick_from_cdf(&cdf, &mut pick);
-                            torque(u[k * ACTION_DIM])
+                            task.action.torque(u[k * ACTION_DIM])
                         })
                         .collect()
                 }

@@ -2,11 +2,12 @@
 //! trains on, the critic's log-reward, and the scores of evaluation episodes.
 //!
 //! * Each row's condition is its observation s = (cos θ, sin θ, θ̇) (`[B, 3]`), its state the
-//!   pre-tanh action u (`[B, 1]`); the executed torque is a = 2·tanh(u), and dataset torques map
-//!   back by u = artanh(clip(a/2, ±0.99)) (the paper's transform, for a torque limit of 2).
+//!   policy action u (`[B, 1]`). By default u is pre-tanh: the executed torque is a = 2·tanh(u),
+//!   and dataset torques map back by u = artanh(clip(a/2, ±0.99)) (the paper's transform, for a
+//!   torque limit of 2). [`ActionSpace::Clipped`] diffuses u = a/2 instead.
 //! * log r(s, u) = Q(s, 2 tanh u) + α·Σ_j log(1 − tanh²u_j + 1e-7) (spec §4.2 `[code]`), so that
 //!   with β = 1/α the posterior targets μ(u|s)·exp(Q/α)·|det J_tanh(u)|, the pre-tanh image of
-//!   π*(a|s) ∝ μ(a|s)·exp(Q(s, a)/α).
+//!   π*(a|s) ∝ μ(a|s)·exp(Q(s, a)/α). With `Clipped`, log r = Q(s, 2·clip(u, ±1)).
 //! * Q = min of IQL's twin target critics ([`crate::rl::iql`]), trained on the same dataset
 //!   with rewards scaled by 1000/(max return − min return) over the dataset's episodes, as the
 //!   reference does for locomotion. (The reference's extraction reads the online critics; the
@@ -19,25 +20,80 @@ use super::pendulum::{self, Dataset, DatasetKind, ScoreScale, ACTION_DIM, MAX_TO
 use crate::energies::Energy;
 use crate::metrics::mean;
 use crate::rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Episodes per policy behind the score normaliser (random and expert mean returns).
 pub const SCALE_EPISODES: usize = 100;
 
-/// The executed torque of a pre-tanh action: 2·tanh(u).
-pub fn torque(u: f32) -> f32 {
-    (MAX_TORQUE as f32) * u.tanh()
+/// The space a Pendulum policy diffuses its torque in (A = 1 either way).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ActionSpace {
+    /// The paper's (spec §4.2): u = artanh(clip(a/2, ±0.99)), executed a = 2·tanh(u), and log r
+    /// carries α·log|det J_tanh(u)|. A saturated torque lands at u = ±2.65, far in the tail of
+    /// the data's u (standard deviation 0.77–0.87 on this crate's datasets).
+    #[default]
+    PreTanh,
+    /// u = a/2, executed a = 2·clip(u, ±1): a saturated torque sits at u = ±1, inside the
+    /// data's spread. Meant for a DDPM with x̂0 clipped to [−1, 1], the vision code's bounded
+    /// data. log r = Q(s, 2·clip(u, ±1)) with no Jacobian term: inside the bounds the map is
+    /// linear, so π*(a|s) ∝ μ(a|s)·exp(Q(s, a)/α) needs none.
+    Clipped,
 }
 
-/// The pre-tanh action of a torque: artanh(clip(a/2, ±0.99)).
-pub fn pre_tanh(a: f64) -> f64 {
-    (a / MAX_TORQUE).clamp(-0.99, 0.99).atanh()
+impl ActionSpace {
+    pub fn is_pre_tanh(&self) -> bool {
+        *self == ActionSpace::PreTanh
+    }
+
+    /// The executed torque of a policy action u.
+    pub fn torque(self, u: f32) -> f32 {
+        let m = MAX_TORQUE as f32;
+        match self {
+            ActionSpace::PreTanh => m * u.tanh(),
+            ActionSpace::Clipped => m * u.clamp(-1.0, 1.0),
+        }
+    }
+
+    /// The policy action of a dataset torque: artanh(clip(a/2, ±0.99)), or a/2.
+    pub fn from_torque(self, a: f64) -> f64 {
+        match self {
+            ActionSpace::PreTanh => (a / MAX_TORQUE).clamp(-0.99, 0.99).atanh(),
+            ActionSpace::Clipped => a / MAX_TORQUE,
+        }
+    }
+
+    /// da/du at u (f64): 2·(1 − tanh²u), or 2 inside the bounds and 0 outside (the clip).
+    fn torque_slope(self, u: f64) -> f64 {
+        match self {
+            ActionSpace::PreTanh => {
+                let t = u.tanh();
+                MAX_TORQUE * (1.0 - t * t)
+            }
+            ActionSpace::Clipped if u.abs() < 1.0 => MAX_TORQUE,
+            ActionSpace::Clipped => 0.0,
+        }
+    }
+
+    /// The per-dimension log-Jacobian term of log r (before α) and its derivative in u: the
+    /// tanh log-Jacobian with the reference's guard against log 0, or none.
+    fn log_jacobian(self, u: f64) -> (f64, f64) {
+        match self {
+            ActionSpace::PreTanh => {
+                let t = u.tanh();
+                let inner = 1.0 - t * t + 1e-7;
+                (inner.ln(), -2.0 * t * (1.0 - t * t) / inner)
+            }
+            ActionSpace::Clipped => (0.0, 0.0),
+        }
+    }
 }
 
 /// The dataset, its conditions, the critic (once trained or loaded) and the evaluation setup.
 pub struct PendulumTask {
+    /// What the policy's u is ([`ActionSpace`]).
+    pub action: ActionSpace,
     pub dataset: Dataset,
-    /// Observations `[N, S]` and pre-tanh actions `[N, A]` of the dataset's transitions.
+    /// Observations `[N, S]` and policy actions u `[N, A]` of the dataset's transitions.
     pub obs: Vec<f32>,
     pub u: Vec<f32>,
     /// 1000/(max − min episode return): the critic's reward scale.
@@ -60,6 +116,7 @@ impl PendulumTask {
     /// data seed), so a prior and its posteriors (of any run seed) see the same transitions.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        action: ActionSpace,
         kind: DatasetKind,
         data_episodes: usize,
         data_seed: u64,
@@ -74,7 +131,7 @@ impl PendulumTask {
         let mut u = Vec::with_capacity(dataset.transitions.len() * ACTION_DIM);
         for t in &dataset.transitions {
             obs.extend(t.obs.iter().map(|&v| v as f32));
-            u.push(pre_tanh(t.action) as f32);
+            u.push(action.from_torque(t.action) as f32);
         }
         let (lo, hi) = dataset
             .episode_returns
@@ -92,6 +149,7 @@ impl PendulumTask {
             })
             .collect();
         PendulumTask {
+            action,
             dataset,
             obs,
             u,
@@ -220,7 +278,7 @@ impl PendulumTask {
         let critic = self.critic.as_ref()?;
         let n = u.len() / ACTION_DIM;
         let m = self.test_state_count();
-        let torques: Vec<f32> = u.iter().map(|&v| torque(v)).collect();
+        let torques: Vec<f32> = u.iter().map(|&v| self.action.torque(v)).collect();
         let q: Vec<f64> = critic
             .q(&self.eval_conditions(n), &torques)
             .iter()
@@ -274,14 +332,6 @@ pub struct PendulumBatch<'a> {
     pub states: &'a [f32],
 }
 
-/// log(1 − tanh²u + 1e-7) and its derivative in u: the tanh log-Jacobian with the reference's
-/// guard against log 0.
-fn log_jacobian(u: f64) -> (f64, f64) {
-    let t = u.tanh();
-    let inner = 1.0 - t * t + 1e-7;
-    (inner.ln(), -2.0 * t * (1.0 - t * t) / inner)
-}
-
 impl PendulumBatch<'_> {
     fn torques(&self, u: &[f32]) -> Vec<f32> {
         assert_eq!(
@@ -289,7 +339,7 @@ impl PendulumBatch<'_> {
             self.states.len() * ACTION_DIM,
             "one observation per action row"
         );
-        u.iter().map(|&v| torque(v)).collect()
+        u.iter().map(|&v| self.task.action.torque(v)).collect()
     }
 }
 
@@ -312,7 +362,7 @@ impl Energy for PendulumBatch<'_> {
         for (b, o) in out.iter_mut().enumerate() {
             let jac: f64 = u[b * ACTION_DIM..(b + 1) * ACTION_DIM]
                 .iter()
-                .map(|&v| log_jacobian(v as f64).0)
+                .map(|&v| self.task.action.log_jacobian(v as f64).0)
                 .sum();
             *o = q[b] as f64 + self.task.alpha * jac;
         }
@@ -323,10 +373,11 @@ impl Energy for PendulumBatch<'_> {
             return;
         };
         let (_, dq_da) = critic.q_and_action_grad(self.states, &self.torques(u));
+        let space = self.task.action;
         for ((g, &v), &dq) in grad.iter_mut().zip(u).zip(&dq_da) {
-            let t = (v as f64).tanh();
-            let da_du = MAX_TORQUE * (1.0 - t * t);
-            *g = (dq as f64 * da_du + self.task.alpha * log_jacobian(v as f64).1) as f32;
+            let v = v as f64;
+            *g = (dq as f64 * space.torque_slope(v) + self.task.alpha * space.log_jacobian(v).1)
+                as f32;
         }
     }
 }
