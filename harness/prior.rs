@@ -123,6 +123,7 @@ fn check_prior(
             data_episodes: e1,
             data_seed: s1,
             iql: q1,
+            action: a1,
             ..
         },
         TargetConfig::Pendulum {
@@ -130,14 +131,16 @@ fn check_prior(
             data_episodes: e2,
             data_seed: s2,
             iql: q2,
+            action: a2,
             ..
         },
     ) = (&prior.target, &post.target)
     {
-        if (d1, e1, s1, q1) != (d2, e2, s2, q2) {
+        if (d1, e1, s1, q1, a1) != (d2, e2, s2, q2, a2) {
             return Err(CliError::usage(format!(
-                "{}: a Pendulum posterior trains on its prior's dataset and critic: target.dataset, \
-                 target.data_episodes, target.data_seed and target.iql must equal the prior's",
+                "{}: a Pendulum posterior trains on its prior's dataset and critic, in its action \
+                 space: target.dataset, target.data_episodes, target.data_seed, target.iql and \
+                 target.action must equal the prior's",
                 path.display()
             )));
         }

@@ -643,6 +643,48 @@ fn tiny_posterior(digest: &str) -> String {
     )
 }
 
+/// A Pendulum posterior must diffuse in its prior's action space (and read its dataset and
+/// critic): a different `target.action` is refused by name before any run folder is made,
+/// the prior's included.
+#[test]
+fn pendulum_posterior_refuses_a_prior_of_another_action_space() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prior = "(
+    seed: 7,
+    target: Pendulum(dataset: Medium, repeats: 1, data_episodes: 2, test_states: 2, episodes: 1,
+                     iql: (hidden: 8, steps: 10, batch: 16)),
+    sampler: (steps: 4, noising: Ddpm(train_steps: 40, clip: false)),
+    network: (hidden: 8, harmonics: 4, joint_layers: 2),
+    train: (method: EpsMse, iterations: 2, batch: 16, exploration: None),
+    eval: (samples: 4, every: 0, w2: false, eubo: false),
+)
+";
+    write(tmp.path(), "cfg/prior.ron", prior);
+    let listed = repro(tmp.path(), &["list", "--json", "cfg"]);
+    let entries: Value = serde_json::from_str(&stdout(&listed)).unwrap();
+    let digest = entries[0]["digest"].as_str().unwrap().to_string();
+    let post = prior
+        .replace("repeats: 1", "repeats: 2, action: Clipped")
+        .replace("method: EpsMse, iterations: 2", "method: Rtb, iterations: 2, lr_flow: 0.1")
+        .replace(
+            "eval: (samples: 4, every: 0, w2: false, eubo: false),",
+            &format!(
+                "eval: (samples: 4, every: 0, w2: false, eubo: false),\n    \
+                 posterior: Some((prior: (config: \"prior.ron\", digest: \"{digest}\"), beta: 2.0)),"
+            ),
+        );
+    assert!(post.contains("action: Clipped") && post.contains("method: Rtb"));
+    write(tmp.path(), "cfg/post.ron", &post);
+    let o = repro(
+        tmp.path(),
+        &["run", "cfg/post.ron", "--out", "runs/post", "-q"],
+    );
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("target.action"), "{}", stderr(&o));
+    assert!(!tmp.path().join("runs/post").exists());
+    assert!(!tmp.path().join("runs/priors").exists());
+}
+
 /// A posterior may add a Langevin correction or a learned step variance to its copy of the
 /// prior (both start at the prior), but any other change of network or sampler is refused by
 /// name before anything is written.
