@@ -6,6 +6,7 @@
 //! [`table`] (paper vs replay), [`manifest`], [`progress`] (stderr), [`verify`], [`list`], [`error`]
 //! (messages and exit codes). Results go to stdout, progress and errors to stderr.
 
+mod actions;
 mod error;
 mod list;
 mod manifest;
@@ -56,6 +57,8 @@ enum Command {
     Table(table::TableArgs),
     /// Draw a run folder's figures again from its recorded files (figures are not digested).
     Plot(replot::PlotArgs),
+    /// Compare a Pendulum BC prior run's actions with its dataset's at the same states.
+    Actions(actions::ActionsArgs),
 }
 
 /// Write `text` to stdout, ignoring a closed pipe (`repro list | head`).
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::List(args) => list::cmd_list(args),
         Command::Table(args) => table::cmd_table(args),
         Command::Plot(args) => replot::cmd_plot(args),
+        Command::Actions(args) => actions::cmd_actions(args),
     };
     match result {
         Ok(code) => code,

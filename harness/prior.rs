@@ -165,7 +165,7 @@ fn check_prior(
 
 /// The prior run in `dir` (complete, of config digest `digest`): its parameters, and its critic
 /// when it saved one, each checked against the digest its manifest records (read once).
-fn load_prior_run(dir: &Path, digest: &str) -> Result<PriorRun, CliError> {
+pub fn load_prior_run(dir: &Path, digest: &str) -> Result<PriorRun, CliError> {
     let mpath = dir.join(manifest::MANIFEST);
     let text = std::fs::read_to_string(&mpath).map_err(|e| CliError::io("read", &mpath, e))?;
     let m: Manifest = serde_json::from_str(&text)

@@ -645,9 +645,9 @@ fn tiny_posterior(digest: &str) -> String {
 
 /// A Pendulum posterior must diffuse in its prior's action space (and read its dataset and
 /// critic): a different `target.action` is refused by name before any run folder is made,
-/// the prior's included.
+/// the prior's included; `repro actions` reads a Pendulum prior run and nothing else.
 #[test]
-fn pendulum_posterior_refuses_a_prior_of_another_action_space() {
+fn pendulum_posterior_needs_its_priors_action_space_and_actions_reads_the_prior() {
     let tmp = tempfile::tempdir().unwrap();
     let prior = "(
     seed: 7,
@@ -683,6 +683,26 @@ fn pendulum_posterior_refuses_a_prior_of_another_action_space() {
     assert!(stderr(&o).contains("target.action"), "{}", stderr(&o));
     assert!(!tmp.path().join("runs/post").exists());
     assert!(!tmp.path().join("runs/priors").exists());
+
+    // `repro actions` reads the prior run: one table row over all states, and refuses what is
+    // not a Pendulum prior run.
+    let o = repro(
+        tmp.path(),
+        &["run", "cfg/prior.ron", "--out", "runs/prior", "-q"],
+    );
+    expect_code(&o, 0);
+    let o = repro(tmp.path(), &["actions", "runs/prior", "--states", "50"]);
+    expect_code(&o, 0);
+    assert!(stdout(&o).contains("| all | 50 |"), "{}", stdout(&o));
+    write(tmp.path(), "cfg/gmm.ron", TINY_PRIOR);
+    let o = repro(
+        tmp.path(),
+        &["run", "cfg/gmm.ron", "--out", "runs/gmm", "-q"],
+    );
+    expect_code(&o, 0);
+    let o = repro(tmp.path(), &["actions", "runs/gmm"]);
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("Pendulum BC prior"), "{}", stderr(&o));
 }
 
 /// A posterior may add a Langevin correction or a learned step variance to its copy of the

@@ -430,3 +430,23 @@ fn random_policy_torques_depend_only_on_seed_episode_and_step() {
     assert!(m.abs() < 0.2, "mean torque {m}");
     assert!(all.iter().any(|&u| u > 1.9) && all.iter().any(|&u| u < -1.9));
 }
+
+#[test]
+fn action_fit_counts_saturation_and_expert_agreement_and_sorts_for_w1() {
+    use diffusion_samplers::rl::action_fit::action_fit;
+    let data = [2.0, 0.0, -1.95, 0.5];
+    let policy = [1.0, 0.1, -2.0, 0.5];
+    let expert = [2.0, 0.2, -2.0, 0.0];
+    let f = action_fit(&data, &policy, &expert);
+    assert_eq!(f.states, 4);
+    assert_eq!((f.data_saturated, f.policy_saturated), (0.5, 0.25));
+    assert_eq!((f.data_near_expert, f.policy_near_expert), (0.75, 0.5));
+    // Sorted: data (−1.95, 0, 0.5, 2), policy (−2, 0.1, 0.5, 1): |Δ| = 0.05, 0.1, 0, 1.
+    assert!((f.w1 - 1.15 / 4.0).abs() < 1e-12, "{}", f.w1);
+    // W1 compares the two sets, not the rows: shuffling the policy's rows leaves it.
+    let shuffled = [0.5, -2.0, 1.0, 0.1];
+    assert_eq!(action_fit(&data, &shuffled, &expert).w1, f.w1);
+    let same = action_fit(&data, &data, &expert);
+    assert_eq!(same.w1, 0.0);
+    assert_eq!(same.policy_near_expert, same.data_near_expert);
+}
