@@ -237,9 +237,9 @@ pub enum TargetConfig {
     },
     /// The sequential offline-RL stand-in (spec rtb2024 §4.5 B): a self-written Pendulum
     /// ([`crate::rl::pendulum`]) with a D4RL-style `dataset` of `data_episodes` episodes
-    /// (MediumExpert: that many of each), generated from `data_seed`. The action a ∈ [−2, 2] is diffused pre-tanh,
-    /// u = artanh(clip(a/2, ±0.99)) (d = 1), or as u = a/2 with `action: Clipped`, conditioned on the observation
-    /// (cos θ, sin θ, θ̇).
+    /// (MediumExpert: that many of each), generated from `data_seed`. The action a ∈ [−2, 2]
+    /// is diffused pre-tanh, u = artanh(clip(a/2, ±0.99)) (d = 1), or as u = a/2 with
+    /// `action: Clipped`, conditioned on the observation (cos θ, sin θ, θ̇).
     /// The prior (`EpsMse`) is the diffusion BC policy; its run then trains the IQL critic
     /// (`iql`) on the same data and saves it beside the prior's parameters. A posterior
     /// (`Rtb` in VarGrad form over `repeats` trajectories per state, or `Resample`) targets

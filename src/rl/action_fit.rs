@@ -5,8 +5,8 @@
 //!
 //! Shapes: N states, one torque each (A = 1).
 
-use super::pendulum::expert_action_obs;
-use super::task::PendulumTask;
+use super::pendulum::{expert_action_obs, OBS_DIM};
+use super::task::{evenly_spaced_rows, PendulumTask};
 use crate::train::Trainer;
 use serde::Serialize;
 
@@ -71,12 +71,10 @@ pub fn action_fit(data: &[f64], policy: &[f64], expert: &[f64]) -> ActionFit {
 /// policy's noise is stream (seed, "action-fit", 0).
 pub fn policy_action_fit(tr: &Trainer, n: usize) -> (ActionFit, Option<ActionFit>) {
     let task: &PendulumTask = tr.pendulum().expect("action fit needs a Pendulum target");
-    let rows: Vec<usize> = (0..n)
-        .map(|k| k * task.dataset.transitions.len() / n)
-        .collect();
+    let rows: Vec<usize> = evenly_spaced_rows(task.dataset.transitions.len(), n).collect();
     let obs: Vec<f32> = rows
         .iter()
-        .flat_map(|&r| task.dataset.transitions[r].obs.map(|v| v as f32))
+        .flat_map(|&r| task.obs[r * OBS_DIM..(r + 1) * OBS_DIM].iter().copied())
         .collect();
     let key = crate::rng::stream_key(tr.cfg.seed, "action-fit", 0);
     let (_, u) = tr.sample_with_conditions(n, Some(&obs), key);

@@ -27,9 +27,10 @@
 //!   run that improves linearly and is stopped at medium.
 //!
 //! **Datasets** ([`dataset`]): Medium = n medium episodes; MediumReplay = the n replay episodes;
-//! MediumExpert = n medium then n expert episodes (D4RL's 50/50); Expert = n expert episodes. Stream purposes name the kind
-//! and the policy ("pendulum-data/medium-expert/expert", …) and are indexed by the episode, so
-//! the halves of MediumExpert are independent of the Medium set with the same seed.
+//! MediumExpert = n medium then n expert episodes (D4RL's 50/50); Expert = n expert episodes.
+//! Stream purposes name the kind and the policy ("pendulum-data/medium-expert/expert", …) and
+//! are indexed by the episode, so the halves of MediumExpert are independent of the Medium set
+//! with the same seed.
 //!
 //! **Measured** mean returns (f64, undiscounted, 200 steps): uniform random −1217 and noiseless
 //! expert −152 ([`score_scale`] with 100 episodes); from [`dataset`] with 1000 episodes, seeds 0

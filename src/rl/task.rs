@@ -88,6 +88,12 @@ impl ActionSpace {
     }
 }
 
+/// `m` rows spread evenly over `n` dataset rows: row k·n/m for k = 0..m (where the test states
+/// and `repro actions` look).
+pub fn evenly_spaced_rows(n: usize, m: usize) -> impl Iterator<Item = usize> {
+    (0..m).map(move |k| k * n / m)
+}
+
 /// The dataset, its conditions, the critic (once trained or loaded) and the evaluation setup.
 pub struct PendulumTask {
     /// What the policy's u is ([`ActionSpace`]).
@@ -141,12 +147,8 @@ impl PendulumTask {
             });
         // A dataset whose episodes all return the same keeps the rewards as they are.
         let reward_scale = if hi > lo { 1000.0 / (hi - lo) } else { 1.0 };
-        let n = dataset.transitions.len();
-        let test_states = (0..test_states)
-            .flat_map(|k| {
-                let row = k * n / test_states;
-                obs[row * OBS_DIM..(row + 1) * OBS_DIM].to_vec()
-            })
+        let test_states = evenly_spaced_rows(dataset.transitions.len(), test_states)
+            .flat_map(|row| obs[row * OBS_DIM..(row + 1) * OBS_DIM].to_vec())
             .collect();
         PendulumTask {
             action,
