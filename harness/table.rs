@@ -106,7 +106,8 @@ pub struct Record {
     pub replay_std: Option<f64>,
     pub paper_mean: Option<f64>,
     pub paper_std: Option<f64>,
-    /// |replay mean − paper mean| ≤ 2 · paper std; null when either side is missing.
+    /// |replay mean − paper mean| ≤ 2 · paper std; null when either side is missing or the
+    /// paper gives no std (quoted as 0 in the config).
     pub within_2sigma: Option<bool>,
 }
 
@@ -434,8 +435,10 @@ fn merge(groups: &BTreeMap<GroupKey, Vec<Run>>) -> Vec<Record> {
                 .collect();
             let (replay_mean, replay_std) = mean_std(&xs);
             let pv = paper.and_then(|p| p.values.get(&metric)).copied();
+            // A paper std of 0 is a cell the paper prints without one (Table C.3): no band.
+            let pv = pv.map(|(pm, ps)| (pm, (ps != 0.0).then_some(ps)));
             let within_2sigma = match (replay_mean, pv) {
-                (Some(m), Some((pm, ps))) => Some(within(m, pm, ps)),
+                (Some(m), Some((pm, Some(ps)))) => Some(within(m, pm, ps)),
                 _ => None,
             };
             records.push(Record {
@@ -448,7 +451,7 @@ fn merge(groups: &BTreeMap<GroupKey, Vec<Run>>) -> Vec<Record> {
                 replay_mean,
                 replay_std,
                 paper_mean: pv.map(|v| v.0),
-                paper_std: pv.map(|v| v.1),
+                paper_std: pv.and_then(|v| v.1),
                 within_2sigma,
             });
         }
@@ -538,8 +541,10 @@ fn cell(r: &Record, complete: usize) -> String {
     if r.n > 0 && r.n < complete {
         s.push_str(&format!(" [n = {}]", r.n));
     }
-    if let (Some(pm), Some(ps)) = (r.paper_mean, r.paper_std) {
-        s.push_str(&format!(" (paper {pm} ± {ps})"));
+    match (r.paper_mean, r.paper_std) {
+        (Some(pm), Some(ps)) => s.push_str(&format!(" (paper {pm} ± {ps})")),
+        (Some(pm), None) => s.push_str(&format!(" (paper {pm}, no std)")),
+        _ => {}
     }
     if r.within_2sigma == Some(false) {
         s.push_str(" ⚠ **outside ±2σ**");
@@ -553,7 +558,8 @@ fn render_markdown_header(n_runs: usize, n_complete: usize) -> String {
         "# Paper vs replay\n\n\
          {n_runs} run folder{} ({n_complete} complete, {failed} failed). Cells: replay mean ± \
          sample std over seeds (– for a single run), then the paper's mean ± std; \
-         ⚠ **outside ±2σ** marks a replay mean outside the paper mean ± 2 paper std. \
+         ⚠ **outside ±2σ** marks a replay mean outside the paper mean ± 2 paper std \
+         (\"no std\": the paper prints the cell without one, so there is no band). \
          `[n = k]`: only k runs have this metric.\n",
         if n_runs == 1 { "" } else { "s" }
     )

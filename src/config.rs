@@ -177,6 +177,8 @@ pub struct PaperRef {
     /// e.g. "TB + Expl.".
     pub row: String,
     /// The paper's numbers for this row: metric name (a `metrics.json` key) → (mean, std).
+    /// A std of 0 stands for a cell the paper prints without one: `repro table` then quotes
+    /// the number and marks no ±2σ band.
     #[serde(default)]
     pub values: BTreeMap<String, (f64, f64)>,
     /// Iterations the paper trained for, when this config runs a different number.

@@ -237,6 +237,30 @@ fn replay_outside_two_sigma_is_flagged_and_inside_is_not() {
     assert!(!row("Inside").contains('⚠'), "{md}");
 }
 
+/// Table C.3 prints single numbers: a config quotes them with std 0, and the table shows the
+/// number with no band instead of flagging every replay that is not bitwise the paper's.
+#[test]
+fn a_paper_cell_without_std_gets_no_band() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Some(paper(T1, "Single", &[("delta_log_z", 0.95, 0.0)]));
+    complete_run(tmp.path(), "single-seed1", 1, p, &[("delta_log_z", 0.97)]);
+    let recs = table_json(tmp.path(), &["."]);
+    let r = record(&recs, "Single", "delta_log_z");
+    assert_eq!(r["paper_mean"], 0.95);
+    assert!(r["paper_std"].is_null(), "{r}");
+    assert!(r["within_2sigma"].is_null(), "{r}");
+
+    let o = repro(tmp.path(), &["table", "."]);
+    expect_code(&o, 0);
+    let md = stdout(&o);
+    let line = md
+        .lines()
+        .find(|l| l.starts_with("| Single |"))
+        .unwrap_or_else(|| panic!("no row:\n{md}"));
+    assert!(line.contains("(paper 0.95, no std)"), "{md}");
+    assert!(!line.contains('⚠'), "{md}");
+}
+
 /// Split one CSV line into fields (RFC 4180 quoting).
 fn csv_fields(line: &str) -> Vec<String> {
     let mut fields = vec![String::new()];
