@@ -694,6 +694,18 @@ fn pendulum_posterior_needs_its_priors_action_space_and_actions_reads_the_prior(
     let o = repro(tmp.path(), &["actions", "runs/prior", "--states", "50"]);
     expect_code(&o, 0);
     assert!(stdout(&o).contains("| all | 50 |"), "{}", stdout(&o));
+    // Medium has one behaviour, so the PIT rows follow: at the 50 dataset states and at the
+    // 200 steps of the one evaluation episode.
+    assert!(
+        stdout(&o).contains("| dataset, all | 50 |"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("| own episodes, all | 200 |"),
+        "{}",
+        stdout(&o)
+    );
     write(tmp.path(), "cfg/gmm.ron", TINY_PRIOR);
     let o = repro(
         tmp.path(),

@@ -450,3 +450,183 @@ fn action_fit_counts_saturation_and_expert_agreement_and_sorts_for_w1() {
     assert_eq!(same.w1, 0.0);
     assert_eq!(same.policy_near_expert, same.data_near_expert);
 }
+
+/// The PIT of torques under a behaviour's exact CDF: uniform for the behaviour's own draws
+/// (the dataset's torques at its states), far from uniform for a shifted or a sharpened
+/// policy; and the CDF's own edges and value at the controller's torque.
+#[test]
+fn behaviour_pit_is_uniform_for_the_behaviours_own_torques_only() {
+    use diffusion_samplers::rl::action_fit::{ks_critical_95, pit, pit_fit, PIT_BINS};
+    use diffusion_samplers::rl::pendulum::{
+        dataset, single_behaviour, DatasetKind, MEDIUM_BEHAVIOUR,
+    };
+    let b = single_behaviour(DatasetKind::Medium).unwrap();
+    assert_eq!(b, MEDIUM_BEHAVIOUR);
+    assert!(single_behaviour(DatasetKind::MediumExpert).is_none());
+    assert!(single_behaviour(DatasetKind::MediumReplay).is_none());
+
+    let d = dataset(DatasetKind::Medium, 20, 3);
+    let t = &d.transitions;
+    let n = t.len();
+    // The CDF: 0 below −2, 1 from 2 on, and at the controller's torque c (the noiseless
+    // expert's where the swing-up cap does not bite: here an upright state) p·(c + 2)/4 + (1 − p)/2.
+    let up = t
+        .iter()
+        .find(|x| x.obs[0] > 0.999)
+        .expect("an upright state");
+    let c = diffusion_samplers::rl::pendulum::expert_action_obs(&up.obs);
+    assert!(c.abs() < 1.5, "{c}");
+    assert_eq!(b.cdf(&up.obs, -2.0 - 1e-9), 0.0);
+    assert_eq!(b.cdf(&up.obs, 2.0), 1.0);
+    let want = 0.4 * (c + 2.0) / 4.0 + 0.6 * 0.5;
+    assert!(
+        (b.cdf(&up.obs, c) - want).abs() < 1e-12,
+        "{} vs {want}",
+        b.cdf(&up.obs, c)
+    );
+
+    let v = |i: usize| ((i as f64 + 0.5) * 0.618_033_988_75).fract();
+    let own: Vec<f64> = (0..n)
+        .map(|i| pit(&b, &t[i].obs, t[i].action, v(i)))
+        .collect();
+    let f = pit_fit(&own);
+    assert_eq!(f.states, n);
+    assert!(
+        f.ks < ks_critical_95(n),
+        "own torques: KS {} ≥ {}",
+        f.ks,
+        ks_critical_95(n)
+    );
+    // Shifted by 0.3: the controller's mode moves three noise stds.
+    let shifted: Vec<f64> = (0..n)
+        .map(|i| pit(&b, &t[i].obs, (t[i].action + 0.3).min(1.99), v(i)))
+        .collect();
+    assert!(
+        pit_fit(&shifted).ks > 0.1,
+        "shifted: KS {}",
+        pit_fit(&shifted).ks
+    );
+    // Sharpened: the controller's torque exactly, no random torques: PIT piles into the
+    // middle, where the behaviour's controlled mass sits.
+    let sharp: Vec<f64> = (0..n)
+        .map(|i| {
+            let noiseless = diffusion_samplers::rl::pendulum::Behaviour {
+                random_p: 0.0,
+                noise_std: 0.0,
+                ..b
+            };
+            // The controller's torque is where the noiseless CDF steps from 0 to 1.
+            let (mut lo, mut hi) = (-2.0, 2.0);
+            for _ in 0..60 {
+                let m = 0.5 * (lo + hi);
+                if noiseless.cdf(&t[i].obs, m) < 1.0 {
+                    lo = m;
+                } else {
+                    hi = m;
+                }
+            }
+            pit(&b, &t[i].obs, hi.clamp(-1.99, 1.99), v(i))
+        })
+        .collect();
+    let sf = pit_fit(&sharp);
+    assert!(sf.ks > 0.1, "sharpened: KS {}", sf.ks);
+    let middle: f64 = sf.tenths[3..7].iter().sum();
+    assert!(
+        middle > 0.6,
+        "sharpened: middle tenths {middle} of {:?}",
+        sf.tenths
+    );
+    assert_eq!(sf.tenths.len(), PIT_BINS);
+}
+
+#[test]
+fn pit_fit_measures_ks_and_tenths_on_hand_values() {
+    use diffusion_samplers::rl::action_fit::pit_fit;
+    // Sorted 0.25, 0.75: the empirical CDF is 0.5 on [0.25, 0.75), so sup |F̂ − u| = 0.25.
+    let f = pit_fit(&[0.75, 0.25]);
+    assert!((f.ks - 0.25).abs() < 1e-15, "{}", f.ks);
+    let mut want = [0.0; 10];
+    want[2] = 0.5;
+    want[7] = 0.5;
+    assert_eq!(f.tenths, want);
+    // Evenly spaced midpoints are as uniform as 10 values get: KS 0.05, one per tenth.
+    let even: Vec<f64> = (0..10).map(|i| (i as f64 + 0.5) / 10.0).collect();
+    let e = pit_fit(&even);
+    assert!((e.ks - 0.05).abs() < 1e-12, "{}", e.ks);
+    assert!(e.tenths.iter().all(|&x| (x - 0.1).abs() < 1e-12));
+    // u = 1 falls in the last tenth.
+    assert_eq!(pit_fit(&[1.0]).tenths[9], 1.0);
+}
+
+/// The medium behaviour's score survives every blunt perturbation of its torques: Gaussian
+/// noise six times its own, twice its random torques, a swing-up capped at 0.3 instead of
+/// 0.55, a constant torque bias of 0.2. A BC policy that scores at the random level (the
+/// README's T = 75 medium prior: −4.4, upright 1 % of its steps) therefore errs in some
+/// state-dependent way, not in any of these (README, "Where the BC prior fails").
+#[test]
+fn medium_behaviour_keeps_swinging_up_under_blunt_perturbations() {
+    use diffusion_samplers::rl::pendulum::{
+        score_scale, Behaviour, Pendulum, HORIZON, MAX_TORQUE, MEDIUM_BEHAVIOUR,
+    };
+    let scale = score_scale(100);
+    // (score, fraction of upright steps) over 400 episodes of `b` plus a torque bias.
+    let run = |b: Behaviour, bias: f64| {
+        let (mut total, mut upright) = (0.0, 0usize);
+        for j in 0..400u64 {
+            let mut rng = diffusion_samplers::rng::stream(777, "perturbed-medium", j);
+            let mut s = Pendulum::reset(&mut rng);
+            let mut ret = 0.0;
+            for _ in 0..HORIZON {
+                upright += usize::from(s.observe()[0] > 0.95);
+                let a = (b.act(&s, &mut rng) + bias).clamp(-MAX_TORQUE, MAX_TORQUE);
+                ret += s.step(a);
+            }
+            total += scale.normalised(ret);
+        }
+        (total / 400.0, upright as f64 / (400 * HORIZON) as f64)
+    };
+    let m = MEDIUM_BEHAVIOUR;
+    let (base, base_up) = run(m, 0.0);
+    assert!(
+        (45.0..62.0).contains(&base) && base_up > 0.35,
+        "{base} {base_up}"
+    );
+    let cases = [
+        (
+            "noise sd 0.6",
+            Behaviour {
+                noise_std: 0.6,
+                ..m
+            },
+            0.0,
+            42.0,
+        ),
+        (
+            "random torques 80 %",
+            Behaviour { random_p: 0.8, ..m },
+            0.0,
+            8.0,
+        ),
+        (
+            "swing-up cap 0.3",
+            Behaviour {
+                swing_cap: 0.3,
+                ..m
+            },
+            0.0,
+            28.0,
+        ),
+        ("bias 0.2", m, 0.2, 42.0),
+    ];
+    for (name, b, bias, floor) in cases {
+        let (score, up) = run(b, bias);
+        assert!(
+            score > floor && up > 0.05,
+            "{name}: score {score}, upright {up}"
+        );
+        assert!(
+            score < base + 3.0,
+            "{name} should not help: {score} vs {base}"
+        );
+    }
+}

@@ -3,10 +3,17 @@
 //! dataset's own torques at the same states. Under a perfect fit the two are samples of the
 //! same distribution, so every statistic here agrees up to sampling noise.
 //!
+//! Where one scripted behaviour made the whole dataset (medium, expert), its torque CDF is known
+//! at every state ([`Behaviour::cdf`]), so the policy can be checked state by state, also on the
+//! states its own episodes visit: the probability integral transform (PIT) F(a|s) of a policy
+//! torque a is uniform on [0, 1] exactly when the policy draws from the behaviour there.
+//!
 //! Shapes: N states, one torque each (A = 1).
 
-use super::pendulum::{expert_action_obs, OBS_DIM};
+use super::episodes::{EpisodeLog, EpisodePolicy};
+use super::pendulum::{expert_action_obs, single_behaviour, Behaviour, OBS_DIM};
 use super::task::{evenly_spaced_rows, PendulumTask};
+use crate::rng;
 use crate::train::Trainer;
 use serde::Serialize;
 
@@ -66,33 +73,194 @@ pub fn action_fit(data: &[f64], policy: &[f64], expert: &[f64]) -> ActionFit {
     }
 }
 
-/// A BC policy's fit over `n` evenly spaced dataset states (row k·N_data/n), overall and on
-/// the upright ones (cos θ > 0.95, where balancing is decided; `None` if there are none). The
-/// policy's noise is stream (seed, "action-fit", 0).
-pub fn policy_action_fit(tr: &Trainer, n: usize) -> (ActionFit, Option<ActionFit>) {
+/// A state counts as upright when cos θ exceeds this: where balancing is decided.
+pub const UPRIGHT_COS: f64 = 0.95;
+
+/// One policy torque at each of N evenly spaced dataset states (row k·N_data/N), beside the
+/// dataset's own torque there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetDraws {
+    /// The states' observations (f64, as the dataset holds them): `[N]`.
+    pub obs: Vec<[f64; OBS_DIM]>,
+    /// `[N]` torques each.
+    pub data: Vec<f64>,
+    pub policy: Vec<f64>,
+}
+
+/// The policy's draws at `n` evenly spaced dataset states; its noise is stream (seed,
+/// "action-fit", 0).
+pub fn dataset_draws(tr: &Trainer, n: usize) -> DatasetDraws {
     let task: &PendulumTask = tr.pendulum().expect("action fit needs a Pendulum target");
     let rows: Vec<usize> = evenly_spaced_rows(task.dataset.transitions.len(), n).collect();
-    let obs: Vec<f32> = rows
+    let obs32: Vec<f32> = rows
         .iter()
         .flat_map(|&r| task.obs[r * OBS_DIM..(r + 1) * OBS_DIM].iter().copied())
         .collect();
-    let key = crate::rng::stream_key(tr.cfg.seed, "action-fit", 0);
-    let (_, u) = tr.sample_with_conditions(n, Some(&obs), key);
-    let policy: Vec<f64> = u.iter().map(|&v| task.action.torque(v) as f64).collect();
-    let data: Vec<f64> = rows
-        .iter()
-        .map(|&r| task.dataset.transitions[r].action)
-        .collect();
-    let expert: Vec<f64> = rows
-        .iter()
-        .map(|&r| expert_action_obs(&task.dataset.transitions[r].obs))
-        .collect();
-    let all = action_fit(&data, &policy, &expert);
-    let upright: Vec<usize> = (0..n)
-        .filter(|&i| task.dataset.transitions[rows[i]].obs[0] > 0.95)
-        .collect();
+    let key = rng::stream_key(tr.cfg.seed, "action-fit", 0);
+    let (_, u) = tr.sample_with_conditions(n, Some(&obs32), key);
+    DatasetDraws {
+        obs: rows
+            .iter()
+            .map(|&r| task.dataset.transitions[r].obs)
+            .collect(),
+        data: rows
+            .iter()
+            .map(|&r| task.dataset.transitions[r].action)
+            .collect(),
+        policy: u.iter().map(|&v| task.action.torque(v) as f64).collect(),
+    }
+}
+
+/// The indices of the upright states among `obs` (cos θ > [`UPRIGHT_COS`]).
+fn upright_rows(obs: &[[f64; OBS_DIM]]) -> Vec<usize> {
+    (0..obs.len())
+        .filter(|&i| obs[i][0] > UPRIGHT_COS)
+        .collect()
+}
+
+/// The fit over all the drawn states and over the upright ones (`None` if there are none).
+pub fn policy_action_fit(d: &DatasetDraws) -> (ActionFit, Option<ActionFit>) {
+    let expert: Vec<f64> = d.obs.iter().map(expert_action_obs).collect();
+    let all = action_fit(&d.data, &d.policy, &expert);
+    let upright = upright_rows(&d.obs);
     let pick = |xs: &[f64]| upright.iter().map(|&i| xs[i]).collect::<Vec<_>>();
     let up =
-        (!upright.is_empty()).then(|| action_fit(&pick(&data), &pick(&policy), &pick(&expert)));
+        (!upright.is_empty()).then(|| action_fit(&pick(&d.data), &pick(&d.policy), &pick(&expert)));
     (all, up)
+}
+
+/// Bins of the PIT histogram: tenths of [0, 1].
+pub const PIT_BINS: usize = 10;
+
+/// The randomised PIT of torque `a` under behaviour `b` at `obs`, with `v` ∈ [0, 1) its
+/// randomisation. Torques of magnitude ≥ [`SATURATED`] are lumped into one event per side: the
+/// behaviour's clip puts atoms at ±2, which a pre-tanh policy can only approach (it tops out
+/// at 1.98), so the two are compared on whether a torque saturates, not on where. The lumped
+/// event's PIT is uniform over its CDF interval, so a draw of the behaviour itself gives an
+/// exactly uniform PIT.
+pub fn pit(b: &Behaviour, obs: &[f64; OBS_DIM], a: f64, v: f64) -> f64 {
+    if a >= SATURATED {
+        // F is continuous at ±SATURATED (its atoms are at ±2), so F(L−) = F(L).
+        let lo = b.cdf(obs, SATURATED);
+        lo + v * (1.0 - lo)
+    } else if a <= -SATURATED {
+        v * b.cdf(obs, -SATURATED)
+    } else {
+        b.cdf(obs, a)
+    }
+}
+
+/// How far a set of PIT values is from uniform.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PitFit {
+    pub states: usize,
+    /// Kolmogorov–Smirnov distance sup |F̂(u) − u|.
+    pub ks: f64,
+    /// Fraction of the values in each tenth of [0, 1]: a policy too sharp where the behaviour
+    /// is spread piles into the middle tenths, one biased to one side tilts the histogram.
+    pub tenths: [f64; PIT_BINS],
+}
+
+/// The KS distance and histogram of PIT values `u` (each in [0, 1]; at least one).
+pub fn pit_fit(u: &[f64]) -> PitFit {
+    assert!(!u.is_empty(), "pit_fit needs at least one value");
+    let n = u.len();
+    let mut sorted = u.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let ks = sorted
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| ((i + 1) as f64 / n as f64 - x).max(x - i as f64 / n as f64))
+        .fold(0.0, f64::max);
+    let mut tenths = [0.0; PIT_BINS];
+    for &x in u {
+        tenths[((x * PIT_BINS as f64) as usize).min(PIT_BINS - 1)] += 1.0 / n as f64;
+    }
+    PitFit {
+        states: n,
+        ks,
+        tenths,
+    }
+}
+
+/// The KS distance that n uniform values exceed with probability 5 % (asymptotic 1.358/√n).
+pub fn ks_critical_95(n: usize) -> f64 {
+    1.358 / (n as f64).sqrt()
+}
+
+/// PIT fits over all states, the upright ones and the rest (`None` where a subset is empty).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PitSplit {
+    pub all: PitFit,
+    pub upright: Option<PitFit>,
+    pub elsewhere: Option<PitFit>,
+}
+
+fn pit_split(obs: &[[f64; OBS_DIM]], u: &[f64]) -> PitSplit {
+    let upright = upright_rows(obs);
+    let rest: Vec<usize> = (0..obs.len()).filter(|i| !upright.contains(i)).collect();
+    let fit = |rows: &[usize]| {
+        (!rows.is_empty()).then(|| pit_fit(&rows.iter().map(|&i| u[i]).collect::<Vec<_>>()))
+    };
+    PitSplit {
+        all: pit_fit(u),
+        upright: fit(&upright),
+        elsewhere: fit(&rest),
+    }
+}
+
+/// The policy against the dataset's behaviour, state by state.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BehaviourFit {
+    /// PIT of the policy's and of the dataset's own torques at the drawn dataset states (the
+    /// dataset's are the control: uniform up to sampling noise).
+    pub policy_at_data: PitSplit,
+    pub data_at_data: PitSplit,
+    /// PIT of the torques the policy took in its own evaluation episodes, at the states it
+    /// visited there.
+    pub policy_in_episodes: PitSplit,
+    /// Fraction of upright steps: in the policy's episodes, and in the dataset.
+    pub episodes_upright: f64,
+    pub data_upright: f64,
+    /// The mean normalised score of those episodes (the run's own diffusion score).
+    pub episodes_score: f64,
+}
+
+/// [`BehaviourFit`] of the trainer's diffusion policy, when one behaviour made its dataset
+/// ([`single_behaviour`]); `None` otherwise. The PIT randomisations are streams (seed,
+/// "action-fit-pit", 0 | 1 | 2) for the policy at the dataset states, the dataset there and
+/// the episodes, one word per state in row order.
+pub fn behaviour_fit(tr: &Trainer, d: &DatasetDraws) -> Option<BehaviourFit> {
+    let task: &PendulumTask = tr.pendulum().expect("action fit needs a Pendulum target");
+    let b = single_behaviour(task.dataset.kind)?;
+    let seed = tr.cfg.seed;
+    let pits = |index: u64, obs: &[[f64; OBS_DIM]], a: &[f64]| -> Vec<f64> {
+        let mut v = rng::stream(seed, "action-fit-pit", index);
+        obs.iter()
+            .zip(a)
+            .map(|(o, &x)| pit(&b, o, x, rng::uniform_f64(&mut v)))
+            .collect()
+    };
+    let mut log = EpisodeLog::default();
+    let returns = tr.logged_episode_returns(EpisodePolicy::Diffusion, Some(&mut log));
+    let ep_obs: Vec<[f64; OBS_DIM]> = log
+        .obs
+        .chunks_exact(OBS_DIM)
+        .map(|o| [o[0] as f64, o[1] as f64, o[2] as f64])
+        .collect();
+    let ep_torques: Vec<f64> = log.torques.iter().map(|&a| a as f64).collect();
+    let upright_share = |obs: &[[f64; OBS_DIM]]| upright_rows(obs).len() as f64 / obs.len() as f64;
+    let all_obs: Vec<[f64; OBS_DIM]> = task.dataset.transitions.iter().map(|t| t.obs).collect();
+    Some(BehaviourFit {
+        policy_at_data: pit_split(&d.obs, &pits(0, &d.obs, &d.policy)),
+        data_at_data: pit_split(&d.obs, &pits(1, &d.obs, &d.data)),
+        policy_in_episodes: pit_split(&ep_obs, &pits(2, &ep_obs, &ep_torques)),
+        episodes_upright: upright_share(&ep_obs),
+        data_upright: upright_share(&all_obs),
+        episodes_score: returns
+            .iter()
+            .map(|&r| task.scale.normalised(r))
+            .sum::<f64>()
+            / returns.len() as f64,
+    })
 }

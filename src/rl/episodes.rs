@@ -23,16 +23,34 @@ pub enum EpisodePolicy {
     Awr,
 }
 
+/// What the policy saw and did at every step of the evaluation episodes: observations
+/// `[T·N, S]` and torques `[T·N]`, step-major (row t·N + i is episode i at step t).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EpisodeLog {
+    pub obs: Vec<f32>,
+    pub torques: Vec<f32>,
+}
+
 impl Trainer {
     /// The undiscounted returns of the task's evaluation episodes under `policy`. Panics
     /// without a Pendulum target, or for `Awr` without a critic.
     pub fn episode_returns(&self, policy: EpisodePolicy) -> Vec<f64> {
+        self.logged_episode_returns(policy, None)
+    }
+
+    /// [`Trainer::episode_returns`], also filling `log` with every step's observations and
+    /// torques when given (the returns are the same either way).
+    pub fn logged_episode_returns(
+        &self,
+        policy: EpisodePolicy,
+        mut log: Option<&mut EpisodeLog>,
+    ) -> Vec<f64> {
         let task = self.pendulum().expect("episodes need a Pendulum target");
         let seed = self.cfg.seed;
         let n = task.episodes;
         let mut act = |step: usize, obs: &[f32]| -> Vec<f32> {
             let key = rng::stream_key(seed, "episode-policy", step as u64);
-            match policy {
+            let torques = match policy {
                 EpisodePolicy::Diffusion => {
                     let (_, u) = self.sample_with_conditions(n, Some(obs), key);
                     u.iter().map(|&v| task.action.torque(v)).collect()
@@ -59,7 +77,12 @@ impl Trainer {
                     .as_ref()
                     .expect("the AWR policy is trained with the critic")
                     .policy_action(obs),
+            };
+            if let Some(log) = log.as_deref_mut() {
+                log.obs.extend_from_slice(obs);
+                log.torques.extend_from_slice(&torques);
             }
+            torques
         };
         run_episodes(n, seed, &mut act)
     }

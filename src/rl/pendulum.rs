@@ -251,6 +251,40 @@ impl Behaviour {
         let u = controller(angle_normalize(s.theta), s.theta_dot, self.swing_cap);
         (u + self.noise_std * z).clamp(-MAX_TORQUE, MAX_TORQUE)
     }
+
+    /// P(a′ ≤ a) for the torque a′ that [`Behaviour::act`] draws at observation `obs` (the
+    /// angle recovered by atan2, as [`expert_action_obs`]): right-continuous, with the atoms
+    /// at ±2 that the clip puts there. Lets a policy's torques be scored against the exact
+    /// behaviour that made a dataset (`rl::action_fit`).
+    pub fn cdf(&self, obs: &[f64; 3], a: f64) -> f64 {
+        let uniform = ((a + MAX_TORQUE) / (2.0 * MAX_TORQUE)).clamp(0.0, 1.0);
+        let controlled = if a < -MAX_TORQUE {
+            0.0
+        } else if a >= MAX_TORQUE {
+            1.0
+        } else {
+            let c = controller(obs[1].atan2(obs[0]), obs[2], self.swing_cap);
+            if self.noise_std > 0.0 {
+                // Φ(z) = ½ erfc(−z/√2).
+                0.5 * libm::erfc(-(a - c) / (self.noise_std * std::f64::consts::SQRT_2))
+            } else {
+                f64::from(u8::from(a >= c))
+            }
+        };
+        self.random_p * uniform + (1.0 - self.random_p) * controlled
+    }
+}
+
+/// The one behaviour that made every transition of `kind`, if there is one (Medium, Expert).
+/// MediumReplay's episodes each have their own random probability and MediumExpert mixes two
+/// policies, so their μ(a|s) weighs behaviours by how often each visits s: not known in closed
+/// form.
+pub fn single_behaviour(kind: DatasetKind) -> Option<Behaviour> {
+    match kind {
+        DatasetKind::Medium => Some(MEDIUM_BEHAVIOUR),
+        DatasetKind::Expert => Some(EXPERT_BEHAVIOUR),
+        DatasetKind::MediumReplay | DatasetKind::MediumExpert => None,
+    }
 }
 
 /// Episode j of n in the medium-replay run: random probability linear from 1 (j = 0) down to the
