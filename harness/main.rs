@@ -17,6 +17,7 @@ mod record;
 mod replot;
 mod run;
 mod run_dir;
+mod score;
 mod sweep;
 mod table;
 mod verify;
@@ -59,6 +60,9 @@ enum Command {
     Plot(replot::PlotArgs),
     /// Compare a Pendulum BC prior run's actions with its dataset's at the same states.
     Actions(actions::ActionsArgs),
+    /// Score a Pendulum run's policies again over more evaluation episodes, with the dataset's
+    /// own behaviour from the same initial states.
+    Score(score::ScoreArgs),
 }
 
 /// Write `text` to stdout, ignoring a closed pipe (`repro list | head`).
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Table(args) => table::cmd_table(args),
         Command::Plot(args) => replot::cmd_plot(args),
         Command::Actions(args) => actions::cmd_actions(args),
+        Command::Score(args) => score::cmd_score(args),
     };
     match result {
         Ok(code) => code,

@@ -706,6 +706,30 @@ fn pendulum_posterior_needs_its_priors_action_space_and_actions_reads_the_prior(
         "{}",
         stdout(&o)
     );
+    // `repro score` re-scores the run over more episodes; its first one is the run's own
+    // evaluation episode, so that column reproduces the run's recorded score.
+    let o = repro(tmp.path(), &["score", "runs/prior", "--episodes", "3"]);
+    expect_code(&o, 0);
+    let text = stdout(&o);
+    let metrics: Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("runs/prior/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    let recorded = metrics["score"].as_f64().unwrap();
+    let bc = text
+        .lines()
+        .find(|l| l.starts_with("| the BC prior | 3 |"))
+        .unwrap_or_else(|| panic!("no BC row:\n{text}"));
+    let own = bc.split('|').nth(6).unwrap().trim();
+    assert!(
+        own.starts_with(&format!("{recorded:.1} ± ")),
+        "{own} against the recorded {recorded}:\n{text}"
+    );
+    assert!(text.contains("| the dataset's behaviour"), "{text}");
+    expect_code(
+        &repro(tmp.path(), &["score", "runs/prior", "--episodes", "0"]),
+        2,
+    );
     write(tmp.path(), "cfg/gmm.ron", TINY_PRIOR);
     let o = repro(
         tmp.path(),
@@ -715,6 +739,9 @@ fn pendulum_posterior_needs_its_priors_action_space_and_actions_reads_the_prior(
     let o = repro(tmp.path(), &["actions", "runs/gmm"]);
     expect_code(&o, 2);
     assert!(stderr(&o).contains("Pendulum BC prior"), "{}", stderr(&o));
+    let o = repro(tmp.path(), &["score", "runs/gmm"]);
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("Pendulum runs"), "{}", stderr(&o));
 }
 
 /// A posterior may add a Langevin correction or a learned step variance to its copy of the

@@ -630,3 +630,57 @@ fn medium_behaviour_keeps_swinging_up_under_blunt_perturbations() {
         );
     }
 }
+
+/// `repro score`'s data row: every dataset episode's behaviour, from the evaluation's own
+/// initial states. The noiseless expert as a behaviour (on the exact state) returns what the
+/// expert policy returns in `run_episodes` (on f32 observations) episode by episode, so the
+/// two start from the same states; a longer run keeps the shorter one as its prefix.
+#[test]
+fn behaviour_returns_start_from_the_evaluation_states_and_mix_the_datasets_behaviours() {
+    use diffusion_samplers::rl::pendulum::{
+        behaviour_returns, dataset_behaviours, expert_batch, replay_behaviour, run_episodes,
+        Behaviour, DatasetKind, EXPERT_BEHAVIOUR, MAX_TORQUE, MEDIUM_BEHAVIOUR,
+    };
+    let noiseless = Behaviour {
+        random_p: 0.0,
+        noise_std: 0.0,
+        swing_cap: MAX_TORQUE,
+    };
+    let b = behaviour_returns(&noiseless, 42, 6, "t");
+    let e = run_episodes(6, 42, &mut |_, obs| expert_batch(obs));
+    for (k, (x, y)) in b.iter().zip(&e).enumerate() {
+        assert!((x - y).abs() <= 1e-3 * y.abs(), "episode {k}: {x} vs {y}");
+    }
+    // Different initial states give different returns: the pairing is not vacuous.
+    let other = run_episodes(6, 43, &mut |_, obs| expert_batch(obs));
+    assert!(b.iter().zip(&other).any(|(x, y)| (x - y).abs() > 1.0));
+    let noisy = behaviour_returns(&MEDIUM_BEHAVIOUR, 42, 8, "t");
+    assert_eq!(
+        behaviour_returns(&MEDIUM_BEHAVIOUR, 42, 5, "t")[..],
+        noisy[..5]
+    );
+    assert_ne!(behaviour_returns(&MEDIUM_BEHAVIOUR, 42, 8, "u"), noisy);
+
+    assert_eq!(
+        dataset_behaviours(DatasetKind::Medium, 3),
+        vec![MEDIUM_BEHAVIOUR; 3]
+    );
+    assert_eq!(
+        dataset_behaviours(DatasetKind::MediumExpert, 2),
+        vec![
+            MEDIUM_BEHAVIOUR,
+            MEDIUM_BEHAVIOUR,
+            EXPERT_BEHAVIOUR,
+            EXPERT_BEHAVIOUR
+        ]
+    );
+    let replay = dataset_behaviours(DatasetKind::MediumReplay, 5);
+    assert_eq!(replay.len(), 5);
+    assert_eq!(replay[0], replay_behaviour(0, 5));
+    assert_eq!(replay[0].random_p, 1.0);
+    assert_eq!(replay[4], MEDIUM_BEHAVIOUR);
+    assert_eq!(
+        dataset_behaviours(DatasetKind::Expert, 1),
+        vec![EXPERT_BEHAVIOUR]
+    );
+}

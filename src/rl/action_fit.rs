@@ -242,7 +242,7 @@ pub fn behaviour_fit(tr: &Trainer, d: &DatasetDraws) -> Option<BehaviourFit> {
             .collect()
     };
     let mut log = EpisodeLog::default();
-    let returns = tr.logged_episode_returns(EpisodePolicy::Diffusion, Some(&mut log));
+    let returns = tr.scored_episodes(EpisodePolicy::Diffusion, task.episodes, Some(&mut log));
     let ep_obs: Vec<[f64; OBS_DIM]> = log
         .obs
         .chunks_exact(OBS_DIM)

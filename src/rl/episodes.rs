@@ -35,19 +35,24 @@ impl Trainer {
     /// The undiscounted returns of the task's evaluation episodes under `policy`. Panics
     /// without a Pendulum target, or for `Awr` without a critic.
     pub fn episode_returns(&self, policy: EpisodePolicy) -> Vec<f64> {
-        self.logged_episode_returns(policy, None)
+        let n = self
+            .pendulum()
+            .expect("episodes need a Pendulum target")
+            .episodes;
+        self.scored_episodes(policy, n, None)
     }
 
-    /// [`Trainer::episode_returns`], also filling `log` with every step's observations and
-    /// torques when given (the returns are the same either way).
-    pub fn logged_episode_returns(
+    /// The returns of `n` episodes from the evaluation's initial states (the task's own
+    /// evaluation runs the first `task.episodes` of them), also filling `log` with every
+    /// step's observations and torques when given (the returns are the same either way).
+    pub fn scored_episodes(
         &self,
         policy: EpisodePolicy,
+        n: usize,
         mut log: Option<&mut EpisodeLog>,
     ) -> Vec<f64> {
         let task = self.pendulum().expect("episodes need a Pendulum target");
         let seed = self.cfg.seed;
-        let n = task.episodes;
         let mut act = |step: usize, obs: &[f32]| -> Vec<f32> {
             let key = rng::stream_key(seed, "episode-policy", step as u64);
             let torques = match policy {

@@ -361,12 +361,12 @@ pub fn rollout(
     ret
 }
 
-/// Builds the dataset `kind` with `episodes` episodes (MediumExpert: `episodes` medium plus
-/// `episodes` expert episodes, 50/50 as D4RL), deterministically from streams keyed by `seed`.
-pub fn dataset(kind: DatasetKind, episodes: usize, seed: u64) -> Dataset {
-    // (purpose, behaviour of episode j) per block, in dataset order.
-    type Block = (&'static str, fn(usize, usize) -> Behaviour);
-    let blocks: &[Block] = match kind {
+/// (stream purpose, behaviour of episode j of n) of one block of a dataset's episodes.
+type Block = (&'static str, fn(usize, usize) -> Behaviour);
+
+/// The blocks of `kind`'s dataset, in dataset order.
+fn blocks(kind: DatasetKind) -> &'static [Block] {
+    match kind {
         DatasetKind::Medium => &[("pendulum-data/medium/medium", |_, _| MEDIUM_BEHAVIOUR)],
         DatasetKind::MediumReplay => &[("pendulum-data/medium-replay/replay", replay_behaviour)],
         DatasetKind::MediumExpert => &[
@@ -378,7 +378,36 @@ pub fn dataset(kind: DatasetKind, episodes: usize, seed: u64) -> Dataset {
             }),
         ],
         DatasetKind::Expert => &[("pendulum-data/expert/expert", |_, _| EXPERT_BEHAVIOUR)],
-    };
+    }
+}
+
+/// The behaviour of every episode of `kind`'s dataset with `episodes` episodes per block, in
+/// dataset order: the data's own policy as a mixture, each entry weighing one episode.
+pub fn dataset_behaviours(kind: DatasetKind, episodes: usize) -> Vec<Behaviour> {
+    blocks(kind)
+        .iter()
+        .flat_map(|&(_, behaviour)| (0..episodes).map(move |j| behaviour(j, episodes)))
+        .collect()
+}
+
+/// The returns of behaviour `b` over `n` episodes from the initial states that
+/// [`run_episodes`]`(n, seed, ·)` uses (episode k resets from stream (seed, "pendulum-episode",
+/// k)), its action noise from stream (seed, `purpose`, k). The behaviour acts on the exact
+/// state, as when it made the dataset. Returns sum in step order.
+pub fn behaviour_returns(b: &Behaviour, seed: u64, n: usize, purpose: &str) -> Vec<f64> {
+    (0..n)
+        .map(|k| {
+            let mut s = Pendulum::reset(&mut rng::stream(seed, "pendulum-episode", k as u64));
+            let mut noise = rng::stream(seed, purpose, k as u64);
+            (0..HORIZON).map(|_| s.step(b.act(&s, &mut noise))).sum()
+        })
+        .collect()
+}
+
+/// Builds the dataset `kind` with `episodes` episodes (MediumExpert: `episodes` medium plus
+/// `episodes` expert episodes, 50/50 as D4RL), deterministically from streams keyed by `seed`.
+pub fn dataset(kind: DatasetKind, episodes: usize, seed: u64) -> Dataset {
+    let blocks = blocks(kind);
     let mut transitions = Vec::with_capacity(blocks.len() * episodes * HORIZON);
     let mut episode_returns = Vec::with_capacity(blocks.len() * episodes);
     for &(purpose, behaviour) in blocks {

@@ -1,0 +1,139 @@
+//! `repro score RUN_DIR [--episodes N]`: a Pendulum run's policies scored again over N
+//! evaluation episodes instead of the run's own few (its config's `episodes`, 10 as the
+//! paper's D4RL protocol). The run's own episodes are the first of the N (episode k starts
+//! from stream (seed, "pendulum-episode", k)), so every row is paired: the run's diffusion
+//! policy (the BC prior or the posterior), IQL's AWR policy where the run has the critic, and
+//! the dataset's own behaviour policies from the same initial states. Ten episodes of a
+//! policy whose episodes either balance or fail leave its score uncertain by ±10–15 points,
+//! and the initial states of a seed's ten move every policy's score together: the behaviour
+//! that made the medium dataset scores 6 on seed 12345's ten and 51 on its first hundred.
+//! Reads the run (and a posterior's prior run) with digests checked; writes nothing.
+
+use crate::error::CliError;
+use crate::manifest;
+use crate::prior::{ensure_prior, load_prior_run};
+use diffusion_samplers::config::{ExperimentConfig, Method, TargetConfig};
+use diffusion_samplers::rl::episodes::EpisodePolicy;
+use diffusion_samplers::rl::pendulum::{behaviour_returns, dataset_behaviours};
+use diffusion_samplers::train::Trainer;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct ScoreArgs {
+    /// A complete Pendulum run folder: a BC prior, or a posterior beside its `priors/` folder.
+    pub run_dir: PathBuf,
+    /// Evaluation episodes per policy (the run's own are the first of them).
+    #[arg(long, default_value_t = 100)]
+    pub episodes: usize,
+}
+
+/// Mean, population std and standard error of the mean of normalised scores.
+fn summary(scores: &[f64]) -> (f64, f64, f64) {
+    let n = scores.len() as f64;
+    let mean = scores.iter().sum::<f64>() / n;
+    let var = scores.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+    let se = if scores.len() > 1 {
+        (var * n / (n - 1.0)).sqrt() / n.sqrt()
+    } else {
+        f64::NAN
+    };
+    (mean, var.sqrt(), se)
+}
+
+fn row(name: &str, all: &[f64], own: &[f64]) -> String {
+    let (m, sd, se) = summary(all);
+    let (own_m, own_sd, _) = summary(own);
+    format!(
+        "| {name} | {} | {m:.1} | {sd:.1} | {se:.1} | {own_m:.1} ± {own_sd:.1} |\n",
+        all.len()
+    )
+}
+
+pub fn cmd_score(args: ScoreArgs) -> Result<ExitCode, CliError> {
+    let dir = &args.run_dir;
+    let cfg = ExperimentConfig::load(&dir.join(manifest::CONFIG))?;
+    let TargetConfig::Pendulum {
+        dataset,
+        data_episodes,
+        ..
+    } = cfg.target
+    else {
+        return Err(CliError::usage(format!(
+            "{}: `repro score` reads Pendulum runs (target Pendulum)",
+            dir.display()
+        )));
+    };
+    if args.episodes == 0 {
+        return Err(CliError::usage("--episodes must be at least 1".to_string()));
+    }
+    let run = load_prior_run(dir, &cfg.digest())?;
+    let bad = |e: diffusion_samplers::train::TrainError| CliError::usage(format!("{e}"));
+    let (mut tr, critic) = match ensure_prior(&cfg, None, dir, true)? {
+        Some(prior) => (
+            Trainer::with_prior(&cfg, Some(prior.params)).map_err(bad)?,
+            prior.critic,
+        ),
+        None => (Trainer::new(&cfg).map_err(bad)?, run.critic),
+    };
+    tr.set_params(run.params);
+    if let Some(c) = &critic {
+        tr.attach_critic(c).map_err(bad)?;
+    }
+    let task = tr.pendulum().expect("a Pendulum target");
+    let own_n = task.episodes;
+    let scale = task.scale;
+    let norm = |r: Vec<f64>| {
+        r.into_iter()
+            .map(|x| scale.normalised(x))
+            .collect::<Vec<_>>()
+    };
+    let (policy, name) = match (cfg.train.method, &cfg.posterior) {
+        (Method::Resample, Some(p)) => (
+            EpisodePolicy::Resample { pool: p.pool() },
+            "the run's policy (resampling)".to_string(),
+        ),
+        (Method::EpsMse, _) => (EpisodePolicy::Diffusion, "the BC prior".to_string()),
+        (m, _) => (
+            EpisodePolicy::Diffusion,
+            format!("the run's policy ({m:?})"),
+        ),
+    };
+    let mut out = format!(
+        "# {}: scores over {} evaluation episodes\n\nSeed {}; every policy starts from the same \
+         initial states, and the run's own {own_n} episodes are the first {own_n} of them. \
+         Scores are normalised (100 · (R − R_random)/(R_expert − R_random)); sd is over \
+         episodes, se the standard error of the mean.\n\n| policy | N | score | sd | se | its \
+         first {own_n} (mean ± sd) |\n|---|---|---|---|---|---|\n",
+        dir.display(),
+        args.episodes,
+        cfg.seed
+    );
+    let all = norm(tr.scored_episodes(policy, args.episodes, None));
+    let own = norm(tr.scored_episodes(policy, own_n, None));
+    out.push_str(&row(&name, &all, &own));
+    if task.critic.is_some() {
+        let all = norm(tr.scored_episodes(EpisodePolicy::Awr, args.episodes, None));
+        out.push_str(&row("IQL's AWR policy", &all, &all[..own_n.min(all.len())]));
+    }
+    // The data's own policy: every dataset episode's behaviour, each over the same episodes,
+    // averaged per episode (the mixture the dataset samples).
+    let behaviours = dataset_behaviours(dataset, data_episodes);
+    let mut data = vec![0.0; args.episodes];
+    for (j, b) in behaviours.iter().enumerate() {
+        let r = behaviour_returns(b, cfg.seed, args.episodes, &format!("score-behaviour/{j}"));
+        for (d, x) in data.iter_mut().zip(norm(r)) {
+            *d += x / behaviours.len() as f64;
+        }
+    }
+    out.push_str(&row(
+        &format!(
+            "the dataset's behaviour ({} episode policies)",
+            behaviours.len()
+        ),
+        &data,
+        &data[..own_n.min(data.len())],
+    ));
+    crate::emit(&out);
+    Ok(ExitCode::SUCCESS)
+}
