@@ -121,6 +121,12 @@ pub fn cmd_actions(args: ActionsArgs) -> Result<ExitCode, CliError> {
                 "\nOwn episodes: score {:.1}, upright {:.3} of steps (dataset: {:.3}).\n",
                 b.episodes_score, b.episodes_upright, b.data_upright
             ));
+            if let (Some((pp, bp)), Some((pt, bt))) = (b.swing_power, b.swing_torque) {
+                out.push_str(&format!(
+                    "Away from upright: energy input 3·a·θ̇ {pp:.3} (the behaviour's mean torque \
+                     at the same states: {bp:.3}); mean torque {pt:+.3} (behaviour: {bt:+.3}).\n"
+                ));
+            }
         }
         None => out.push_str(
             "\nNo PIT: this dataset mixes behaviours (medium-replay, medium-expert), so its \

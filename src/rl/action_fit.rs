@@ -224,6 +224,11 @@ pub struct BehaviourFit {
     pub data_upright: f64,
     /// The mean normalised score of those episodes (the run's own diffusion score).
     pub episodes_score: f64,
+    /// Over the episodes' steps away from upright (the swing-up), the mean energy input
+    /// 3·a·θ̇ (dE/dt of E = ½θ̇² + 15 cos θ) and the mean torque: of the policy's torques, and
+    /// of the behaviour's mean torque at the same states. `None` without such steps.
+    pub swing_power: Option<(f64, f64)>,
+    pub swing_torque: Option<(f64, f64)>,
 }
 
 /// [`BehaviourFit`] of the trainer's diffusion policy, when one behaviour made its dataset
@@ -251,6 +256,16 @@ pub fn behaviour_fit(tr: &Trainer, d: &DatasetDraws) -> Option<BehaviourFit> {
     let ep_torques: Vec<f64> = log.torques.iter().map(|&a| a as f64).collect();
     let upright_share = |obs: &[[f64; OBS_DIM]]| upright_rows(obs).len() as f64 / obs.len() as f64;
     let all_obs: Vec<[f64; OBS_DIM]> = task.dataset.transitions.iter().map(|t| t.obs).collect();
+    // 3·a·θ̇ is the energy input: θ̈ = 15 sin θ + 3a, so d/dt(½θ̇² + 15 cos θ) = 3aθ̇.
+    let swing: Vec<usize> = (0..ep_obs.len())
+        .filter(|&i| ep_obs[i][0] <= UPRIGHT_COS)
+        .collect();
+    let swing_mean = |f: &dyn Fn(usize) -> f64| {
+        (!swing.is_empty()).then(|| swing.iter().map(|&i| f(i)).sum::<f64>() / swing.len() as f64)
+    };
+    let power = |a: &dyn Fn(usize) -> f64| swing_mean(&|i| 3.0 * a(i) * ep_obs[i][2]);
+    let policy_a = |i: usize| ep_torques[i];
+    let behaviour_a = |i: usize| b.mean(&ep_obs[i]);
     Some(BehaviourFit {
         policy_at_data: pit_split(&d.obs, &pits(0, &d.obs, &d.policy)),
         data_at_data: pit_split(&d.obs, &pits(1, &d.obs, &d.data)),
@@ -262,5 +277,7 @@ pub fn behaviour_fit(tr: &Trainer, d: &DatasetDraws) -> Option<BehaviourFit> {
             .map(|&r| task.scale.normalised(r))
             .sum::<f64>()
             / returns.len() as f64,
+        swing_power: power(&policy_a).zip(power(&behaviour_a)),
+        swing_torque: swing_mean(&policy_a).zip(swing_mean(&behaviour_a)),
     })
 }

@@ -275,6 +275,28 @@ impl Behaviour {
     }
 }
 
+impl Behaviour {
+    /// E[a′] for the torque a′ that [`Behaviour::act`] draws at observation `obs`: the random
+    /// branch's mean is 0, the controlled branch's the mean of N(c, σ²) clipped to ±2,
+    /// −2·Φ(α) + 2·(1 − Φ(β)) + c·(Φ(β) − Φ(α)) + σ·(φ(α) − φ(β)), α = (−2 − c)/σ, β = (2 − c)/σ.
+    pub fn mean(&self, obs: &[f64; 3]) -> f64 {
+        let c = controller(obs[1].atan2(obs[0]), obs[2], self.swing_cap);
+        let controlled = if self.noise_std > 0.0 {
+            let s = self.noise_std;
+            let (a, b) = ((-MAX_TORQUE - c) / s, (MAX_TORQUE - c) / s);
+            let cdf = |z: f64| 0.5 * libm::erfc(-z / std::f64::consts::SQRT_2);
+            let pdf = |z: f64| (-0.5 * z * z).exp() / (2.0 * PI).sqrt();
+            -MAX_TORQUE * cdf(a)
+                + MAX_TORQUE * (1.0 - cdf(b))
+                + c * (cdf(b) - cdf(a))
+                + s * (pdf(a) - pdf(b))
+        } else {
+            c.clamp(-MAX_TORQUE, MAX_TORQUE)
+        };
+        (1.0 - self.random_p) * controlled
+    }
+}
+
 /// The one behaviour that made every transition of `kind`, if there is one (Medium, Expert).
 /// MediumReplay's episodes each have their own random probability and MediumExpert mixes two
 /// policies, so their μ(a|s) weighs behaviours by how often each visits s: not known in closed
