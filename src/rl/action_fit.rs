@@ -197,8 +197,8 @@ pub struct PitSplit {
 }
 
 fn pit_split(obs: &[[f64; OBS_DIM]], u: &[f64]) -> PitSplit {
-    let upright = upright_rows(obs);
-    let rest: Vec<usize> = (0..obs.len()).filter(|i| !upright.contains(i)).collect();
+    let (upright, rest): (Vec<usize>, Vec<usize>) =
+        (0..obs.len()).partition(|&i| obs[i][0] > UPRIGHT_COS);
     let fit = |rows: &[usize]| {
         (!rows.is_empty()).then(|| pit_fit(&rows.iter().map(|&i| u[i]).collect::<Vec<_>>()))
     };
