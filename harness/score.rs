@@ -26,6 +26,10 @@ pub struct ScoreArgs {
     /// Evaluation episodes per policy (the run's own are the first of them).
     #[arg(long, default_value_t = 100)]
     pub episodes: usize,
+    /// Start from this seed's initial states instead of the run's own (the policy's noise
+    /// follows it too): scores a prior on the states of each of its posteriors' seeds.
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 /// Mean, population std and standard error of the mean of normalised scores.
@@ -52,7 +56,7 @@ fn row(name: &str, all: &[f64], own: &[f64]) -> String {
 
 pub fn cmd_score(args: ScoreArgs) -> Result<ExitCode, CliError> {
     let dir = &args.run_dir;
-    let cfg = ExperimentConfig::load(&dir.join(manifest::CONFIG))?;
+    let mut cfg = ExperimentConfig::load(&dir.join(manifest::CONFIG))?;
     let TargetConfig::Pendulum {
         dataset,
         data_episodes,
@@ -68,6 +72,12 @@ pub fn cmd_score(args: ScoreArgs) -> Result<ExitCode, CliError> {
         return Err(CliError::usage("--episodes must be at least 1".to_string()));
     }
     let run = load_prior_run(dir, &cfg.digest())?;
+    // The seed keys the episodes' initial states and the policies' noise only; the
+    // parameters come from the run's files.
+    let own_seed = cfg.seed;
+    if let Some(seed) = args.seed {
+        cfg.seed = seed;
+    }
     let bad = |e: diffusion_samplers::train::TrainError| CliError::usage(format!("{e}"));
     let (mut tr, critic) = match ensure_prior(&cfg, None, dir, true)? {
         Some(prior) => (
@@ -99,15 +109,25 @@ pub fn cmd_score(args: ScoreArgs) -> Result<ExitCode, CliError> {
             format!("the run's policy ({m:?})"),
         ),
     };
+    let states = if cfg.seed == own_seed {
+        format!(
+            "Seed {own_seed}; every policy starts from the same initial states, and the run's \
+             own {own_n} episodes are the first {own_n} of them."
+        )
+    } else {
+        format!(
+            "Seed {} (the run's own is {own_seed}); every policy starts from the same initial \
+             states, those of seed {}'s first episodes.",
+            cfg.seed, cfg.seed
+        )
+    };
     let mut out = format!(
-        "# {}: scores over {} evaluation episodes\n\nSeed {}; every policy starts from the same \
-         initial states, and the run's own {own_n} episodes are the first {own_n} of them. \
+        "# {}: scores over {} evaluation episodes\n\n{states} \
          Scores are normalised (100 · (R − R_random)/(R_expert − R_random)); sd is over \
          episodes, se the standard error of the mean.\n\n| policy | N | score | sd | se | its \
          first {own_n} (mean ± sd) |\n|---|---|---|---|---|---|\n",
         dir.display(),
         args.episodes,
-        cfg.seed
     );
     let all = norm(tr.scored_episodes(policy, args.episodes, None));
     let own = norm(tr.scored_episodes(policy, own_n, None));

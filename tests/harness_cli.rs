@@ -726,6 +726,23 @@ fn pendulum_posterior_needs_its_priors_action_space_and_actions_reads_the_prior(
         "{own} against the recorded {recorded}:\n{text}"
     );
     assert!(text.contains("| the dataset's behaviour"), "{text}");
+    // --seed: the run's own seed (7) changes nothing; another starts from its states.
+    let same = repro(
+        tmp.path(),
+        &["score", "runs/prior", "--episodes", "3", "--seed", "7"],
+    );
+    assert_eq!(stdout(&same), text);
+    let other = repro(
+        tmp.path(),
+        &["score", "runs/prior", "--episodes", "3", "--seed", "8"],
+    );
+    expect_code(&other, 0);
+    assert!(
+        stdout(&other).contains("Seed 8 (the run's own is 7)"),
+        "{}",
+        stdout(&other)
+    );
+    assert_ne!(stdout(&other), text);
     expect_code(
         &repro(tmp.path(), &["score", "runs/prior", "--episodes", "0"]),
         2,
