@@ -15,6 +15,7 @@ use crate::prior::{ensure_prior, load_prior_run};
 use diffusion_samplers::config::{ExperimentConfig, Method, TargetConfig};
 use diffusion_samplers::rl::episodes::EpisodePolicy;
 use diffusion_samplers::rl::pendulum::{behaviour_returns, dataset_behaviours};
+use diffusion_samplers::rl::task::PendulumTask;
 use diffusion_samplers::train::Trainer;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,25 +33,23 @@ pub struct ScoreArgs {
     pub seed: Option<u64>,
 }
 
-/// Mean, population std and standard error of the mean of normalised scores.
-fn summary(scores: &[f64]) -> (f64, f64, f64) {
-    let n = scores.len() as f64;
-    let mean = scores.iter().sum::<f64>() / n;
-    let var = scores.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
-    let se = if scores.len() > 1 {
-        (var * n / (n - 1.0)).sqrt() / n.sqrt()
+/// One table row from the raw returns of all N episodes and of the run's own first few:
+/// the task's normalised mean and population std ([`PendulumTask::stats`]), and the standard
+/// error of the mean, sd/√(N − 1) (the sample std over √N).
+fn row(task: &PendulumTask, name: &str, all: &[f64], own: &[f64]) -> String {
+    let (a, o) = (task.stats(all), task.stats(own));
+    let se = if all.len() > 1 {
+        a.score_std / ((all.len() - 1) as f64).sqrt()
     } else {
         f64::NAN
     };
-    (mean, var.sqrt(), se)
-}
-
-fn row(name: &str, all: &[f64], own: &[f64]) -> String {
-    let (m, sd, se) = summary(all);
-    let (own_m, own_sd, _) = summary(own);
     format!(
-        "| {name} | {} | {m:.1} | {sd:.1} | {se:.1} | {own_m:.1} ± {own_sd:.1} |\n",
-        all.len()
+        "| {name} | {} | {:.1} | {:.1} | {se:.1} | {:.1} ± {:.1} |\n",
+        all.len(),
+        a.score,
+        a.score_std,
+        o.score,
+        o.score_std
     )
 }
 
@@ -92,12 +91,6 @@ pub fn cmd_score(args: ScoreArgs) -> Result<ExitCode, CliError> {
     }
     let task = tr.pendulum().expect("a Pendulum target");
     let own_n = task.episodes;
-    let scale = task.scale;
-    let norm = |r: Vec<f64>| {
-        r.into_iter()
-            .map(|x| scale.normalised(x))
-            .collect::<Vec<_>>()
-    };
     let (policy, name) = match (cfg.train.method, &cfg.posterior) {
         (Method::Resample, Some(p)) => (
             EpisodePolicy::Resample { pool: p.pool() },
@@ -129,24 +122,31 @@ pub fn cmd_score(args: ScoreArgs) -> Result<ExitCode, CliError> {
         dir.display(),
         args.episodes,
     );
-    let all = norm(tr.scored_episodes(policy, args.episodes, None));
-    let own = norm(tr.scored_episodes(policy, own_n, None));
-    out.push_str(&row(&name, &all, &own));
+    let all = tr.scored_episodes(policy, args.episodes, None);
+    let own = tr.scored_episodes(policy, own_n, None);
+    out.push_str(&row(task, &name, &all, &own));
     if task.critic.is_some() {
-        let all = norm(tr.scored_episodes(EpisodePolicy::Awr, args.episodes, None));
-        out.push_str(&row("IQL's AWR policy", &all, &all[..own_n.min(all.len())]));
+        let all = tr.scored_episodes(EpisodePolicy::Awr, args.episodes, None);
+        out.push_str(&row(
+            task,
+            "IQL's AWR policy",
+            &all,
+            &all[..own_n.min(all.len())],
+        ));
     }
     // The data's own policy: every dataset episode's behaviour, each over the same episodes,
-    // averaged per episode (the mixture the dataset samples).
+    // averaged per episode (the mixture the dataset samples; the score is affine in the
+    // return, so averaging returns averages scores).
     let behaviours = dataset_behaviours(dataset, data_episodes);
     let mut data = vec![0.0; args.episodes];
     for (j, b) in behaviours.iter().enumerate() {
         let r = behaviour_returns(b, cfg.seed, args.episodes, &format!("score-behaviour/{j}"));
-        for (d, x) in data.iter_mut().zip(norm(r)) {
+        for (d, x) in data.iter_mut().zip(r) {
             *d += x / behaviours.len() as f64;
         }
     }
     out.push_str(&row(
+        task,
         &format!(
             "the dataset's behaviour ({} episode policies)",
             behaviours.len()

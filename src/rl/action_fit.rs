@@ -111,11 +111,14 @@ pub fn dataset_draws(tr: &Trainer, n: usize) -> DatasetDraws {
     }
 }
 
-/// The indices of the upright states among `obs` (cos θ > [`UPRIGHT_COS`]).
+/// Whether the state observed as `o` is upright (cos θ > [`UPRIGHT_COS`]).
+fn is_upright(o: &[f64; OBS_DIM]) -> bool {
+    o[0] > UPRIGHT_COS
+}
+
+/// The indices of the upright states among `obs`.
 fn upright_rows(obs: &[[f64; OBS_DIM]]) -> Vec<usize> {
-    (0..obs.len())
-        .filter(|&i| obs[i][0] > UPRIGHT_COS)
-        .collect()
+    (0..obs.len()).filter(|&i| is_upright(&obs[i])).collect()
 }
 
 /// The fit over all the drawn states and over the upright ones (`None` if there are none).
@@ -198,7 +201,7 @@ pub struct PitSplit {
 
 fn pit_split(obs: &[[f64; OBS_DIM]], u: &[f64]) -> PitSplit {
     let (upright, rest): (Vec<usize>, Vec<usize>) =
-        (0..obs.len()).partition(|&i| obs[i][0] > UPRIGHT_COS);
+        (0..obs.len()).partition(|&i| is_upright(&obs[i]));
     let fit = |rows: &[usize]| {
         (!rows.is_empty()).then(|| pit_fit(&rows.iter().map(|&i| u[i]).collect::<Vec<_>>()))
     };
@@ -258,7 +261,7 @@ pub fn behaviour_fit(tr: &Trainer, d: &DatasetDraws) -> Option<BehaviourFit> {
     let all_obs: Vec<[f64; OBS_DIM]> = task.dataset.transitions.iter().map(|t| t.obs).collect();
     // 3·a·θ̇ is the energy input: θ̈ = 15 sin θ + 3a, so d/dt(½θ̇² + 15 cos θ) = 3aθ̇.
     let swing: Vec<usize> = (0..ep_obs.len())
-        .filter(|&i| ep_obs[i][0] <= UPRIGHT_COS)
+        .filter(|&i| !is_upright(&ep_obs[i]))
         .collect();
     let swing_mean = |f: &dyn Fn(usize) -> f64| {
         (!swing.is_empty()).then(|| swing.iter().map(|&i| f(i)).sum::<f64>() / swing.len() as f64)
@@ -272,11 +275,7 @@ pub fn behaviour_fit(tr: &Trainer, d: &DatasetDraws) -> Option<BehaviourFit> {
         policy_in_episodes: pit_split(&ep_obs, &pits(2, &ep_obs, &ep_torques)),
         episodes_upright: upright_share(&ep_obs),
         data_upright: upright_share(&all_obs),
-        episodes_score: returns
-            .iter()
-            .map(|&r| task.scale.normalised(r))
-            .sum::<f64>()
-            / returns.len() as f64,
+        episodes_score: task.stats(&returns).score,
         swing_power: power(&policy_a).zip(power(&behaviour_a)),
         swing_torque: swing_mean(&policy_a).zip(swing_mean(&behaviour_a)),
     })

@@ -265,17 +265,14 @@ impl Behaviour {
         } else {
             let c = controller(obs[1].atan2(obs[0]), obs[2], self.swing_cap);
             if self.noise_std > 0.0 {
-                // Φ(z) = ½ erfc(−z/√2).
-                0.5 * libm::erfc(-(a - c) / (self.noise_std * std::f64::consts::SQRT_2))
+                normal_cdf((a - c) / self.noise_std)
             } else {
                 f64::from(u8::from(a >= c))
             }
         };
         self.random_p * uniform + (1.0 - self.random_p) * controlled
     }
-}
 
-impl Behaviour {
     /// E[a′] for the torque a′ that [`Behaviour::act`] draws at observation `obs`: the random
     /// branch's mean is 0, the controlled branch's the mean of N(c, σ²) clipped to ±2,
     /// −2·Φ(α) + 2·(1 − Φ(β)) + c·(Φ(β) − Φ(α)) + σ·(φ(α) − φ(β)), α = (−2 − c)/σ, β = (2 − c)/σ.
@@ -284,17 +281,21 @@ impl Behaviour {
         let controlled = if self.noise_std > 0.0 {
             let s = self.noise_std;
             let (a, b) = ((-MAX_TORQUE - c) / s, (MAX_TORQUE - c) / s);
-            let cdf = |z: f64| 0.5 * libm::erfc(-z / std::f64::consts::SQRT_2);
             let pdf = |z: f64| (-0.5 * z * z).exp() / (2.0 * PI).sqrt();
-            -MAX_TORQUE * cdf(a)
-                + MAX_TORQUE * (1.0 - cdf(b))
-                + c * (cdf(b) - cdf(a))
+            -MAX_TORQUE * normal_cdf(a)
+                + MAX_TORQUE * (1.0 - normal_cdf(b))
+                + c * (normal_cdf(b) - normal_cdf(a))
                 + s * (pdf(a) - pdf(b))
         } else {
             c.clamp(-MAX_TORQUE, MAX_TORQUE)
         };
         (1.0 - self.random_p) * controlled
     }
+}
+
+/// The standard normal CDF, Φ(z) = ½ erfc(−z/√2).
+fn normal_cdf(z: f64) -> f64 {
+    0.5 * libm::erfc(-z / std::f64::consts::SQRT_2)
 }
 
 /// The one behaviour that made every transition of `kind`, if there is one (Medium, Expert).
