@@ -329,15 +329,29 @@ pub enum Noising {
     /// dX = σ dW pinned at x₀ = 0: p_B is the discretised Brownian bridge, x₀ = 0 surely.
     #[default]
     Brownian,
-    /// The VP / OU process dX_s = −β(s)X_s ds + √(2β(s)) dW_s in noising time s = 1 − t, β
-    /// linear from `beta_min` (s = 0, the target end) to `beta_max` (s = 1): x₀ ~ N(0, I), and
-    /// `sampler.sigma2` is unused.
-    Vp { beta_min: f64, beta_max: f64 },
+    /// The VP / OU process dX_s = −β(s)X_s ds + √(2β(s))·std dW_s in noising time s = 1 − t, β
+    /// linear from `beta_min` (s = 0, the target end) to `beta_max` (s = 1): x₀ ~ N(0, std²I),
+    /// the process's stationary law, and `sampler.sigma2` is unused.
+    Vp {
+        beta_min: f64,
+        beta_max: f64,
+        /// The stationary law's std (the scale of Berner et al.'s VP SDE and prior): 1 unless
+        /// set, and left out of the resolved config then. A target far wider than N(0, I)
+        /// (25GMM spans ±10) is out of a unit start's reach.
+        #[serde(default = "unit_std", skip_serializing_if = "is_unit_std")]
+        std: f64,
+    },
     /// The same OU process with each step integrated exactly (the exponential integrator of DDS,
-    /// Vargas et al. 2023): over a step the OU moves x to e^{−B}·x plus N(0, 1 − e^{−2B}) noise,
-    /// B = ∫β ds. Every step keeps N(0, I) stationary and is reversible, so unlike the Euler
-    /// kernel any β·dt is allowed.
-    VpExponential { beta_min: f64, beta_max: f64 },
+    /// Vargas et al. 2023): over a step the OU moves x to e^{−B}·x plus N(0, (1 − e^{−2B})·std²)
+    /// noise, B = ∫β ds. Every step keeps N(0, std²I) stationary and is reversible, so unlike
+    /// the Euler kernel any β·dt is allowed.
+    VpExponential {
+        beta_min: f64,
+        beta_max: f64,
+        /// As `Vp`'s.
+        #[serde(default = "unit_std", skip_serializing_if = "is_unit_std")]
+        std: f64,
+    },
     /// DDPM (ε-prediction) trained on `train_steps` times under the β `schedule` and sampled
     /// with `sampler.steps` leading-strided ancestral steps (fixed_large variance, or
     /// fixed_small with `small_variance`), x̂0 clipped to [−1, 1] when `clip` (spec rtb2024
@@ -381,6 +395,22 @@ impl Noising {
     pub fn is_brownian(&self) -> bool {
         *self == Noising::Brownian
     }
+
+    /// The std of the VP processes' stationary law (their x₀ ~ N(0, std²I)); 1 otherwise.
+    pub fn stationary_std(&self) -> f64 {
+        match *self {
+            Noising::Vp { std, .. } | Noising::VpExponential { std, .. } => std,
+            _ => 1.0,
+        }
+    }
+}
+
+fn unit_std() -> f64 {
+    1.0
+}
+
+fn is_unit_std(std: &f64) -> bool {
+    *std == 1.0
 }
 
 impl SamplerConfig {
@@ -1012,13 +1042,25 @@ impl ExperimentConfig {
         }
         positive("sampler.sigma2", s.sigma2)?;
         positive("sampler.log_var_range", s.log_var_range)?;
-        if let Noising::Vp { beta_min, beta_max } | Noising::VpExponential { beta_min, beta_max } =
-            s.noising
+        if let Noising::Vp {
+            beta_min,
+            beta_max,
+            std,
+        }
+        | Noising::VpExponential {
+            beta_min,
+            beta_max,
+            std,
+        } = s.noising
         {
             positive("sampler.noising.beta_min", beta_min)?;
             positive("sampler.noising.beta_max", beta_max)?;
+            positive("sampler.noising.std", std)?;
         }
-        if let Noising::Vp { beta_min, beta_max } = s.noising {
+        if let Noising::Vp {
+            beta_min, beta_max, ..
+        } = s.noising
+        {
             let worst = beta_min.max(beta_max) / s.steps as f64;
             if worst >= 1.0 {
                 return bad(

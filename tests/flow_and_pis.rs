@@ -201,17 +201,19 @@ fn subtb_fl_subtb_and_db_match_finite_differences() {
     }
 }
 
-/// DIS's and DDS's objective: PIS against the VP (OU) reference, x₀ ~ N(0, I), with Euler steps
-/// (DIS) and with DDS's exponential integrator.
+/// DIS's and DDS's objective: PIS against the VP (OU) reference, x₀ ~ N(0, std²I), with Euler
+/// steps (DIS) and with DDS's exponential integrator. The PIS rollout and the GFlowNet rollout
+/// draw the same x₀ and the same path from one key.
 #[test]
 fn pis_with_vp_noising_matches_finite_differences() {
-    for (noising, name) in [
-        ("Vp", "PIS + VP (DIS)"),
-        ("VpExponential", "PIS + exact VP (DDS)"),
+    for (noising, std, name) in [
+        ("Vp", "", "PIS + VP (DIS)"),
+        ("VpExponential", "", "PIS + exact VP (DDS)"),
+        ("Vp", ", std: 2.5", "PIS + VP (DIS), std 2.5"),
     ] {
         let text = format!(
             "(seed: 3, target: Gmm25,
-              sampler: (steps: 4, noising: {noising}(beta_min: 0.1, beta_max: 2.0)),
+              sampler: (steps: 4, noising: {noising}(beta_min: 0.1, beta_max: 2.0{std})),
               network: (hidden: 8, harmonics: 4, joint_layers: 2),
               train: (method: Pis, iterations: 3, batch: 5, shards: 2),
               eval: (samples: 8))"
@@ -222,6 +224,36 @@ fn pis_with_vp_noising_matches_finite_differences() {
         let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
         let (loss64, g64) = pis_loss_f64(&tr, &theta, 2);
         assert_trainer_matches(&tr, 2, loss64, &g64, name);
+        let b = cfg.train.batch;
+        let key = rng::stream_key(cfg.seed, "train-noise", 2);
+        let pis = rollout_pis::<f64>(&tr.net, &theta, &tr.sampler, &*tr.energy, b, key, 0, b);
+        let path = Path::Forward {
+            noise_key: key,
+            row0: 0,
+            total_rows: b,
+            explore_std: 0.0,
+        };
+        let gfn = rollout::<f32>(
+            &tr.net,
+            &tr.params,
+            &tr.sampler,
+            &*tr.energy,
+            b,
+            path,
+            false,
+        );
+        for (row, (a, g)) in pis.log_pf.iter().zip(&gfn.log_pf).enumerate() {
+            assert!(
+                (a - g).abs() < 1e-3 * a.abs().max(1.0),
+                "{name} row {row}: LF {a} vs {g}"
+            );
+        }
+        for (a, g) in pis.x_final.iter().zip(&gfn.x_final) {
+            assert!(
+                (a - g).abs() < 1e-3 * a.abs().max(1.0),
+                "{name}: x_T {a} vs {g}"
+            );
+        }
     }
 }
 

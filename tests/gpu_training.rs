@@ -298,6 +298,7 @@ fn backend_resolution_names_the_problem() {
     vp.sampler.noising = diffusion_samplers::config::Noising::Vp {
         beta_min: 0.01,
         beta_max: 4.0,
+        std: 1.0,
     };
     vp.backend = Backend::Gpu;
     let err = train::resolve_backend(&mut vp).unwrap_err().to_string();

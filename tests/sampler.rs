@@ -203,7 +203,14 @@ fn assert_zero_drift_identity(noising: &str, steps: usize, want: &dyn Fn(&[f32],
         true,
     );
     let x0 = roll.states[..b * d].to_vec();
-    assert!(x0.iter().any(|&v| v != 0.0), "VP starts from x₀ ~ N(0, I)");
+    // x₀ ~ N(0, std²I): its mean square over B·D = 68 draws is within a factor 2 of std²
+    // (the ratio's own std is √(2/68) ≈ 0.17).
+    let std2 = c.sampler.noising.stationary_std().powi(2);
+    let mean_square = x0.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x0.len() as f64;
+    assert!(
+        (0.5..2.0).contains(&(mean_square / std2)),
+        "{noising}: x₀'s mean square {mean_square} vs std² {std2}"
+    );
     let mut noise = rng::stream(3, "vp-back", 0);
     let back = sample_backward_states(&tr.sampler, &roll.x_final, &mut noise, 0, b);
     assert!(back[..b * d].iter().any(|&v| v != 0.0), "VP p_B draws x₀");
@@ -246,8 +253,37 @@ fn vp_zero_drift_reversibility_identity() {
         steps,
         &|x0, xt| log_normal_iso(xt, v) + log_normal_iso(x0, 1.0) - log_normal_iso(x0, v),
     );
+    // With a stationary std s every variance scales by s²: the start, the kernel's noise and
+    // its stationary law.
+    let s2 = 3.0f64 * 3.0;
+    assert_zero_drift_identity(
+        &format!("Vp(beta_min: {beta}, beta_max: {beta}, std: 3.0)"),
+        steps,
+        &|x0, xt| log_normal_iso(xt, v * s2) + log_normal_iso(x0, s2) - log_normal_iso(x0, v * s2),
+    );
     // The Brownian config keeps its digest: the default noising is not written out.
     assert!(!cfg("Gmm25", 10, 5.0).to_ron().contains("noising"));
+    // So do VP configs written before `std` existed: a unit std is not written out either.
+    let vp = |std: &str| {
+        let text = format!(
+            "(seed: 1, target: Gmm25, sampler: (steps: 10, noising: Vp(beta_min: 0.1, \
+             beta_max: 2.0{std})), train: (method: Pis, iterations: 1, batch: 4), \
+             eval: (samples: 4))"
+        );
+        ExperimentConfig::parse(&text, "vp").unwrap().to_ron()
+    };
+    assert!(vp("").contains("Vp(") && !vp("").contains("std"));
+    assert_eq!(vp(", std: 1.0"), vp(""));
+    assert!(vp(", std: 2.0").contains("std: 2.0"));
+    let err = ExperimentConfig::parse(
+        "(seed: 1, target: Gmm25, sampler: (steps: 10, noising: Vp(beta_min: 0.1, \
+         beta_max: 2.0, std: 0.0)), train: (method: Pis, iterations: 1, batch: 4), \
+         eval: (samples: 4))",
+        "vp",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("sampler.noising.std"), "{err}");
 }
 
 /// DDS's exponential integrator: every step is the exact OU transition, which keeps N(0, I)
@@ -260,6 +296,11 @@ fn vp_exponential_zero_drift_is_exactly_reversible() {
         "VpExponential(beta_min: 0.5, beta_max: 20.0)",
         10,
         &|_, xt| log_normal_iso(xt, 1.0),
+    );
+    assert_zero_drift_identity(
+        "VpExponential(beta_min: 0.5, beta_max: 20.0, std: 0.25)",
+        10,
+        &|_, xt| log_normal_iso(xt, 0.0625),
     );
     let coarse_euler = "(seed: 1, target: ManyWell(dim: 4),
         sampler: (steps: 10, noising: Vp(beta_min: 0.5, beta_max: 20.0)),

@@ -148,13 +148,18 @@ impl Sampler {
                     (ratio, self.sigma2 * dt * ratio)
                 }),
             },
-            Noising::Vp { beta_min, beta_max } => {
+            Noising::Vp {
+                beta_min,
+                beta_max,
+                std,
+            } => {
                 let s = 1.0 - (i + 1) as f64 * dt;
                 let beta = beta_min + (beta_max - beta_min) * s;
+                let var = std * std;
                 Transition {
                     decay: 1.0 - beta * dt,
-                    rate: 2.0 * beta,
-                    backward: Some((1.0 - beta * dt, 2.0 * beta * dt)),
+                    rate: 2.0 * beta * var,
+                    backward: Some((1.0 - beta * dt, 2.0 * beta * dt * var)),
                 }
             }
             Noising::Ddpm { .. } => {
@@ -166,15 +171,19 @@ impl Sampler {
                     backward: Some(((s.alpha_bar / s.alpha_bar_prev).sqrt(), s.beta_eff)),
                 }
             }
-            Noising::VpExponential { beta_min, beta_max } => {
+            Noising::VpExponential {
+                beta_min,
+                beta_max,
+                std,
+            } => {
                 // Noising time runs over [s, s + dt], s = 1 − t_{i+1}; β is linear, so the
                 // trapezoid gives B = ∫β ds exactly.
                 let s = 1.0 - (i + 1) as f64 * dt;
                 let beta = |s: f64| beta_min + (beta_max - beta_min) * s;
                 let big_b = 0.5 * (beta(s) + beta(s + dt)) * dt;
                 let decay = (-big_b).exp();
-                // 1 − e^{−2B} without cancellation for small B.
-                let var = -(-2.0 * big_b).exp_m1();
+                // (1 − e^{−2B})·std² without cancellation for small B.
+                let var = -(-2.0 * big_b).exp_m1() * std * std;
                 Transition {
                     decay,
                     rate: var / dt,
@@ -184,20 +193,32 @@ impl Sampler {
         }
     }
 
-    /// x₀ ~ N(0, I) (VP) instead of x₀ = 0.
+    /// x₀ ~ N(0, std²I) (VP) instead of x₀ = 0.
     pub fn random_start(&self) -> bool {
         !self.noising.is_brownian()
     }
 
-    /// log p₀(x₀) of one row: log N(x₀; 0, I) under VP (part of LF, without gradient), 0 for
-    /// the Brownian start at the origin.
+    /// Scale standard normals in place into the random start's x₀ ~ N(0, std²I).
+    pub fn scale_start(&self, x0: &mut [f32]) {
+        let std = self.noising.stationary_std();
+        if std != 1.0 {
+            x0.iter_mut().for_each(|v| *v = (*v as f64 * std) as f32);
+        }
+    }
+
+    /// log p₀(x₀) of one row: log N(x₀; 0, std²I) under VP (part of LF, without gradient), 0
+    /// for the Brownian start at the origin.
     pub fn log_p0(&self, x0: &[f32]) -> f64 {
         if !self.random_start() {
             return 0.0;
         }
-        let half_log_tau = 0.5 * std::f64::consts::TAU.ln();
+        let std = self.noising.stationary_std();
+        let log_norm = 0.5 * std::f64::consts::TAU.ln() + std.ln();
         x0.iter()
-            .map(|&v| -0.5 * (v as f64) * (v as f64) - half_log_tau)
+            .map(|&v| {
+                let z = v as f64 / std;
+                -0.5 * z * z - log_norm
+            })
             .sum()
     }
 

@@ -12,7 +12,7 @@
 //! rollout's ([`super::Path::Forward`]), so shards draw what the whole batch would.
 //!
 //! Under a VP reference (`sampler.noising`) this is the reverse KL against the OU noising process
-//! from x₀ ~ N(0, I), whose density enters LF: with Euler–Maruyama steps (`Vp`) the objective of
+//! from x₀ ~ N(0, std²I), whose density enters LF: with Euler–Maruyama steps (`Vp`) the objective of
 //! DIS (Berner et al. 2022), with every step the exact OU transition (`VpExponential`, the
 //! exponential integrator) that of DDS (Vargas et al. 2023). The kernels come from
 //! [`Sampler::transition`], shared with the GFlowNet losses.
@@ -104,7 +104,7 @@ pub fn rollout_pis_conditional<S: Kernels>(
     let mut noise_rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::from_seed(noise_key);
     let mut noise = vec![0f32; rows * d];
     let range = sampler.learned_range.map(S::from_f64);
-    // x₀ = 0 (Brownian), or x₀ ~ N(0, I) (VP: DIS, DDS) from the stream positions after all T steps'
+    // x₀ = 0 (Brownian), or x₀ ~ N(0, std²I) (VP: DIS, DDS) from the stream positions after all T steps'
     // normals, as the GFlowNet rollout draws it; x₀ is a constant either way.
     let mut x0 = vec![0f32; rows * d];
     if sampler.random_start() {
@@ -113,6 +113,7 @@ pub fn rollout_pis_conditional<S: Kernels>(
             ((t * total_rows + row0) * d) as u64,
             &mut x0,
         );
+        sampler.scale_start(&mut x0);
     }
     let mut x_node = tape.constant(Tensor::from_f32(rows, d, &x0));
     let mut log_pf: Vec<f64> = x0.chunks_exact(d).map(|r| sampler.log_p0(r)).collect();

@@ -193,8 +193,9 @@ pub fn rollout_recording<S: Kernels>(
         Some(rng),
     ) = (sampler.random_start(), &path, noise_rng.as_mut())
     {
-        // x₀ ~ N(0, I) from the stream positions after all T steps' normals.
+        // x₀ ~ N(0, std²I) from the stream positions after all T steps' normals.
         rng::normals_at(rng, ((t * total_rows + row0) * d) as u64, &mut x);
+        sampler.scale_start(&mut x);
     }
     if keep_states {
         states.extend_from_slice(&x);
