@@ -7,6 +7,7 @@
 //! (messages and exit codes). Results go to stdout, progress and errors to stderr.
 
 mod actions;
+mod critic;
 mod error;
 mod list;
 mod manifest;
@@ -63,6 +64,9 @@ enum Command {
     /// Score a Pendulum run's policies again over more evaluation episodes, with the dataset's
     /// own behaviour from the same initial states.
     Score(score::ScoreArgs),
+    /// Judge a Pendulum run's actions by its IQL critic and by the environment (the exact
+    /// return of each torque followed by the scripted expert) at the states its episodes visit.
+    Critic(critic::CriticArgs),
 }
 
 /// Write `text` to stdout, ignoring a closed pipe (`repro list | head`).
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Command::Plot(args) => replot::cmd_plot(args),
         Command::Actions(args) => actions::cmd_actions(args),
         Command::Score(args) => score::cmd_score(args),
+        Command::Critic(args) => critic::cmd_critic(args),
     };
     match result {
         Ok(code) => code,

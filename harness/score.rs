@@ -14,10 +14,11 @@ use crate::manifest;
 use crate::prior::{ensure_prior, load_prior_run};
 use diffusion_samplers::config::{ExperimentConfig, Method, TargetConfig};
 use diffusion_samplers::rl::episodes::EpisodePolicy;
+use diffusion_samplers::rl::pendulum::DatasetKind;
 use diffusion_samplers::rl::pendulum::{behaviour_returns, dataset_behaviours};
 use diffusion_samplers::rl::task::PendulumTask;
 use diffusion_samplers::train::Trainer;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
@@ -53,8 +54,25 @@ fn row(task: &PendulumTask, name: &str, all: &[f64], own: &[f64]) -> String {
     )
 }
 
-pub fn cmd_score(args: ScoreArgs) -> Result<ExitCode, CliError> {
-    let dir = &args.run_dir;
+/// A Pendulum run loaded for re-evaluation: its resolved config (seed replaced by `--seed`),
+/// a trainer with the run's parameters and the critic attached where there is one, and the
+/// prior's parameters for a posterior.
+pub struct PendulumRun {
+    pub cfg: ExperimentConfig,
+    pub own_seed: u64,
+    pub tr: Trainer,
+    pub prior_params: Option<Vec<f32>>,
+    pub dataset: DatasetKind,
+    pub data_episodes: usize,
+}
+
+/// Load the Pendulum run in `dir` (a BC prior, or a posterior beside its `priors/` folder),
+/// digests checked; `command` names the command in the refusal of any other run.
+pub fn load_pendulum_run(
+    dir: &Path,
+    seed: Option<u64>,
+    command: &str,
+) -> Result<PendulumRun, CliError> {
     let mut cfg = ExperimentConfig::load(&dir.join(manifest::CONFIG))?;
     let TargetConfig::Pendulum {
         dataset,
@@ -63,35 +81,43 @@ pub fn cmd_score(args: ScoreArgs) -> Result<ExitCode, CliError> {
     } = cfg.target
     else {
         return Err(CliError::usage(format!(
-            "{}: `repro score` reads Pendulum runs (target Pendulum)",
+            "{}: `repro {command}` reads Pendulum runs (target Pendulum)",
             dir.display()
         )));
     };
-    if args.episodes == 0 {
-        return Err(CliError::usage("--episodes must be at least 1".to_string()));
-    }
     let run = load_prior_run(dir, &cfg.digest())?;
     // The seed keys the episodes' initial states and the policies' noise only; the
     // parameters come from the run's files.
     let own_seed = cfg.seed;
-    if let Some(seed) = args.seed {
+    if let Some(seed) = seed {
         cfg.seed = seed;
     }
     let bad = |e: diffusion_samplers::train::TrainError| CliError::usage(format!("{e}"));
-    let (mut tr, critic) = match ensure_prior(&cfg, None, dir, true)? {
+    let (mut tr, critic, prior_params) = match ensure_prior(&cfg, None, dir, true)? {
         Some(prior) => (
-            Trainer::with_prior(&cfg, Some(prior.params)).map_err(bad)?,
+            Trainer::with_prior(&cfg, Some(prior.params.clone())).map_err(bad)?,
             prior.critic,
+            Some(prior.params),
         ),
-        None => (Trainer::new(&cfg).map_err(bad)?, run.critic),
+        None => (Trainer::new(&cfg).map_err(bad)?, run.critic, None),
     };
     tr.set_params(run.params);
     if let Some(c) = &critic {
         tr.attach_critic(c).map_err(bad)?;
     }
-    let task = tr.pendulum().expect("a Pendulum target");
-    let own_n = task.episodes;
-    let (policy, name) = match (cfg.train.method, &cfg.posterior) {
+    Ok(PendulumRun {
+        cfg,
+        own_seed,
+        tr,
+        prior_params,
+        dataset,
+        data_episodes,
+    })
+}
+
+/// The policy a run's own evaluation episodes act with, and its name in the tables.
+pub fn run_policy(cfg: &ExperimentConfig) -> (EpisodePolicy, String) {
+    match (cfg.train.method, &cfg.posterior) {
         (Method::Resample, Some(p)) => (
             EpisodePolicy::Resample { pool: p.pool() },
             "the run's policy (resampling)".to_string(),
@@ -101,7 +127,25 @@ pub fn cmd_score(args: ScoreArgs) -> Result<ExitCode, CliError> {
             EpisodePolicy::Diffusion,
             format!("the run's policy ({m:?})"),
         ),
-    };
+    }
+}
+
+pub fn cmd_score(args: ScoreArgs) -> Result<ExitCode, CliError> {
+    let dir = &args.run_dir;
+    if args.episodes == 0 {
+        return Err(CliError::usage("--episodes must be at least 1".to_string()));
+    }
+    let PendulumRun {
+        cfg,
+        own_seed,
+        tr,
+        dataset,
+        data_episodes,
+        ..
+    } = load_pendulum_run(dir, args.seed, "score")?;
+    let task = tr.pendulum().expect("a Pendulum target");
+    let own_n = task.episodes;
+    let (policy, name) = run_policy(&cfg);
     let states = if cfg.seed == own_seed {
         format!(
             "Seed {own_seed}; every policy starts from the same initial states, and the run's \

@@ -747,6 +747,26 @@ fn pendulum_posterior_needs_its_priors_action_space_and_actions_reads_the_prior(
         &repro(tmp.path(), &["score", "runs/prior", "--episodes", "0"]),
         2,
     );
+    // `repro critic` judges the prior's torques at 20 of its episode's 200 states by the
+    // prior run's critic and by the environment, beside the AWR policy's, the expert's and the
+    // medium behaviour's; the run's own row is compared with each of them.
+    let o = repro(tmp.path(), &["critic", "runs/prior", "--states", "20"]);
+    expect_code(&o, 0);
+    let text = stdout(&o);
+    for row in [
+        "| the BC prior, its own torques |",
+        "| IQL's AWR policy |",
+        "| the scripted expert |",
+        "| the dataset's behaviour |",
+    ] {
+        assert!(text.contains(row), "{row}:\n{text}");
+    }
+    assert!(text.starts_with("# runs/prior: the critic against the environment\n\n20 states"));
+    assert_eq!(text.matches("| the scripted expert |").count(), 2, "{text}");
+    expect_code(
+        &repro(tmp.path(), &["critic", "runs/prior", "--states", "0"]),
+        2,
+    );
     write(tmp.path(), "cfg/gmm.ron", TINY_PRIOR);
     let o = repro(
         tmp.path(),
@@ -759,6 +779,13 @@ fn pendulum_posterior_needs_its_priors_action_space_and_actions_reads_the_prior(
     let o = repro(tmp.path(), &["score", "runs/gmm"]);
     expect_code(&o, 2);
     assert!(stderr(&o).contains("Pendulum runs"), "{}", stderr(&o));
+    let o = repro(tmp.path(), &["critic", "runs/gmm"]);
+    expect_code(&o, 2);
+    assert!(
+        stderr(&o).contains("`repro critic` reads Pendulum runs"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A posterior may add a Langevin correction or a learned step variance to its copy of the

@@ -746,3 +746,58 @@ fn behaviour_mean_matches_the_average_of_its_draws() {
     assert_eq!(c.abs(), 2.0);
     assert!(EXPERT_BEHAVIOUR.mean(&s.observe()).abs() < 1.97);
 }
+
+/// The expert-continuation value that `repro critic` judges actions by: Bellman-consistent with
+/// the expert's own next step (an independent recursion of the same quantity), zero at the
+/// upright rest the expert holds for free, lower for a torque that knocks it off, converged in
+/// its continuation length, and the state behind an observation is the one that made it.
+#[test]
+fn expert_continuation_q_is_bellman_consistent_and_converged() {
+    use diffusion_samplers::rl::critic_check::{
+        expert_continuation_q, expert_q_batch, state_of, CONTINUATION_STEPS,
+    };
+    let gamma = 0.99;
+    let mut r = rng::stream(31, "critic-check", 0);
+    for k in 0..20 {
+        let s = Pendulum::reset(&mut r);
+        let a = -2.0 + 4.0 * rng::uniform_f64(&mut r);
+        let q = expert_continuation_q(s, a, gamma, 400);
+        let mut next = s;
+        let reward = next.step(a);
+        let q_next = expert_continuation_q(next, expert_action(&next), gamma, 399);
+        let want = reward + gamma * q_next;
+        assert!(
+            (q - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "state {k}: {q} vs {want}"
+        );
+        let (short, long) = (
+            expert_continuation_q(s, a, gamma, CONTINUATION_STEPS),
+            expert_continuation_q(s, a, gamma, 2 * CONTINUATION_STEPS),
+        );
+        assert!((short - long).abs() < 0.07, "state {k}: {short} vs {long}");
+        let obs = s.observe();
+        let back = state_of(&[obs[0] as f32, obs[1] as f32, obs[2] as f32]);
+        assert!((angle_normalize(back.theta) - angle_normalize(s.theta)).abs() < 1e-6);
+        assert!((back.theta_dot - s.theta_dot).abs() < 1e-6);
+    }
+    let upright = Pendulum {
+        theta: 0.0,
+        theta_dot: 0.0,
+    };
+    assert_eq!(expert_continuation_q(upright, 0.0, gamma, 500), 0.0);
+    assert!(expert_continuation_q(upright, 2.0, gamma, 500) < -1e-3);
+    // The batch form scales by the critic's reward scale.
+    let obs = [1.0f32, 0.0, 0.0, -1.0, 0.0, 0.0];
+    let q = expert_q_batch(&obs, &[2.0, 0.0], gamma, 3.0);
+    let hanging = Pendulum {
+        theta: PI,
+        theta_dot: 0.0,
+    };
+    let want = 3.0 * expert_continuation_q(hanging, 0.0, gamma, CONTINUATION_STEPS);
+    assert!(
+        (q[1] - want).abs() <= 1e-6 * want.abs(),
+        "{} vs {want}",
+        q[1]
+    );
+    assert!(q[0] < 0.0 && q[1] < q[0]);
+}

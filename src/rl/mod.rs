@@ -3,6 +3,7 @@
 //! Q-function is the log-reward of RTB policy extraction.
 
 pub mod action_fit;
+pub mod critic_check;
 pub mod episodes;
 pub mod iql;
 pub mod pendulum;
