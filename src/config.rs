@@ -488,6 +488,14 @@ pub struct NetworkConfig {
     /// default, and then left out of the resolved config, so existing digests hold.
     #[serde(skip_serializing_if = "is_false")]
     pub layer_norm: bool,
+    /// DIS's interpolated-score parametrisation (Berner et al.'s public DIS config): the LP
+    /// term's input becomes σ²(t)·[(1 − t)·∇log N(x; 0, std²I) + t·clip(∇log R(x))] and the
+    /// drift gains σ²(t)·x/std², so that with s(t) = 1 (its initial value here) the drift is
+    /// the time reversal's for marginals whose score is that interpolation. Needs
+    /// `langevin: true` and a VP reference. Off by default, and then left out of the resolved
+    /// config.
+    #[serde(skip_serializing_if = "is_false")]
+    pub interpolated_score: bool,
 }
 
 impl NetworkConfig {
@@ -500,6 +508,7 @@ impl NetworkConfig {
             langevin_layers: d.langevin_layers,
             langevin_per_dim: d.langevin_per_dim,
             lgv_clip: d.lgv_clip,
+            interpolated_score: false,
             ..self.clone()
         }
     }
@@ -517,6 +526,7 @@ impl Default for NetworkConfig {
             lgv_clip: 100.0,
             out_clip: 1e4,
             layer_norm: false,
+            interpolated_score: false,
         }
     }
 }
@@ -1081,6 +1091,30 @@ impl ExperimentConfig {
         }
         positive("network.lgv_clip", n.lgv_clip)?;
         positive("network.out_clip", n.out_clip)?;
+        if n.interpolated_score {
+            if !n.langevin {
+                return bad(
+                    "network.interpolated_score",
+                    "needs network.langevin: true (its s(t) scales the interpolated score)",
+                );
+            }
+            if !matches!(
+                self.sampler.noising,
+                Noising::Vp { .. } | Noising::VpExponential { .. }
+            ) {
+                return bad(
+                    "network.interpolated_score",
+                    "needs a VP reference (sampler.noising: Vp or VpExponential), whose \
+                     stationary law is the start the score interpolates from",
+                );
+            }
+            if self.posterior.is_some() {
+                return bad(
+                    "network.interpolated_score",
+                    "is DIS's parametrisation of a sampler trained from scratch, not of a posterior",
+                );
+            }
+        }
         let t = &self.train;
         if t.iterations == 0 && !t.method.evaluates_only() {
             return bad("train.iterations", "must be at least 1");

@@ -135,6 +135,12 @@ fn langevin_add_vjp_scalar_and_per_dim() {
                 t.langevin_add(v[0], v[1], 1, g)
             },
         );
+        // An input on the tape (DIS's interpolated score is linear in x) gets s ⊙ dy too.
+        check_op(
+            "langevin_add, input on the tape",
+            vec![randn(4, 6, 8), randn(5, width, 9), randn(4, 3, 10)],
+            &|t, v| t.langevin_add(v[0], v[1], 1, v[2]),
+        );
     }
 }
 

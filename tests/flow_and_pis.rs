@@ -335,3 +335,103 @@ fn config_rules_for_the_new_methods() {
     let ron = tb.to_ron();
     assert!(!ron.contains("subtb_lambda") && !ron.contains("forward_looking"));
 }
+
+fn interpolated_config(lgv_clip: f64, std: &str) -> ExperimentConfig {
+    let text = format!(
+        "(seed: 3, target: Gmm25,
+          sampler: (steps: 4, noising: Vp(beta_min: 0.1, beta_max: 2.0{std})),
+          network: (hidden: 8, harmonics: 4, joint_layers: 2, langevin: true, langevin_layers: 2,
+                    interpolated_score: true, lgv_clip: {lgv_clip}),
+          train: (method: Pis, iterations: 3, batch: 5, shards: 2),
+          eval: (samples: 8))"
+    );
+    ExperimentConfig::parse(&text, "interpolated").unwrap()
+}
+
+/// DIS's interpolated-score parametrisation at initialisation (zero network output, s(t) = 1):
+/// every step's drift is σ²_i·t_i·(x/std² + clip(∇log R(x))), so the first step (t = 0) is the
+/// OU's own, and the PIS rollout and the GFlowNet rollout move alike.
+#[test]
+fn interpolated_score_starts_at_the_interpolated_time_reversal() {
+    let cfg = interpolated_config(100.0, ", std: 2.0");
+    let tr = Trainer::new(&cfg).unwrap();
+    let (b, d, t) = (5usize, 2usize, 4usize);
+    let path = Path::Forward {
+        noise_key: rng::stream_key(cfg.seed, "train-noise", 0),
+        row0: 0,
+        total_rows: b,
+        explore_std: 0.0,
+    };
+    let roll = diffusion_samplers::samplers::rollout_recording::<f32>(
+        &tr.net,
+        &tr.params,
+        &tr.sampler,
+        &*tr.energy,
+        b,
+        path,
+        diffusion_samplers::samplers::Record::Drifts,
+        None,
+    );
+    let mut grad = vec![0f32; b * d];
+    for i in 0..t {
+        let x = &roll.states[i * b * d..(i + 1) * b * d];
+        tr.energy.grad_log_reward(x, &mut grad);
+        let rate = tr.sampler.transition(i).rate;
+        let ti = i as f64 / t as f64;
+        for k in 0..b * d {
+            let want = rate * ti * (x[k] as f64 / 4.0 + grad[k] as f64);
+            let got = roll.step_drift[i * b * d + k];
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "step {i} entry {k}: {got} vs {want}"
+            );
+        }
+    }
+    assert!(roll.step_drift[..b * d].iter().all(|&v| v == 0.0));
+    assert!(roll.step_drift[b * d..].iter().any(|&v| v != 0.0));
+}
+
+/// PIS through DIS's interpolated score: its x-linear parts are on the tape. With ∇log R
+/// clipped to ±10⁻³ the detached target part is piecewise constant, so central differences
+/// of the whole loss see exactly what the tape differentiates.
+#[test]
+fn pis_with_the_interpolated_score_matches_finite_differences() {
+    let cfg = interpolated_config(1e-3, "");
+    let tr = perturbed(&cfg, 9);
+    check_whole(&tr, "PIS + interpolated score", &|theta| {
+        pis_loss_f64(&tr, theta, 4)
+    });
+    let theta: Vec<f64> = tr.params.iter().map(|&p| p as f64).collect();
+    let (loss64, g64) = pis_loss_f64(&tr, &theta, 2);
+    assert_trainer_matches(&tr, 2, loss64, &g64, "PIS + interpolated score");
+}
+
+#[test]
+fn interpolated_score_config_rules() {
+    let bad = |network: &str, noising: &str| {
+        let text = format!(
+            "(target: Gmm25, sampler: (steps: 10{noising}), network: ({network}), \
+             train: (method: Pis, iterations: 1))"
+        );
+        ExperimentConfig::parse(&text, "bad.ron")
+            .unwrap_err()
+            .to_string()
+    };
+    let vp = ", noising: Vp(beta_min: 0.1, beta_max: 2.0)";
+    let no_lp = bad("interpolated_score: true", vp);
+    assert!(
+        no_lp.contains("network.interpolated_score") && no_lp.contains("langevin"),
+        "{no_lp}"
+    );
+    let brownian = bad("langevin: true, interpolated_score: true", "");
+    assert!(
+        brownian.contains("network.interpolated_score") && brownian.contains("VP"),
+        "{brownian}"
+    );
+    let plain = ExperimentConfig::parse(
+        &format!("(target: Gmm25, sampler: (steps: 10{vp}), network: (langevin: true), train: (method: Pis, iterations: 1))"),
+        "lp",
+    )
+    .unwrap();
+    assert!(!plain.to_ron().contains("interpolated_score"));
+}

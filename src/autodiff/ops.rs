@@ -194,7 +194,7 @@ impl<S: Kernels> Tape<S> {
                 yr[j] += sj * gr[j];
             }
         }
-        let ng = self.needs_grad(o) || self.needs_grad(scale);
+        let ng = self.needs_grad(o) || self.needs_grad(scale) || self.needs_grad(grad);
         self.push(
             Op::LangevinAdd {
                 o,
@@ -532,6 +532,20 @@ impl<S: Kernels> Op<S> {
                             srow[idx] = gr[j].mul_add(cr[j], srow[idx]);
                         }
                     }
+                }
+                // The input is usually a constant (the detached ∇log R); DIS's interpolated
+                // score has a part linear in x, which PIS differentiates through.
+                if ng(*grad) {
+                    let sv = nodes[scale.0].live_value();
+                    let s = sv.row(*row);
+                    let d = nodes[grad.0].live_value().cols;
+                    let mut dg = Tensor::zeros(g.rows, d);
+                    for (dr, gr) in dg.data.chunks_exact_mut(d).zip(g.data.chunks_exact(g.cols)) {
+                        for j in 0..d {
+                            dr[j] = gr[j] * if s.len() == 1 { s[0] } else { s[j] };
+                        }
+                    }
+                    accumulate(&mut grads[grad.0], dg);
                 }
                 if ng(*o) {
                     accumulate(&mut grads[o.0], g);

@@ -46,6 +46,9 @@ pub struct DriftNet {
     pub cond_dim: Option<usize>,
     /// LayerNorm before every hidden GELU (see the module docs).
     pub layer_norm: bool,
+    /// DIS's interpolated score as the LP term's input (`network.interpolated_score`); its
+    /// s(t) starts at 1 instead of 0.01.
+    pub interpolated_score: bool,
     pub layout: ParamLayout,
 }
 
@@ -139,6 +142,7 @@ impl DriftNet {
             langevin,
             out_clip: cfg.out_clip,
             layer_norm: ln,
+            interpolated_score: cfg.interpolated_score,
             layout: l,
         }
     }
@@ -242,7 +246,9 @@ impl DriftNet {
             } else if name.starts_with("joint.out") || name == "log_z" || name == "lp.out.w" {
                 block.fill(0.0);
             } else if name == "lp.out.b" {
-                block.fill(0.01);
+                // The reference code's 0.01; DIS starts at the interpolated score itself
+                // (Berner et al. initialise this bias to 1).
+                block.fill(if self.interpolated_score { 1.0 } else { 0.01 });
             } else {
                 // Biases share their weight's fan-in (the block before a ".b" is its ".w"); the
                 // conditional encoder's first layer is one Linear(D + C, H) split in two blocks.

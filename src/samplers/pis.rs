@@ -17,7 +17,7 @@
 //! exponential integrator) that of DDS (Vargas et al. 2023). The kernels come from
 //! [`Sampler::transition`], shared with the GFlowNet losses.
 
-use super::rollout::{clipped_grad_log_reward, NetOnTape};
+use super::rollout::{add_reference_drift, clipped_grad_log_reward, interpolated_score, NetOnTape};
 use super::Sampler;
 use crate::autodiff::{Tape, Var};
 use crate::cpu::Kernels;
@@ -122,13 +122,24 @@ pub fn rollout_pis_conditional<S: Kernels>(
     for i in 0..t {
         let step = sampler.transition(i);
         let log_sigma2 = S::from_f64(step.log_rate());
+        let mut reference = None;
         let lp = lp_scale.map(|scale| {
             let x32 = to_f32(&tape.value(x_node).data);
             let mut g = vec![0f32; rows * d];
             clipped_grad_log_reward(energy, sampler, &x32, &mut g);
-            (scale, tape.constant(Tensor::from_f32(rows, d, &g)))
+            let g = tape.constant(Tensor::from_f32(rows, d, &g));
+            if !net.interpolated_score {
+                return (scale, g);
+            }
+            let (input, r) = interpolated_score(&mut tape, sampler, g, x_node, i);
+            reference = Some(r);
+            (scale, input)
         });
         let (o, _) = net.policy_and_flow(&mut tape, &vars, x_node, cond_emb, temb, i, lp, false);
+        let o = match reference {
+            Some(r) => add_reference_drift(&mut tape, o, r),
+            None => o,
+        };
         rng::normals_at(
             &mut noise_rng,
             ((i * total_rows + row0) * d) as u64,

@@ -398,7 +398,12 @@ impl<'a> StepHead<'a> {
             clipped_grad_log_reward(energy, sampler, x, &mut grad);
             tape.constant(to_tensor(&grad, x.len() / d, d))
         });
-        let lp = lp_scale.zip(grad);
+        // DIS's interpolated score replaces the LP input (validation keeps it from guidance).
+        let interpolated = match (self.net.interpolated_score, grad) {
+            (true, Some(g)) => Some(interpolated_score(tape, sampler, g, x_node, i)),
+            _ => None,
+        };
+        let lp = lp_scale.zip(interpolated.map_or(grad, |(input, _)| Some(input)));
         let (o, flow) = self.net.policy_and_flow(
             tape,
             &self.vars,
@@ -422,8 +427,44 @@ impl<'a> StepHead<'a> {
             Some((scale, g)) => tape.langevin_add(o, scale, i, g),
             None => o,
         };
+        let o = match interpolated {
+            Some((_, reference)) => add_reference_drift(tape, o, reference),
+            None => o,
+        };
         (o, flow)
     }
+}
+
+/// DIS's interpolated score at step i (Berner et al.'s public DIS parametrisation), from the
+/// constant `grad` = clip(∇log R(x)) and the states `x_node`: the LP input
+/// σ²_i·[(1 − t_i)·(−x/std²) + t_i·grad] and the drift's parameter-free part σ²_i·x/std²
+/// (`[B, D]` each). σ²_i is the step's noise rate and t_i = i/T runs from the VP's stationary
+/// start (t = 0) to the target. With s(t) = 1 the drift is σ²_i·t_i·(x/std² + grad): zero at
+/// the start, where the OU's own drift keeps N(0, std²I), and the time reversal's
+/// σ²·∇log R − (base drift) at the target. The x parts stay on the tape, so PIS differentiates
+/// through them; ∇log R stays detached, as in the LP.
+pub(crate) fn interpolated_score<S: Kernels>(
+    tape: &mut Tape<S>,
+    sampler: &Sampler,
+    grad: Var,
+    x_node: Var,
+    i: usize,
+) -> (Var, Var) {
+    let t = i as f64 * sampler.dt();
+    let rate = sampler.transition(i).rate;
+    let per_var = rate / sampler.noising.stationary_std().powi(2);
+    let target = tape.scale(grad, S::from_f64(rate * t));
+    let prior = tape.scale(x_node, S::from_f64(-per_var * (1.0 - t)));
+    let input = tape.add(prior, target);
+    let reference = tape.scale(x_node, S::from_f64(per_var));
+    (input, reference)
+}
+
+/// `o` (`[B, D]` or `[B, 2D]`) plus the parameter-free drift `reference` (`[B, D]`) in its
+/// first D columns, after the network's output clip.
+pub(crate) fn add_reference_drift<S: Kernels>(tape: &mut Tape<S>, o: Var, reference: Var) -> Var {
+    let one = tape.constant(Tensor::from_vec(1, 1, vec![S::ONE]));
+    tape.langevin_add(o, one, 0, reference)
 }
 
 /// log p_F(x_{i+1} | x_i) of step i, `[B, 1]`, for the drift head `o` at `x` (`x_node`) and the
