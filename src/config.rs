@@ -269,6 +269,12 @@ pub enum TargetConfig {
             skip_serializing_if = "crate::rl::task::ActionSpace::is_pre_tanh"
         )]
         action: crate::rl::task::ActionSpace,
+        /// An ablation of a posterior's reward: score actions by the exact expert-continuation
+        /// value Q^E (`rl::critic_check`, in the critic's unit) instead of the IQL critic, to
+        /// separate RTB's extraction from the critic's errors. Off unless set (then left out of
+        /// the resolved config).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        oracle_q: bool,
     },
 }
 
@@ -1030,12 +1036,19 @@ impl ExperimentConfig {
                 test_states,
                 episodes,
                 iql,
+                oracle_q,
                 ..
             } => {
                 if *data_episodes == 0 || *episodes == 0 {
                     return bad(
                         "target",
                         "the Pendulum needs data_episodes ≥ 1 and episodes ≥ 1",
+                    );
+                }
+                if *oracle_q && self.posterior.is_none() {
+                    return bad(
+                        "target.oracle_q",
+                        "replaces a posterior's reward; a BC prior has none",
                     );
                 }
                 if let Err(msg) = iql.validate() {

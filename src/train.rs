@@ -578,8 +578,9 @@ impl Trainer {
                 episodes,
                 iql,
                 action,
-            } => Some(crate::conditional::OfflineTask::Pendulum(Box::new(
-                crate::rl::task::PendulumTask::new(
+                oracle_q,
+            } => Some(crate::conditional::OfflineTask::Pendulum(Box::new({
+                let mut task = crate::rl::task::PendulumTask::new(
                     *action,
                     *dataset,
                     *data_episodes,
@@ -589,8 +590,10 @@ impl Trainer {
                     *episodes,
                     iql.clone(),
                     crate::conditional::offline_alpha(cfg),
-                ),
-            ))),
+                );
+                task.oracle_q = *oracle_q;
+                task
+            }))),
             _ => None,
         };
         let cond_dim = match (&vae, &offline) {

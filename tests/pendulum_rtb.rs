@@ -123,10 +123,22 @@ fn posterior_needs_the_critic_and_replays_bitwise() {
 /// `action`: its gradient against central differences, and log r against its definition
 /// (`jacobian` gives the per-row term added to Q at α = 1/β = 0.5).
 fn check_log_reward(action: ActionSpace, u: [f32; 4], jacobian: fn(f64) -> f64) {
+    check_log_reward_of(action, u, jacobian, false);
+}
+
+/// As [`check_log_reward`], with the critic's Q or (`oracle`) the exact Q^E of
+/// `target.oracle_q`.
+fn check_log_reward_of(action: ActionSpace, u: [f32; 4], jacobian: fn(f64) -> f64, oracle: bool) {
     let prior = trained_prior();
     let mut cfg = posterior_cfg(&prior_cfg());
-    if let TargetConfig::Pendulum { action: a, .. } = &mut cfg.target {
+    if let TargetConfig::Pendulum {
+        action: a,
+        oracle_q,
+        ..
+    } = &mut cfg.target
+    {
         *a = action;
+        *oracle_q = oracle;
     }
     let mut tr = Trainer::with_prior(&cfg, prior.params.clone()).unwrap();
     tr.attach_critic(prior.critic.as_ref().unwrap()).unwrap();
@@ -158,11 +170,43 @@ fn check_log_reward(action: ActionSpace, u: [f32; 4], jacobian: fn(f64) -> f64) 
     let mut lr = [0f64; 4];
     batch.log_reward(&u, &mut lr);
     let torques: Vec<f32> = u.iter().map(|&v| action.torque(v)).collect();
-    let q = task.critic.as_ref().unwrap().q(&states, &torques);
+    let q: Vec<f64> = if oracle {
+        let gamma = task.iql.discount;
+        diffusion_samplers::rl::critic_check::expert_q_batch(
+            &states,
+            &torques,
+            gamma,
+            task.reward_scale,
+        )
+    } else {
+        let q = task.critic.as_ref().unwrap().q(&states, &torques);
+        q.iter().map(|&v| v as f64).collect()
+    };
     for k in 0..4 {
-        let want = q[k] as f64 + 0.5 * jacobian(u[k] as f64);
+        let want = q[k] + 0.5 * jacobian(u[k] as f64);
         assert!((lr[k] - want).abs() < 1e-9, "row {k}: {} vs {want}", lr[k]);
     }
+}
+
+/// `target.oracle_q` scores by the exact expert-continuation value instead of the critic; its
+/// central-difference gradient agrees with wider differences of the same log r.
+#[test]
+fn oracle_log_reward_is_the_expert_continuation_value() {
+    check_log_reward_of(
+        ActionSpace::PreTanh,
+        [0.3, -1.1, 0.05, 0.7],
+        |u| {
+            let t = u.tanh();
+            (1.0 - t * t + 1e-7).ln()
+        },
+        true,
+    );
+    let mut prior = prior_cfg();
+    if let TargetConfig::Pendulum { oracle_q, .. } = &mut prior.target {
+        *oracle_q = true;
+    }
+    let (field, why) = prior.validate().unwrap_err();
+    assert_eq!(field, "target.oracle_q", "{why}");
 }
 
 #[test]

@@ -115,6 +115,8 @@ pub struct PendulumTask {
     pub alpha: f64,
     pub critic: Option<Iql>,
     pub scale: ScoreScale,
+    /// Score a posterior's actions by the exact Q^E instead of the critic (`target.oracle_q`).
+    pub oracle_q: bool,
 }
 
 impl PendulumTask {
@@ -163,6 +165,7 @@ impl PendulumTask {
             alpha,
             critic: None,
             scale: pendulum::score_scale(SCALE_EPISODES),
+            oracle_q: false,
         }
     }
 
@@ -334,7 +337,20 @@ pub struct PendulumBatch<'a> {
     pub states: &'a [f32],
 }
 
+/// The torque step of the oracle's central-difference gradient.
+const ORACLE_FD_STEP: f64 = 1e-3;
+
 impl PendulumBatch<'_> {
+    /// Q^E of each row's torque at its state, in the critic's unit (`target.oracle_q`).
+    fn oracle_q(&self, torques: &[f32]) -> Vec<f64> {
+        crate::rl::critic_check::expert_q_batch(
+            self.states,
+            torques,
+            self.task.iql.discount,
+            self.task.reward_scale,
+        )
+    }
+
     fn torques(&self, u: &[f32]) -> Vec<f32> {
         assert_eq!(
             u.len() * OBS_DIM,
@@ -360,13 +376,22 @@ impl Energy for PendulumBatch<'_> {
             out.fill(0.0);
             return;
         };
-        let q = critic.q(self.states, &self.torques(u));
+        let torques = self.torques(u);
+        let q: Vec<f64> = if self.task.oracle_q {
+            self.oracle_q(&torques)
+        } else {
+            critic
+                .q(self.states, &torques)
+                .iter()
+                .map(|&v| v as f64)
+                .collect()
+        };
         for (b, o) in out.iter_mut().enumerate() {
             let jac: f64 = u[b * ACTION_DIM..(b + 1) * ACTION_DIM]
                 .iter()
                 .map(|&v| self.task.action.log_jacobian(v as f64).0)
                 .sum();
-            *o = q[b] as f64 + self.task.alpha * jac;
+            *o = q[b] + self.task.alpha * jac;
         }
     }
     fn grad_log_reward(&self, u: &[f32], grad: &mut [f32]) {
@@ -374,7 +399,24 @@ impl Energy for PendulumBatch<'_> {
             grad.fill(0.0);
             return;
         };
-        let (_, dq_da) = critic.q_and_action_grad(self.states, &self.torques(u));
+        let torques = self.torques(u);
+        let dq_da: Vec<f32> = if self.task.oracle_q {
+            // Central differences in the torque, inside the clip's ±2.
+            let h = ORACLE_FD_STEP as f32;
+            let shifted = |sign: f32| -> Vec<f32> {
+                torques
+                    .iter()
+                    .map(|&a| (a + sign * h).clamp(-2.0, 2.0))
+                    .collect()
+            };
+            let (up, down) = (shifted(1.0), shifted(-1.0));
+            let (qu, qd) = (self.oracle_q(&up), self.oracle_q(&down));
+            (0..torques.len())
+                .map(|b| ((qu[b] - qd[b]) / (up[b] - down[b]).max(f32::MIN_POSITIVE) as f64) as f32)
+                .collect()
+        } else {
+            critic.q_and_action_grad(self.states, &torques).1
+        };
         let space = self.task.action;
         for ((g, &v), &dq) in grad.iter_mut().zip(u).zip(&dq_da) {
             let v = v as f64;
