@@ -45,15 +45,20 @@ fn perturbed(cfg: &ExperimentConfig, tag: u64) -> Trainer {
     tr
 }
 
-/// Iteration `it`'s forward states, regenerated in one shard.
-fn states_of(tr: &Trainer, it: u64) -> Vec<f32> {
-    let b = tr.cfg.train.batch;
-    let path = Path::Forward {
-        noise_key: rng::stream_key(tr.cfg.seed, "train-noise", it),
+/// Training iteration `it`'s forward path for a whole batch of `b` rows in one shard.
+fn train_path(seed: u64, it: u64, b: usize) -> Path<'static> {
+    Path::Forward {
+        noise_key: rng::stream_key(seed, "train-noise", it),
         row0: 0,
         total_rows: b,
         explore_std: 0.0,
-    };
+    }
+}
+
+/// Iteration `it`'s forward states, regenerated in one shard.
+fn states_of(tr: &Trainer, it: u64) -> Vec<f32> {
+    let b = tr.cfg.train.batch;
+    let path = train_path(tr.cfg.seed, it, b);
     rollout::<f32>(&tr.net, &tr.params, &tr.sampler, &*tr.energy, b, path, true).states
 }
 
@@ -227,12 +232,7 @@ fn pis_with_vp_noising_matches_finite_differences() {
         let b = cfg.train.batch;
         let key = rng::stream_key(cfg.seed, "train-noise", 2);
         let pis = rollout_pis::<f64>(&tr.net, &theta, &tr.sampler, &*tr.energy, b, key, 0, b);
-        let path = Path::Forward {
-            noise_key: key,
-            row0: 0,
-            total_rows: b,
-            explore_std: 0.0,
-        };
+        let path = train_path(cfg.seed, 2, b);
         let gfn = rollout::<f32>(
             &tr.net,
             &tr.params,
@@ -356,12 +356,7 @@ fn interpolated_score_starts_at_the_interpolated_time_reversal() {
     let cfg = interpolated_config(100.0, ", std: 2.0");
     let tr = Trainer::new(&cfg).unwrap();
     let (b, d, t) = (5usize, 2usize, 4usize);
-    let path = Path::Forward {
-        noise_key: rng::stream_key(cfg.seed, "train-noise", 0),
-        row0: 0,
-        total_rows: b,
-        explore_std: 0.0,
-    };
+    let path = train_path(cfg.seed, 0, b);
     let roll = diffusion_samplers::samplers::rollout_recording::<f32>(
         &tr.net,
         &tr.params,
