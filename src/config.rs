@@ -358,6 +358,19 @@ pub enum Noising {
         #[serde(default = "unit_std", skip_serializing_if = "is_unit_std")]
         std: f64,
     },
+    /// DDS as Vargas et al. 2023 define it (and Berner et al.'s public DDS config runs it): the
+    /// exponential integrator on the cosine time grid, with the control scaled by each step's
+    /// variance. Step i has length h_i = horizon·cos⁴(φ_i)/Σ_j cos⁴(φ_j), φ_i =
+    /// ((i/T + 0.008)/1.008)·π/2, so the steps are long at the noise end and shrink toward the
+    /// target; with β_i² = min(h_i, 1) the step is x' = √(1 − β_i²)·x + β_i²·std²·u +
+    /// std·β_i·ξ. That kernel keeps N(0, std²I) stationary and is reversible, so it is its own
+    /// backward kernel. `horizon` is the grid's total length (12.8 in the public config).
+    VpCosine {
+        horizon: f64,
+        /// As `Vp`'s.
+        #[serde(default = "unit_std", skip_serializing_if = "is_unit_std")]
+        std: f64,
+    },
     /// DDPM (ε-prediction) trained on `train_steps` times under the β `schedule` and sampled
     /// with `sampler.steps` leading-strided ancestral steps (fixed_large variance, or
     /// fixed_small with `small_variance`), x̂0 clipped to [−1, 1] when `clip` (spec rtb2024
@@ -405,7 +418,9 @@ impl Noising {
     /// The std of the VP processes' stationary law (their x₀ ~ N(0, std²I)); 1 otherwise.
     pub fn stationary_std(&self) -> f64 {
         match *self {
-            Noising::Vp { std, .. } | Noising::VpExponential { std, .. } => std,
+            Noising::Vp { std, .. }
+            | Noising::VpExponential { std, .. }
+            | Noising::VpCosine { std, .. } => std,
             _ => 1.0,
         }
     }
@@ -1079,6 +1094,24 @@ impl ExperimentConfig {
             positive("sampler.noising.beta_min", beta_min)?;
             positive("sampler.noising.beta_max", beta_max)?;
             positive("sampler.noising.std", std)?;
+        }
+        if let Noising::VpCosine { horizon, std } = s.noising {
+            positive("sampler.noising.horizon", horizon)?;
+            positive("sampler.noising.std", std)?;
+            if s.learned_variance {
+                return bad(
+                    "sampler.learned_variance",
+                    "VpCosine scales the whole network output by the step's variance (DDS's \
+                     control), so it has no learned-variance head",
+                );
+            }
+            if self.posterior.is_some() {
+                return bad(
+                    "sampler.noising",
+                    "VpCosine is DDS's reference for a sampler trained from scratch, not a \
+                     posterior's prior",
+                );
+            }
         }
         if let Noising::Vp {
             beta_min, beta_max, ..

@@ -207,19 +207,37 @@ fn subtb_fl_subtb_and_db_match_finite_differences() {
 }
 
 /// DIS's and DDS's objective: PIS against the VP (OU) reference, x₀ ~ N(0, std²I), with Euler
-/// steps (DIS) and with DDS's exponential integrator. The PIS rollout and the GFlowNet rollout
-/// draw the same x₀ and the same path from one key.
+/// steps (DIS), with the exponential integrator, and on DDS's cosine grid with its variance-scaled
+/// control (plain and with the LP, whose gain scales the ∇log R term too; ∇log R is clipped to
+/// ±10⁻³, so the detached term is piecewise constant and finite differences see what the tape
+/// does). The PIS rollout and the GFlowNet rollout draw the same x₀ and the same path from one
+/// key.
 #[test]
 fn pis_with_vp_noising_matches_finite_differences() {
-    for (noising, std, name) in [
-        ("Vp", "", "PIS + VP (DIS)"),
-        ("VpExponential", "", "PIS + exact VP (DDS)"),
-        ("Vp", ", std: 2.5", "PIS + VP (DIS), std 2.5"),
+    let vp = "beta_min: 0.1, beta_max: 2.0";
+    for (noising, lp, name) in [
+        (format!("Vp({vp})"), false, "PIS + VP (DIS)"),
+        (format!("VpExponential({vp})"), false, "PIS + exact VP"),
+        (
+            format!("Vp({vp}, std: 2.5)"),
+            false,
+            "PIS + VP (DIS), std 2.5",
+        ),
+        (
+            "VpCosine(horizon: 6.4)".into(),
+            false,
+            "PIS + cosine VP (DDS)",
+        ),
+        (
+            "VpCosine(horizon: 6.4, std: 2.0)".into(),
+            true,
+            "DDS + LP, std 2",
+        ),
     ] {
         let text = format!(
             "(seed: 3, target: Gmm25,
-              sampler: (steps: 4, noising: {noising}(beta_min: 0.1, beta_max: 2.0{std})),
-              network: (hidden: 8, harmonics: 4, joint_layers: 2),
+              sampler: (steps: 4, noising: {noising}),
+              network: (hidden: 8, harmonics: 4, joint_layers: 2, langevin: {lp}, lgv_clip: 1e-3),
               train: (method: Pis, iterations: 3, batch: 5, shards: 2),
               eval: (samples: 8))"
         );

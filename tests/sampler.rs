@@ -311,6 +311,137 @@ fn vp_exponential_zero_drift_is_exactly_reversible() {
     assert!(err.contains("sampler.noising"), "{err}");
 }
 
+/// DDS's cosine grid (Vargas et al. 2023): the step lengths h_i = horizon·cos⁴(φ_i)/Σ cos⁴,
+/// φ_i = ((i/T + 0.008)/1.008)·π/2, computed here from that definition, sum to the horizon and
+/// shrink from the noise end toward the target. Each kernel is √(1 − h_i)·x + N(0, h_i·std²),
+/// which keeps N(0, std²I) (decay²·std² + var = std²), and the control's gain is var_i/dt. With
+/// zero drift the chain is exactly reversible, as the exponential integrator's.
+#[test]
+fn vp_cosine_grid_kernels_and_reversibility() {
+    let (steps, horizon, std) = (8usize, 2.0, 1.5);
+    let text = format!(
+        "(seed: 1, target: ManyWell(dim: 4), sampler: (steps: {steps}, \
+         noising: VpCosine(horizon: {horizon}, std: {std})), \
+         train: (method: Pis, iterations: 1, batch: 4), eval: (samples: 4))"
+    );
+    let sampler = Sampler::from_config(&ExperimentConfig::parse(&text, "cosine").unwrap());
+    let phase = |i: usize| (i as f64 / steps as f64 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2;
+    let total: f64 = (0..steps).map(|i| phase(i).cos().powi(4)).sum();
+    let mut lengths = Vec::new();
+    for i in 0..steps {
+        let h = horizon * phase(i).cos().powi(4) / total;
+        let tr = sampler.transition(i);
+        let var = h * std * std;
+        assert!(
+            (tr.decay - (1.0 - h).sqrt()).abs() < 1e-12,
+            "step {i}: decay"
+        );
+        assert!(
+            (tr.rate * sampler.dt() - var).abs() < 1e-12,
+            "step {i}: var"
+        );
+        assert_eq!(tr.backward, Some((tr.decay, tr.rate * sampler.dt())));
+        let kept = tr.decay.powi(2) * std * std + tr.rate * sampler.dt();
+        assert!(
+            (kept - std * std).abs() < 1e-12,
+            "step {i}: N(0, std²) kept ({kept})"
+        );
+        assert_eq!(sampler.control_gain(i), Some(tr.rate));
+        lengths.push(h);
+    }
+    assert!((lengths.iter().sum::<f64>() - horizon).abs() < 1e-9);
+    assert!(lengths.windows(2).all(|w| w[1] < w[0]), "{lengths:?}");
+    assert_zero_drift_identity("VpCosine(horizon: 12.8)", 10, &|_, xt| {
+        log_normal_iso(xt, 1.0)
+    });
+    assert_zero_drift_identity("VpCosine(horizon: 6.4, std: 0.25)", 10, &|_, xt| {
+        log_normal_iso(xt, 0.0625)
+    });
+    // The plain references leave the network's output as the drift.
+    assert_eq!(cfg("Gmm25", 4, 1.0).sampler.noising.stationary_std(), 1.0);
+    assert_eq!(
+        Sampler::from_config(&cfg("Gmm25", 4, 1.0)).control_gain(0),
+        None
+    );
+    for (bad, field) in [
+        ("noising: VpCosine(horizon: 0.0)", "sampler.noising.horizon"),
+        (
+            "noising: VpCosine(horizon: 1.0, std: -1.0)",
+            "sampler.noising.std",
+        ),
+        (
+            "noising: VpCosine(horizon: 1.0), learned_variance: true",
+            "sampler.learned_variance",
+        ),
+    ] {
+        let text = format!(
+            "(seed: 1, target: Gmm25, sampler: (steps: 10, {bad}), \
+             train: (method: Pis, iterations: 1, batch: 4), eval: (samples: 4))"
+        );
+        let err = ExperimentConfig::parse(&text, "cosine")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{bad}: {err}");
+    }
+}
+
+/// Under DDS's reference the step's mean is decay·x + var_i·u (Vargas et al.'s integrator),
+/// not decay·x + u·dt: at initialisation the LP network's u is 0.01·clip(∇log R(x)) (zero
+/// trunk output, s(t) = 0.01), so each step's log p_F along a forward rollout is the Gaussian
+/// log N(x_{i+1}; decay·x_i + 0.01·var_i·∇log R(x_i), var_i), computed here from the energy.
+#[test]
+fn vp_cosine_scales_the_control_by_the_step_variance() {
+    let text = "(seed: 11, target: ManyWell(dim: 4),
+          sampler: (steps: 6, noising: VpCosine(horizon: 12.8)),
+          network: (hidden: 16, harmonics: 8, langevin: true, lgv_clip: 1e6),
+          train: (method: Pis, iterations: 1, batch: 5), eval: (samples: 8))";
+    let c = ExperimentConfig::parse(text, "cosine-lp").unwrap();
+    let tr = Trainer::new(&c).unwrap();
+    let (b, d, t) = (c.train.batch, tr.sampler.dim, tr.sampler.steps);
+    let forward = Path::Forward {
+        noise_key: rng::stream_key(2, "cosine", 0),
+        row0: 0,
+        total_rows: b,
+        explore_std: 0.0,
+    };
+    let roll = rollout::<f32>(
+        &tr.net,
+        &tr.params,
+        &tr.sampler,
+        &*tr.energy,
+        b,
+        forward,
+        true,
+    );
+    let mut moved = 0.0f64;
+    for i in 0..t {
+        let step = tr.sampler.transition(i);
+        let var = step.rate * tr.sampler.dt();
+        for row in 0..b {
+            let x = &roll.states[(i * b + row) * d..(i * b + row + 1) * d];
+            let next = &roll.states[((i + 1) * b + row) * d..((i + 1) * b + row + 1) * d];
+            let mut g = vec![0f32; d];
+            tr.energy.grad_log_reward_row(x, &mut g);
+            let want: f64 = (0..d)
+                .map(|j| {
+                    let u = 0.01 * g[j] as f64;
+                    moved = moved.max((var * u).abs());
+                    let mean = step.decay * x[j] as f64 + var * u;
+                    -0.5 * (next[j] as f64 - mean).powi(2) / var
+                        - 0.5 * (std::f64::consts::TAU * var).ln()
+                })
+                .sum();
+            let got = roll.step_log_pf[row * t + i];
+            assert!(
+                (got - want).abs() < 2e-3 * want.abs().max(1.0),
+                "step {i} row {row}: log p_F {got} vs {want}"
+            );
+        }
+    }
+    // The LP term moved the mean by more than the f32 tolerance, so the check sees the gain.
+    assert!(moved > 0.05, "largest LP shift {moved}");
+}
+
 /// `small_variance` gives generation step i the DDPM posterior variance
 /// β̃ = β_eff·(1 − ᾱ_prev)/(1 − ᾱ_t), computed here from the β schedule directly, except the last
 /// step, which keeps β_eff = β_0; fixed_large keeps β_eff everywhere. The backward (noising)

@@ -96,6 +96,21 @@ impl Guidance {
     }
 }
 
+/// h_i of Vargas et al.'s cosine grid of `steps` steps over [0, horizon]:
+/// horizon·cos⁴(φ_i)/Σ_j cos⁴(φ_j), φ_i = ((i/T + s)/(1 + s))·π/2 with s = 0.008 (Nichol &
+/// Dhariwal's offset). Their grid also has an (i = T) step of length cos⁴(π/2) = 0, which moves
+/// nothing and is left out; the lengths sum to `horizon`, largest at the noise end (i = 0).
+pub fn cosine_step_length(i: usize, steps: usize, horizon: f64) -> f64 {
+    const OFFSET: f64 = 0.008;
+    let weight = |j: usize| {
+        let phase =
+            (j as f64 / steps as f64 + OFFSET) / (1.0 + OFFSET) * std::f64::consts::FRAC_PI_2;
+        phase.cos().powi(4)
+    };
+    let total: f64 = (0..steps).map(weight).sum();
+    horizon * weight(i) / total
+}
+
 impl Sampler {
     pub fn from_config(cfg: &ExperimentConfig) -> Self {
         Sampler {
@@ -190,6 +205,28 @@ impl Sampler {
                     backward: Some((decay, var)),
                 }
             }
+            Noising::VpCosine { horizon, std } => {
+                // Vargas et al.'s β_i² = min(h_i, 1) (α = 1); the kernel is x' = √(1 − β²)·x +
+                // N(0, β²·std²), reversible w.r.t. N(0, std²I).
+                let beta2 = cosine_step_length(i, self.steps, horizon).min(1.0);
+                let decay = (1.0 - beta2).sqrt();
+                let var = beta2 * std * std;
+                Transition {
+                    decay,
+                    rate: var / dt,
+                    backward: Some((decay, var)),
+                }
+            }
+        }
+    }
+
+    /// The factor between the network's output u and the EM-form drift o of step i (the mean
+    /// is decay·x + o·dt): DDS's step mean is decay·x + var_i·u, so o = (var_i/dt)·u, the
+    /// step's rate. `None` (a factor of 1) for every other reference.
+    pub fn control_gain(&self, i: usize) -> Option<f64> {
+        match self.noising {
+            Noising::VpCosine { .. } => Some(self.transition(i).rate),
+            _ => None,
         }
     }
 

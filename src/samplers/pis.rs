@@ -14,10 +14,13 @@
 //! Under a VP reference (`sampler.noising`) this is the reverse KL against the OU noising process
 //! from x₀ ~ N(0, std²I), whose density enters LF: with Euler–Maruyama steps (`Vp`) the objective of
 //! DIS (Berner et al. 2022), with every step the exact OU transition (`VpExponential`, the
-//! exponential integrator) that of DDS (Vargas et al. 2023). The kernels come from
+//! exponential integrator) that of DDS (Vargas et al. 2023), and with DDS's own cosine grid and
+//! variance-scaled control (`VpCosine`) DDS as its authors run it. The kernels come from
 //! [`Sampler::transition`], shared with the GFlowNet losses.
 
-use super::rollout::{add_reference_drift, clipped_grad_log_reward, interpolated_score, NetOnTape};
+use super::rollout::{
+    add_reference_drift, clipped_grad_log_reward, interpolated_score, scale_control, NetOnTape,
+};
 use super::Sampler;
 use crate::autodiff::{Tape, Var};
 use crate::cpu::Kernels;
@@ -140,6 +143,7 @@ pub fn rollout_pis_conditional<S: Kernels>(
             Some(r) => add_reference_drift(&mut tape, o, r),
             None => o,
         };
+        let o = scale_control(&mut tape, sampler, o, i);
         rng::normals_at(
             &mut noise_rng,
             ((i * total_rows + row0) * d) as u64,

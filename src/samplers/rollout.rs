@@ -431,7 +431,7 @@ impl<'a> StepHead<'a> {
             Some((_, reference)) => add_reference_drift(tape, o, reference),
             None => o,
         };
-        (o, flow)
+        (scale_control(tape, sampler, o, i), flow)
     }
 }
 
@@ -465,6 +465,21 @@ pub(crate) fn interpolated_score<S: Kernels>(
 pub(crate) fn add_reference_drift<S: Kernels>(tape: &mut Tape<S>, o: Var, reference: Var) -> Var {
     let one = tape.constant(Tensor::from_vec(1, 1, vec![S::ONE]));
     tape.langevin_add(o, one, 0, reference)
+}
+
+/// The EM-form drift of step i from the network's control `o` (`[B, D]`): `o` itself, or
+/// under DDS's reference (`VpCosine`) `o` times the step's rate, so that the step's mean gains
+/// var_i·u as in Vargas et al.'s integrator.
+pub(crate) fn scale_control<S: Kernels>(
+    tape: &mut Tape<S>,
+    sampler: &Sampler,
+    o: Var,
+    i: usize,
+) -> Var {
+    match sampler.control_gain(i) {
+        Some(gain) => tape.scale(o, S::from_f64(gain)),
+        None => o,
+    }
 }
 
 /// log p_F(x_{i+1} | x_i) of step i, `[B, 1]`, for the drift head `o` at `x` (`x_node`) and the
