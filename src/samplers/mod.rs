@@ -51,10 +51,11 @@ pub enum Guidance {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Transition {
     /// p_F's mean is `decay·x_i + u·dt` (1 for Brownian, 1 − β_i·dt for VP, e^{−B_i} for the
-    /// exponential VP: the OU drift is the base drift, so the zero-initialised network starts as
-    /// the OU process itself).
+    /// exponential VP, √(1 − β_i²) on DDS's cosine grid: the OU drift is the base drift, so the
+    /// zero-initialised network starts as the OU process itself). On the cosine grid u is the
+    /// network's output times [`Sampler::control_gain`].
     pub decay: f64,
-    /// p_F's per-unit-time variance: σ², 2β_i, or (1 − e^{−2B_i})/dt.
+    /// p_F's per-unit-time variance: σ², 2β_i, (1 − e^{−2B_i})/dt, or β_i²·std²/dt.
     pub rate: f64,
     /// p_B(x_i | x_{i+1}) = N(mean_factor·x_{i+1}, var); `None` when x_i is fixed (x₀ = 0 under
     /// the Brownian bridge).
