@@ -364,7 +364,8 @@ pub enum Noising {
     /// ((i/T + 0.008)/1.008)·π/2, so the steps are long at the noise end and shrink toward the
     /// target; with β_i² = min(h_i, 1) the step is x' = √(1 − β_i²)·x + β_i²·std²·u +
     /// std·β_i·ξ. That kernel keeps N(0, std²I) stationary and is reversible, so it is its own
-    /// backward kernel. `horizon` is the grid's total length (12.8 in the public config).
+    /// backward kernel. `horizon` is the grid's total length (12.8 in Berner et al.'s public
+    /// log-variance DDS config, 6.4 in their basic one).
     VpCosine {
         horizon: f64,
         /// As `Vp`'s.
