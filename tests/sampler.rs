@@ -2,7 +2,9 @@
 
 use diffusion_samplers::config::ExperimentConfig;
 use diffusion_samplers::rng;
-use diffusion_samplers::samplers::{log_pb_step, rollout, sample_backward_states, Path, Sampler};
+use diffusion_samplers::samplers::{
+    log_pb_step, rollout, sample_backward_states, Path, Rollout, Sampler,
+};
 use diffusion_samplers::tolerance::Tolerance;
 use diffusion_samplers::train::Trainer;
 
@@ -20,6 +22,32 @@ fn cfg(target: &str, steps: usize, sigma2: f64) -> ExperimentConfig {
           train: (method: Tb, iterations: 1, batch: 33, shards: 3), eval: (samples: 8))"
     );
     ExperimentConfig::parse(&text, "test").unwrap()
+}
+
+/// A forward rollout of `tr`'s network over `b` rows, without exploration, from the noise
+/// stream (`seed`, `purpose`).
+fn forward_rollout(
+    tr: &Trainer,
+    b: usize,
+    seed: u64,
+    purpose: &str,
+    keep_graph: bool,
+) -> Rollout<f32> {
+    let path = Path::Forward {
+        noise_key: rng::stream_key(seed, purpose, 0),
+        row0: 0,
+        total_rows: b,
+        explore_std: 0.0,
+    };
+    rollout::<f32>(
+        &tr.net,
+        &tr.params,
+        &tr.sampler,
+        &*tr.energy,
+        b,
+        path,
+        keep_graph,
+    )
 }
 
 fn log_normal_iso(x: &[f32], var: f64) -> f64 {
@@ -41,21 +69,7 @@ fn zero_drift_bridge_identity() {
         let tr = Trainer::new(&c).unwrap();
         // The joint output layer is zero-initialised: u = 0 exactly.
         let b = c.train.batch;
-        let path = Path::Forward {
-            noise_key: rng::stream_key(1, "bridge", 0),
-            row0: 0,
-            total_rows: b,
-            explore_std: 0.0,
-        };
-        let roll = rollout::<f32>(
-            &tr.net,
-            &tr.params,
-            &tr.sampler,
-            &*tr.energy,
-            b,
-            path,
-            false,
-        );
+        let roll = forward_rollout(&tr, b, 1, "bridge", false);
         let d = tr.sampler.dim;
         for r in 0..b {
             let want = log_normal_iso(&roll.x_final[r * d..(r + 1) * d], sigma2);
@@ -187,21 +201,7 @@ fn assert_zero_drift_identity(noising: &str, steps: usize, want: &dyn Fn(&[f32],
     let c = ExperimentConfig::parse(&text, "vp").unwrap();
     let tr = Trainer::new(&c).unwrap();
     let (b, d) = (c.train.batch, tr.sampler.dim);
-    let forward = Path::Forward {
-        noise_key: rng::stream_key(2, "vp", 0),
-        row0: 0,
-        total_rows: b,
-        explore_std: 0.0,
-    };
-    let roll = rollout::<f32>(
-        &tr.net,
-        &tr.params,
-        &tr.sampler,
-        &*tr.energy,
-        b,
-        forward,
-        true,
-    );
+    let roll = forward_rollout(&tr, b, 2, "vp", true);
     let x0 = roll.states[..b * d].to_vec();
     // x₀ ~ N(0, std²I): its mean square over B·D = 68 draws is within a factor 2 of std²
     // (the ratio's own std is √(2/68) ≈ 0.17).
@@ -398,21 +398,7 @@ fn vp_cosine_scales_the_control_by_the_step_variance() {
     let c = ExperimentConfig::parse(text, "cosine-lp").unwrap();
     let tr = Trainer::new(&c).unwrap();
     let (b, d, t) = (c.train.batch, tr.sampler.dim, tr.sampler.steps);
-    let forward = Path::Forward {
-        noise_key: rng::stream_key(2, "cosine", 0),
-        row0: 0,
-        total_rows: b,
-        explore_std: 0.0,
-    };
-    let roll = rollout::<f32>(
-        &tr.net,
-        &tr.params,
-        &tr.sampler,
-        &*tr.energy,
-        b,
-        forward,
-        true,
-    );
+    let roll = forward_rollout(&tr, b, 2, "cosine", true);
     let mut moved = 0.0f64;
     for i in 0..t {
         let step = tr.sampler.transition(i);
