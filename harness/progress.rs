@@ -18,6 +18,9 @@ pub struct Reporter {
     label: &'static str,
     start: Instant,
     last_line: Option<(Instant, usize)>,
+    /// Iterations already done when this process started: a resumed run's first report is its
+    /// checkpoint's iteration + 1, and only the iterations since count toward the rate.
+    done_before: Option<usize>,
     open_line: bool,
 }
 
@@ -30,6 +33,7 @@ impl Reporter {
             label,
             start: Instant::now(),
             last_line: None,
+            done_before: None,
             open_line: false,
         }
     }
@@ -39,6 +43,9 @@ impl Reporter {
             return;
         }
         let now = Instant::now();
+        let done_before = *self
+            .done_before
+            .get_or_insert(p.iteration.saturating_sub(1));
         let total = p.total.max(1);
         let percent = p.iteration.min(total) * 100 / total;
         let show = match self.last_line {
@@ -55,12 +62,8 @@ impl Reporter {
         }
         self.last_line = Some((now, percent));
         let elapsed = now.duration_since(self.start).as_secs_f64();
-        let eta = if p.iteration > 0 {
-            let per_iter = elapsed / p.iteration as f64;
-            format_duration(per_iter * p.total.saturating_sub(p.iteration) as f64)
-        } else {
-            "?".to_string()
-        };
+        let eta = eta_seconds(elapsed, done_before, p.iteration, p.total)
+            .map_or_else(|| "?".to_string(), format_duration);
         let line = format!(
             "{}: iter {}/{} ({percent:>3}%)  loss {:<11.5e}  log Z {:<+10.4}  elapsed {}  ETA {}",
             self.label,
@@ -90,6 +93,13 @@ impl Reporter {
     }
 }
 
+/// Seconds left at the rate of this process: `elapsed` seconds for the iterations after
+/// `done_before` up to `iteration`. None before this process has completed one.
+fn eta_seconds(elapsed: f64, done_before: usize, iteration: usize, total: usize) -> Option<f64> {
+    let here = iteration.checked_sub(done_before).filter(|&n| n > 0)?;
+    Some(elapsed / here as f64 * total.saturating_sub(iteration) as f64)
+}
+
 /// `42s`, `3m07s`, `2h05m`.
 pub fn format_duration(secs: f64) -> String {
     if !secs.is_finite() {
@@ -107,7 +117,17 @@ pub fn format_duration(secs: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::format_duration;
+    use super::{eta_seconds, format_duration};
+
+    #[test]
+    fn eta_counts_only_this_process_iterations() {
+        // Fresh run: 10 s for 100 of 1000 iterations leaves 90 s.
+        assert_eq!(eta_seconds(10.0, 0, 100, 1000), Some(90.0));
+        // Resumed at 500: 10 s for 100 more (600 of 1000) leaves 40 s, not 400/600·10.
+        assert_eq!(eta_seconds(10.0, 500, 600, 1000), Some(40.0));
+        assert_eq!(eta_seconds(10.0, 500, 500, 1000), None);
+        assert_eq!(eta_seconds(10.0, 0, 1000, 1000), Some(0.0));
+    }
 
     #[test]
     fn durations() {
