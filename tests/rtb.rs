@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{assert_gaussian_samples, init_params, jittered};
+use common::{
+    assert_gaussian_samples, assert_rtb_fits_the_closed_form_gaussian_posterior, init_params,
+    jittered,
+};
 
 use diffusion_samplers::autodiff::gradcheck::gradcheck;
 use diffusion_samplers::config::{DdpmSchedule, ExperimentConfig, Noising};
@@ -278,32 +281,10 @@ fn rl_baselines_match_the_f64_tape() {
 /// within 8 % (4000 samples: standard errors 0.011 and 2.2 %), learned log Z within 0.03.
 #[test]
 fn short_run_matches_the_closed_form_gaussian_posterior() {
-    let (m, s, sigma2) = ([1.5f64, -1.0], 1.0f64, 1.0f64);
-    let text = format!(
-        "(seed: 21, target: Gaussian(mean: [{}, {}], std: {s}),
-          sampler: (steps: 40, sigma2: {sigma2}),
-          network: (hidden: 32, harmonics: 8, joint_layers: 2),
-          train: (method: Rtb, iterations: 1200, batch: 128, lr_policy: 3e-3, lr_flow: 0.1,
-                  exploration: None),
-          eval: (samples: 4000, w2: false, eubo: false),
-          posterior: Some((prior: (config: \"unused.ron\", digest: \"0\"), beta: 1.0)))",
-        m[0], m[1]
-    );
-    let cfg = ExperimentConfig::parse(&text, "gaussian rtb").unwrap();
-    // The zero-drift prior: the network's own initialisation (zero output layer).
-    let mut tr = Trainer::with_prior(&cfg, Some(init_params(&cfg))).unwrap();
-    while tr.iteration < cfg.train.iterations {
-        tr.step().unwrap();
-    }
-    let post_var = sigma2 * s * s / (sigma2 + s * s);
-    let log_z = -0.5 * (m[0] * m[0] + m[1] * m[1]) / (sigma2 + s * s)
-        - (std::f64::consts::TAU * (sigma2 + s * s)).ln();
-    let post_mean = m.map(|v| v * sigma2 / (sigma2 + s * s));
-    assert_gaussian_samples(&tr, "gaussian-eval", &post_mean, post_var, 0.05, 0.08);
-    assert!(
-        (tr.learned_log_z() - log_z).abs() < 0.03,
-        "learned log Z {} vs {log_z}",
-        tr.learned_log_z()
+    assert_rtb_fits_the_closed_form_gaussian_posterior(
+        "lr_policy: 3e-3, exploration: None",
+        "beta: 1.0",
+        "gaussian-eval",
     );
 }
 
