@@ -201,13 +201,12 @@ fn lora_settings_are_checked_and_unset_lora_stays_out_of_the_digest() {
     assert!(err.contains("train.lr_variance_factor"), "{err}");
 }
 
-/// The closed-form case of `tests/rtb.rs` (zero-drift prior, x₁ ~ N(0, σ²I); r = N(m, s²I);
-/// posterior N(m·σ²/(σ² + s²), σ²s²/(σ² + s²)·I), Z = N(m; 0, (σ² + s²)I)), trained through
-/// rank-4 adapters only, with every bias frozen at its prior value: mean within 0.05 per
-/// coordinate, variance within 8 % (4000 samples: standard errors 0.011 and 2.2 %), learned
-/// log Z within 0.03 (the full-weight test's bounds). Adapters move W through B·A, about the
-/// rate times |A| ≈ 0.1 per step, so they take 10× the full-weight run's rate (3e-3), annealed
-/// to 0: at a constant 1e-2 the last iterations' noise left coordinate 0's variance 8–12 % high.
+/// The closed-form case of `tests/rtb.rs`, with the full-weight test's bounds
+/// (`common::assert_rtb_fits_the_closed_form_gaussian_posterior`), trained through rank-4
+/// adapters only, with every bias frozen at its prior value. Adapters move W through B·A, about
+/// the rate times |A| ≈ 0.1 per step, so they take 10× the full-weight run's rate (3e-3),
+/// annealed to 0: at a constant 1e-2 the last iterations' noise left coordinate 0's variance
+/// 8–12 % high.
 #[test]
 fn an_adapter_only_run_matches_the_closed_form_gaussian_posterior() {
     assert_rtb_fits_the_closed_form_gaussian_posterior(

@@ -273,12 +273,9 @@ fn rl_baselines_match_the_f64_tape() {
     }
 }
 
-/// A Gaussian prior and a Gaussian constraint give a Gaussian posterior in closed form. The
-/// zero-drift sampler from x₀ = 0 has x₁ ~ N(0, σ²I) exactly (T Gaussian increments); with
-/// r = N(m, s²I) the posterior is N(m·σ²/(σ² + s²), σ²s²/(σ² + s²)·I) and Z = N(m; 0, (σ² + s²)I).
-/// A short on-policy RTB run (T = 40, so the fixed per-step variance is close to the
-/// continuous-time posterior's) must land on it: mean within 0.05 per coordinate, variance
-/// within 8 % (4000 samples: standard errors 0.011 and 2.2 %), learned log Z within 0.03.
+/// A Gaussian prior and a Gaussian constraint give a Gaussian posterior in closed form; a short
+/// on-policy RTB run of every weight must land on it (the case and its bounds:
+/// `common::assert_rtb_fits_the_closed_form_gaussian_posterior`).
 #[test]
 fn short_run_matches_the_closed_form_gaussian_posterior() {
     assert_rtb_fits_the_closed_form_gaussian_posterior(

@@ -90,8 +90,9 @@ pub fn assert_gaussian_samples(
     }
 }
 
-/// The closed-form RTB case: the zero-drift prior from x₀ = 0 (x₁ ~ N(0, σ²I) exactly, σ² = 1,
-/// T = 40) and r = N(m, s²I) with m = (1.5, −1), s = 1 have the posterior
+/// The closed-form RTB case: the zero-drift prior from x₀ = 0 (x₁ ~ N(0, σ²I) exactly, σ² = 1;
+/// T = 40, so the fixed per-step variance is close to the continuous-time posterior's) and
+/// r = N(m, s²I) with m = (1.5, −1), s = 1 have the posterior
 /// N(m·σ²/(σ² + s²), σ²s²/(σ² + s²)·I) and Z = N(m; 0, (σ² + s²)I). Trains the RTB config
 /// whose `train` and `posterior` clauses are given (seed 21, B = 128, 1200 iterations) from
 /// that prior, then asserts its 4000 samples' means within 0.05 per coordinate (standard error
