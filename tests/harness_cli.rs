@@ -516,6 +516,45 @@ fn repo_paper_configs_all_parse() {
     }
 }
 
+/// Every posterior config in the repository names its prior by the digest that prior config has
+/// now. A prior edited without updating its posteriors would otherwise surface only when a
+/// posterior run, hours into a sweep, refuses it.
+#[test]
+fn repo_posterior_configs_name_their_priors_current_digest() {
+    use diffusion_samplers::config::ExperimentConfig;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("paper-configs");
+    let mut stack = vec![root];
+    let mut checked = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "ron") {
+                continue;
+            }
+            let cfg = ExperimentConfig::load(&path).unwrap();
+            let Some(post) = &cfg.posterior else {
+                continue;
+            };
+            let prior_path = path.parent().unwrap().join(&post.prior.config);
+            let prior = ExperimentConfig::load(&prior_path)
+                .unwrap_or_else(|e| panic!("{}: its prior: {e}", path.display()));
+            assert_eq!(
+                post.prior.digest,
+                prior.digest(),
+                "{} names a stale digest for {}",
+                path.display(),
+                prior_path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "only {checked} posterior configs found");
+}
+
 #[cfg(feature = "gpu")]
 mod common;
 
