@@ -9,7 +9,7 @@
 //! arena of their own, whose heaps glibc caps at 64 MiB, so their larger buffers (an LGCP shard's
 //! [B/2, T, D] states are 96 MB) were mmapped and unmapped every iteration regardless: on LGCP,
 //! 1.40 M page faults over a 4-iteration run, 13 % of a profile in the kernel's page clearing.
-//! One arena for all threads brings that to 0.61 M (the first touch of the heap).
+//! One arena for all threads brings that to 0.62 M (the first touch of the heap).
 
 /// Raise glibc's trim/mmap thresholds once per process (no-op elsewhere).
 pub fn keep_freed_memory() {
